@@ -1,0 +1,1 @@
+"""Benchmarks for the report service's CPU-bound steps."""

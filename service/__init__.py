@@ -1,0 +1,1 @@
+"""Report service: slow LLM report generation taken off the HTTP request path."""

@@ -1,0 +1,122 @@
+"""The report endpoints: submit, poll, download, cancel."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from service.auth import events_token, require_caller
+from service.errors import BadRequest, Conflict, IdempotencyKeyMismatch, NotFound
+from service.fetch import check_input_url
+from service.payloads import ReportCreate, parse, read_json
+from service.services import ApiServices, services
+from service.store.jobs import NewJob, derive_job_id, fingerprint
+from service.store.keys import Caller
+from service.store.uploads import UPLOAD_SCHEME, upload_id_from_url
+from service.views import report_paths, status_view
+
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def idempotency_key(body: ReportCreate, header: str | None) -> str | None:
+    if header is not None and not 8 <= len(header) <= 128:
+        raise BadRequest("the Idempotency-Key header must be 8 to 128 characters")
+    if body.idempotency_key and header and body.idempotency_key != header:
+        raise BadRequest("idempotencyKey in the body and the Idempotency-Key header differ; send one")
+    return body.idempotency_key or header
+
+
+def _invalid_url(problem: str) -> BadRequest:
+    return BadRequest(f"inputDataUrl: {problem}", [f"inputDataUrl: {problem}"])
+
+
+async def checked_input_url(url: str, svc: ApiServices, caller: Caller) -> str:
+    """An http(s) URL the worker may fetch, or one of the caller's own uploads."""
+    if url.startswith(UPLOAD_SCHEME):
+        input_id = upload_id_from_url(url)
+        if input_id is None or await svc.uploads.owned(input_id, caller.user_id) is None:
+            raise _invalid_url("no such uploaded input (uploads expire; upload it again)")
+        return url
+    try:
+        return check_input_url(url, allow_private=svc.settings.allow_private_input_urls)
+    except ValueError as exc:
+        raise _invalid_url(str(exc)) from exc
+
+
+async def accepted_body(svc: ApiServices, job_id: str, report_id: str, state: str) -> dict[str, Any]:
+    paths = report_paths(job_id)
+    token = await events_token(svc, job_id)
+    return {
+        "jobId": job_id,
+        "reportId": report_id,
+        "state": state,
+        "statusUrl": paths["statusUrl"],
+        "eventsUrl": f"{paths['eventsUrl']}?token={token}",
+    }
+
+
+async def create_report(request: Request) -> Response:
+    svc = services(request)
+    caller = await require_caller(request, svc)
+    body = parse(ReportCreate, await read_json(request, svc.settings.request_max_bytes))
+    key = idempotency_key(body, request.headers.get("idempotency-key"))
+    url = await checked_input_url(body.input_data_url, svc, caller)
+    job = NewJob(
+        job_id=derive_job_id(caller.user_id, key or uuid.uuid4().hex),
+        user_id=caller.user_id,
+        plan=caller.plan,
+        input_url=url,
+        model=svc.settings.model_for(caller.plan),
+        fingerprint=fingerprint({"inputDataUrl": url}),
+    )
+    outcome = await svc.jobs.submit(job, arq_ttl_ms=svc.settings.failed_retention_seconds * 1000)
+    if not outcome.same_payload:
+        raise IdempotencyKeyMismatch("this idempotency key was already used with a different payload")
+    content = await accepted_body(svc, job.job_id, outcome.report_id, outcome.state)
+    if outcome.created:
+        return JSONResponse(content, status_code=202, headers={"Location": content["statusUrl"]})
+    return JSONResponse(content, status_code=200, headers={"Idempotent-Replayed": "true"})
+
+
+async def owned_job(svc: ApiServices, caller: Caller, job_id: str) -> dict[str, str]:
+    """The caller's job, or 404 exactly as for a job that does not exist."""
+    record = await svc.jobs.get(job_id) if _JOB_ID.match(job_id) else None
+    if record is None or record.get("user_id") != caller.user_id:
+        raise NotFound("no such report job")
+    return record
+
+
+async def get_report(request: Request) -> Response:
+    svc = services(request)
+    caller = await require_caller(request, svc)
+    job_id = request.path_params["job_id"]
+    return JSONResponse(status_view(job_id, await owned_job(svc, caller, job_id)))
+
+
+async def get_report_pdf(request: Request) -> Response:
+    svc = services(request)
+    caller = await require_caller(request, svc)
+    job_id = request.path_params["job_id"]
+    record = await owned_job(svc, caller, job_id)
+    if record["state"] != "completed":
+        raise Conflict(f"the report is not ready (state: {record['state']})")
+    pdf = await svc.storage.get(record["pdf_key"])
+    if pdf is None:
+        raise NotFound("the PDF is no longer stored")
+    disposition = f'inline; filename="{record["report_id"]}.pdf"'
+    return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": disposition})
+
+
+async def cancel_report(request: Request) -> Response:
+    svc = services(request)
+    caller = await require_caller(request, svc)
+    job_id = request.path_params["job_id"]
+    await owned_job(svc, caller, job_id)
+    before = await svc.jobs.cancel(job_id, retention_seconds=svc.settings.failed_retention_seconds)
+    if before not in ("queued", "active"):
+        raise Conflict(f"the job is already {before} and cannot be cancelled")
+    return JSONResponse(status_view(job_id, await owned_job(svc, caller, job_id)))

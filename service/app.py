@@ -1,0 +1,48 @@
+"""The API's app factory: routes, middleware and error handlers as plain lists and dicts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route
+
+from service import api_inputs, api_ops, api_reports
+from service.http_errors import EXCEPTION_HANDLERS
+from service.logs import configure_logging
+from service.middleware import RequestContextMiddleware
+from service.services import open_api_services
+from service.settings import Settings
+
+ROUTES: list[BaseRoute] = [
+    Route("/healthz", api_ops.healthz, methods=["GET"]),
+    Route("/readyz", api_ops.readyz, methods=["GET"]),
+    Route("/api/usage", api_ops.usage, methods=["GET"]),
+    Route("/api/inputs", api_inputs.upload_input, methods=["POST"]),
+    Route("/api/reports", api_reports.create_report, methods=["POST"]),
+    Route("/api/reports/{job_id}", api_reports.get_report, methods=["GET"]),
+    Route("/api/reports/{job_id}", api_reports.cancel_report, methods=["DELETE"]),
+    Route("/api/reports/{job_id}/pdf", api_reports.get_report_pdf, methods=["GET"]),
+]
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Starlette:
+    """Builds the API. Called by uvicorn (``--factory``) with no arguments, by tests with settings."""
+    settings = settings if settings is not None else Settings()
+    if configure_logs:
+        configure_logging(settings, process="api")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with open_api_services(settings) as services:
+            yield {"services": services}
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,102 @@
+"""The offline provider: a deterministic statistical summary of the input, written without a language model.
+
+Used when no API key is configured. It never touches the network and says so at the top of every
+report. It streams its text in chunks like the real provider, so the job's progress events behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from service.llm import CHARS_PER_TOKEN, OutputProgress, ProgressThrottle, ReportAnswer, ReportRequest
+from service.offline_common import NotParsed, Summary, inline
+from service.offline_csv import summarize_csv
+from service.offline_json import summarize_json
+from service.offline_text import summarize_text
+
+OFFLINE_MODEL = "offline"
+CHUNK_CHARS = 160  # ~40 tokens a chunk: a few KB of report streams in one or two seconds
+OFFLINE_NOTICE = (
+    "> **Written offline, without a language model.** No AI model read this input: the service has "
+    "no model provider configured, so this summary was computed directly from the file with counts "
+    "and simple statistics. It describes the data; it does not interpret it."
+)
+_FORMAT_NAMES = {"csv": "CSV", "json": "JSON"}
+
+
+def detect_format(content_type: str, name: str) -> str:
+    """``csv``, ``json`` or ``text``, from the content type first, then the file name's extension."""
+    kind, lowered = content_type.split(";")[0].strip().lower(), name.lower()
+    if "csv" in kind or lowered.endswith((".csv", ".tsv")):
+        return "csv"
+    if "json" in kind or lowered.endswith((".json", ".jsonl", ".ndjson")):
+        return "json"
+    return "text"
+
+
+def summarize(text: str, fmt: str) -> Summary:
+    """The summary for ``fmt``; a file that does not parse is summarised as text, and the report says so."""
+    try:
+        if fmt == "csv":
+            return summarize_csv(text)
+        if fmt == "json":
+            return summarize_json(text)
+    except NotParsed as exc:
+        summary = summarize_text(text)
+        label = _FORMAT_NAMES[fmt]
+        summary.findings.insert(
+            0, f"The file did not parse as {label} ({inline(exc.reason, 160)}), so it is summarised as text."
+        )
+        return summary
+    return summarize_text(text)
+
+
+def render_offline_report(request: ReportRequest) -> str:
+    """The whole report as Markdown: title, offline notice, key findings, sections, notes, next steps."""
+    summary = summarize(request.input_text, detect_format(request.content_type, request.input_name))
+    parts = [f"# Offline summary of {inline(request.input_name, 80)}", "", OFFLINE_NOTICE, ""]
+    parts += ["## Key findings", "", *(f"- {finding}" for finding in summary.findings), ""]
+    for section in summary.sections:
+        parts += [f"## {section.heading}", "", section.body, ""]
+    if summary.notes:
+        parts += ["## Data quality notes", "", *(f"- {note}" for note in summary.notes), ""]
+    parts += ["## Next steps", "", *_next_steps(summary), ""]
+    return "\n".join(parts)
+
+
+def _next_steps(summary: Summary) -> list[str]:
+    steps = []
+    if summary.notes:
+        steps.append("1. Check the data quality notes above at the source before relying on the figures.")
+    steps.append(
+        f"{len(steps) + 1}. For an executive report with analysis and recommendations, run this job again "
+        "once a model provider is configured."
+    )
+    return steps
+
+
+def chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    return [text[start : start + size] for start in range(0, len(text), size)]
+
+
+class OfflineProvider:
+    """Implements ``Provider`` with ``render_offline_report``; ``chunk_delay`` paces the fake streaming."""
+
+    def __init__(self, chunk_delay: float = 0.05) -> None:
+        self._chunk_delay = chunk_delay
+
+    async def write_report(
+        self, request: ReportRequest, on_output: OutputProgress | None = None
+    ) -> ReportAnswer:
+        # A 2 MB input takes a fraction of a second of CPU: off the event loop, so heartbeats keep going.
+        text = await asyncio.to_thread(render_offline_report, request)
+        progress = ProgressThrottle(on_output)
+        sent = 0
+        for chunk in chunks(text):
+            await asyncio.sleep(self._chunk_delay)
+            sent += len(chunk)
+            await progress.update(sent // CHARS_PER_TOKEN)
+        output_tokens = len(text) // CHARS_PER_TOKEN
+        await progress.finish(output_tokens)
+        input_tokens = len(request.input_text) // CHARS_PER_TOKEN
+        return ReportAnswer(text, OFFLINE_MODEL, input_tokens, output_tokens, offline=True)

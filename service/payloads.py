@@ -1,0 +1,73 @@
+"""Request bodies: size limits, media types, JSON, and validation into clear 4xx errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ReportCreate(BaseModel):
+    """Body of ``POST /api/reports``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_data_url: str = Field(alias="inputDataUrl", min_length=1, max_length=2048)
+    idempotency_key: str | None = Field(default=None, alias="idempotencyKey", min_length=8, max_length=128)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
+    kind = media_type(request)
+    if kind not in allowed:
+        shown = kind or "none"
+        raise UnsupportedMediaType(f"Content-Type must be {' or '.join(allowed)} (got {shown})")
+    return kind
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Reads at most ``limit`` bytes, refusing early on a larger Content-Length."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    require_media_type(request, ("application/json",))
+    body = await read_body(request, limit)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest("the body is not valid JSON", [f"invalid JSON: {exc}"]) from exc
+
+
+def parse(model: type[M], data: Any) -> M:
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", ["body: expected a JSON object"])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        issues = [_issue(error) for error in exc.errors(include_url=False)]
+        raise BadRequest("the body failed validation: " + "; ".join(issues), issues) from exc
+
+
+def _issue(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "body"
+    return f"{location}: {error['msg']}"

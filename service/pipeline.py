@@ -1,0 +1,195 @@
+"""One report job, start to finish: fetch, summarise, render, store — resumable from its checkpoint.
+
+Plain async functions over injected dependencies: testable without an arq Worker. The arq glue in
+``service.worker`` turns ``RetryLater`` into arq's ``Retry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from service.errors import PermanentJobError, TransientJobError, Unavailable
+from service.input_text import human_size
+from service.inputs import InputSource
+from service.llm import Provider, ReportRequest
+from service.pdf import PdfRenderer, ReportDocument
+from service.retry import backoff_seconds
+from service.settings import Settings
+from service.storage import Storage
+from service.store.jobs import Checkpoint, JobStore
+
+log = structlog.get_logger("service.pipeline")
+
+STAGE_PROGRESS = {"fetching": 10, "summarizing": 30, "rendering": 70, "storing": 90, "done": 100}
+# Output tokens at which summarising progress is halfway from 30 to 70 (it only approaches 70).
+_HALFWAY_TOKENS = 800
+_PROGRESS_INTERVAL_S = 0.25
+
+
+class RetryLater(Exception):
+    """The job was put back in the queue; run it again after ``defer_seconds``."""
+
+    def __init__(self, defer_seconds: float) -> None:
+        super().__init__(f"retry in {defer_seconds:.1f}s")
+        self.defer_seconds = defer_seconds
+
+
+@dataclass
+class WorkerDeps:
+    settings: Settings
+    jobs: JobStore
+    inputs: InputSource
+    provider: Provider
+    renderer: PdfRenderer
+    storage: Storage
+
+
+def summarizing_progress(output_tokens: int) -> int:
+    return 30 + int(40 * output_tokens / (output_tokens + _HALFWAY_TOKENS))
+
+
+@asynccontextmanager
+async def stage(deps: WorkerDeps, job_id: str, name: str, **fields: Any) -> AsyncIterator[None]:
+    """Announces a stage (state, event) and logs it with its duration once it is done."""
+    await deps.jobs.advance(job_id, stage=name, progress=STAGE_PROGRESS[name])
+    started = time.perf_counter()
+    yield
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    log.info("job_stage", stage=name, duration_ms=duration_ms, **fields)
+
+
+async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Checkpoint:
+    """Fetches the input and pays for one model call; the answer is saved before anything else."""
+    async with stage(deps, job_id, "fetching"):
+        fetched = await deps.inputs.load(record["input_url"], record["user_id"])
+    last_sent = 0.0
+
+    async def on_output(tokens: int) -> None:
+        nonlocal last_sent
+        if time.monotonic() - last_sent >= _PROGRESS_INTERVAL_S:
+            last_sent = time.monotonic()
+            await deps.jobs.advance(job_id, stage="summarizing", progress=summarizing_progress(tokens))
+
+    request = ReportRequest(
+        input_text=fetched.text,
+        input_name=fetched.name,
+        content_type=fetched.content_type,
+        model=record["model"],
+        max_tokens=deps.settings.max_output_tokens,
+    )
+    async with stage(deps, job_id, "summarizing", input_bytes=fetched.size):
+        answer = await deps.provider.write_report(request, on_output)
+    checkpoint = Checkpoint(
+        text=answer.text,
+        model=answer.model,
+        input_tokens=answer.input_tokens,
+        output_tokens=answer.output_tokens,
+        offline=answer.offline,
+        source=f"{fetched.name} ({human_size(fetched.size)})",
+    )
+    await deps.jobs.save_checkpoint(job_id, checkpoint, ttl_seconds=deps.settings.failed_retention_seconds)
+    log.info("llm_answer_saved", model=answer.model, input_tokens=answer.input_tokens,
+             output_tokens=answer.output_tokens)  # fmt: skip
+    return checkpoint
+
+
+async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None:
+    checkpoint = await deps.jobs.load_checkpoint(job_id)
+    if checkpoint is None:
+        checkpoint = await summarize(deps, job_id, record)
+    else:
+        log.info("checkpoint_resumed", model=checkpoint.model)
+    document = ReportDocument(
+        title=f"Executive report: {checkpoint.source}",
+        created_at=datetime.now(UTC),
+        model=checkpoint.model,
+        markdown=checkpoint.text,
+        source=checkpoint.source,
+        offline=checkpoint.offline,
+    )
+    async with stage(deps, job_id, "rendering"):
+        pdf = await deps.renderer.render(document)
+    pdf_key = f"reports/{record['report_id']}.pdf"
+    async with stage(deps, job_id, "storing", pdf_bytes=len(pdf)):
+        await deps.storage.put(pdf_key, pdf, "application/pdf")
+    result = {
+        "model": checkpoint.model,
+        "inputTokens": checkpoint.input_tokens,
+        "outputTokens": checkpoint.output_tokens,
+        "tokensUsed": checkpoint.input_tokens + checkpoint.output_tokens,
+    }
+    retention = deps.settings.report_retention_seconds
+    if await deps.jobs.complete(
+        job_id, record["user_id"], result, pdf_key=pdf_key, retention_seconds=retention
+    ):
+        log.info("job_completed", input_tokens=result["inputTokens"], output_tokens=result["outputTokens"])
+
+
+async def retry_or_fail(deps: WorkerDeps, job_id: str, attempts: int, error: TransientJobError) -> None:
+    settings = deps.settings
+    if attempts >= settings.max_attempts:
+        reason = f"{error.reason} (gave up after {attempts} attempts)"
+        await deps.jobs.fail(job_id, reason, retention_seconds=settings.failed_retention_seconds)
+        log.warning("job_failed", reason=reason, attempts=attempts)
+        return
+    defer = backoff_seconds(
+        attempts,
+        base=settings.retry_base_seconds,
+        cap=settings.retry_max_seconds,
+        retry_after=error.retry_after,
+    )
+    await deps.jobs.requeue(job_id, error.reason, count_attempt=True)
+    log.warning("job_retry", reason=error.reason, attempts=attempts, defer_s=round(defer, 2))
+    raise RetryLater(defer)
+
+
+async def hand_back(deps: WorkerDeps, job_id: str) -> None:
+    """Cancelled by a shutdown: back to the queue without spending an attempt (a user's cancel
+    already marked the job cancelled, and then this changes nothing)."""
+    if await deps.jobs.requeue(job_id, "handed back by a stopping worker", count_attempt=False):
+        log.info("job_handed_back")
+
+
+async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
+    """Runs one attempt of a job; returns the state it left the job in (or raises ``RetryLater``)."""
+    started = await deps.jobs.start(job_id, stage="queued", progress=0)
+    if not started.proceed:
+        log.info("job_skipped", state=started.state)
+        return started.state
+    record = await deps.jobs.get(job_id) or {}
+    structlog.contextvars.bind_contextvars(report_id=record.get("report_id"), user_id=record.get("user_id"))
+    log.info("job_started", attempt=started.attempts, after_crash=started.crashed)
+    try:
+        async with asyncio.timeout(deps.settings.job_timeout_seconds):
+            await produce(deps, job_id, record)
+    except PermanentJobError as exc:
+        await deps.jobs.fail(job_id, exc.reason, retention_seconds=deps.settings.failed_retention_seconds)
+        log.warning("job_failed", reason=exc.reason)
+    except TransientJobError as exc:
+        await retry_or_fail(deps, job_id, started.attempts, exc)
+    except TimeoutError:
+        limit = f"the job ran longer than JOB_TIMEOUT_SECONDS ({deps.settings.job_timeout_seconds:g}s)"
+        await retry_or_fail(deps, job_id, started.attempts, TransientJobError(limit))
+    except asyncio.CancelledError:
+        await asyncio.shield(hand_back(deps, job_id))
+        raise
+    except Unavailable as exc:
+        # Redis is down: nothing can be recorded now. arq keeps the job queued; when it starts again
+        # the record still says 'active' and the restart is counted like a crash.
+        log.warning("job_store_unavailable", error=str(exc))
+        raise RetryLater(backoff_seconds(started.attempts, base=1.0, cap=30.0)) from exc
+    except Exception:
+        # A bug, not the user's doing: fail clearly instead of leaving the job 'active' forever.
+        log.exception("job_crashed")
+        reason = "an internal error stopped the report; it has been logged"
+        await deps.jobs.fail(job_id, reason, retention_seconds=deps.settings.failed_retention_seconds)
+    record = await deps.jobs.get(job_id) or {}
+    return record.get("state", "missing")

@@ -1,0 +1,60 @@
+"""The API's shared resources, opened once in the lifespan and handed to every handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from starlette.requests import Request
+
+from service.settings import Settings
+from service.storage import LocalStorage, Storage
+from service.store.connection import open_redis
+from service.store.jobs import JobStore
+from service.store.keys import KeyStore
+from service.store.secrets import shared_signing_secret
+from service.store.uploads import UploadStore
+
+
+@dataclass
+class ApiServices:
+    settings: Settings
+    redis: Redis
+    keys: KeyStore
+    jobs: JobStore
+    uploads: UploadStore
+    storage: Storage
+    _signing_secret: bytes | None = field(default=None, repr=False)
+
+    async def signing_secret(self) -> bytes:
+        """Configured, or shared through Redis; fetched lazily so the API starts while Redis is down."""
+        if self._signing_secret is None:
+            configured = self.settings.signing_secret
+            if configured is not None:
+                self._signing_secret = configured.get_secret_value().encode()
+            else:
+                self._signing_secret = await shared_signing_secret(self.redis)
+        return self._signing_secret
+
+
+@asynccontextmanager
+async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
+    redis = open_redis(settings.redis_url, fail_fast=True)
+    try:
+        yield ApiServices(
+            settings=settings,
+            redis=redis,
+            keys=KeyStore(redis),
+            jobs=JobStore(redis),
+            uploads=UploadStore(redis),
+            storage=LocalStorage(settings.storage_root),
+        )
+    finally:
+        await redis.aclose()
+
+
+def services(request: Request) -> ApiServices:
+    found: ApiServices = request.state.services
+    return found

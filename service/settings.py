@@ -1,0 +1,97 @@
+"""Configuration: one Settings object, built only at entry points and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from examples; a signing secret like these would let anyone mint tokens.
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev", "development", "example", "test", "xxx"}
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Every knob the API, the worker and the CLI share. Names match the contract's table."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # --- the contract's variables -------------------------------------------------------------
+    redis_url: str = "redis://localhost:6379/0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    worker_concurrency: int = Field(default=5, ge=1, le=10_000)
+    worker_grace_seconds: float = Field(default=30, ge=0)
+    job_timeout_seconds: float = Field(default=300, gt=0)
+    llm_requests_per_minute: int = Field(default=30, ge=1)
+    allow_private_input_urls: bool = False
+
+    # --- models -------------------------------------------------------------------------------
+    model_pro: str = "claude-opus-4-7"
+    model_free: str = "claude-haiku-4-5-20251001"
+    max_output_tokens: int = Field(default=4000, ge=1, le=64_000)
+    llm_timeout_seconds: float = Field(default=240, gt=0)
+
+    # --- inputs -------------------------------------------------------------------------------
+    input_max_bytes: int = Field(default=2_000_000, ge=1)
+    input_connect_timeout_seconds: float = Field(default=5, gt=0)
+    input_read_timeout_seconds: float = Field(default=20, gt=0)
+    input_max_redirects: int = Field(default=3, ge=0, le=10)
+    input_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    request_max_bytes: int = Field(default=16_384, ge=256)
+
+    # --- storage and retention ----------------------------------------------------------------
+    data_dir: Path = Path(".data")
+    storage_dir: Path | None = None
+    report_retention_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    failed_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+
+    # --- retries ------------------------------------------------------------------------------
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_base_seconds: float = Field(default=5, ge=0)
+    retry_max_seconds: float = Field(default=300, ge=0)
+
+    # --- security -----------------------------------------------------------------------------
+    signing_secret: SecretStr | None = None
+    events_token_ttl_seconds: int = Field(default=3600, ge=60)
+
+    # --- logging ------------------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if raw.strip().lower() in _PLACEHOLDER_SECRETS or len(raw) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"SIGNING_SECRET must be a random string of at least {MIN_SECRET_LENGTH} characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(48))'); "
+                "leave it unset to have one generated and shared through Redis"
+            )
+        return value
+
+    @property
+    def storage_root(self) -> Path:
+        """Local storage: PDFs under ``reports/``, uploaded inputs under ``inputs/``."""
+        return self.storage_dir if self.storage_dir is not None else self.data_dir / "files"
+
+    @property
+    def offline(self) -> bool:
+        """Without an API key the offline provider writes reports, clearly marked as such."""
+        return self.anthropic_api_key is None or not self.anthropic_api_key.get_secret_value()
+
+    def model_for(self, plan: str) -> str:
+        return self.model_pro if plan == "pro" else self.model_free

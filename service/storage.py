@@ -1,0 +1,69 @@
+"""Where finished PDFs live: a small interface, with a local-directory backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,3}$")
+
+
+def check_key(key: str) -> str:
+    """Keys are ours (report ids), but a path check costs nothing and stops traversal for good."""
+    if not _SAFE_KEY.match(key) or ".." in key:
+        raise ValueError(f"unsafe storage key: {key!r}")
+    return key
+
+
+class Storage(Protocol):
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Stores all of ``data`` or nothing: a reader never sees a partial object."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+class LocalStorage:
+    """A directory on this host: right for one machine, or a volume shared by API and workers."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def _path(self, key: str) -> Path:
+        return self._root / check_key(key)
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._write_atomically, self._path(key), data)
+
+    async def get(self, key: str) -> bytes | None:
+        return await asyncio.to_thread(self._read, self._path(key))
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    @staticmethod
+    def _write_atomically(path: Path, data: bytes) -> None:
+        # Write beside the target, flush to disk, then rename: a crash leaves the old file or none.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None

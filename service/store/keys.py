@@ -1,0 +1,118 @@
+"""API keys: created once, stored only as SHA-256 digests, looked up on every request."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from service.clock import iso_from_ms, now_ms
+from service.store.connection import translate_redis_errors
+
+PLANS = ("free", "pro")
+KEY_PREFIX = "rsk_"
+USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_DIGEST = "rs:apikey:{digest}"
+_INDEX = "rs:apikeys"  # key id -> digest, for listing and revoking without the key itself
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: the only identity handlers ever see."""
+
+    user_id: str
+    plan: str
+    key_id: str
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: str
+    user_id: str
+    plan: str
+    created_at: str | None
+    revoked_at: str | None
+
+
+def digest_of(api_key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def check_user_id(user_id: str) -> str:
+    if not USER_ID_PATTERN.match(user_id):
+        raise ValueError("a user id is 1-64 characters: letters, digits, '.', '_', '@', '-'")
+    return user_id
+
+
+def check_plan(plan: str) -> str:
+    if plan not in PLANS:
+        raise ValueError(f"plan must be one of {', '.join(PLANS)}")
+    return plan
+
+
+class KeyStore:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    @translate_redis_errors
+    async def create(self, user_id: str, plan: str) -> tuple[str, KeyInfo]:
+        """Mints a key; the plain key is returned once and never stored."""
+        check_user_id(user_id)
+        check_plan(plan)
+        api_key = KEY_PREFIX + secrets.token_urlsafe(32)
+        digest = digest_of(api_key)
+        key_id = digest[:12]
+        created = now_ms()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                _DIGEST.format(digest=digest),
+                mapping={"key_id": key_id, "user_id": user_id, "plan": plan, "created_ms": created},
+            )
+            pipe.hset(_INDEX, key_id, digest)
+            await pipe.execute()
+        return api_key, KeyInfo(key_id, user_id, plan, iso_from_ms(created), None)
+
+    @translate_redis_errors
+    async def authenticate(self, api_key: str) -> Caller | None:
+        if not api_key.startswith(KEY_PREFIX) or len(api_key) > 128:
+            return None
+        fields = await self._redis.hgetall(_DIGEST.format(digest=digest_of(api_key)))  # type: ignore[misc]
+        if not fields or fields.get("revoked_ms"):
+            return None
+        return Caller(user_id=fields["user_id"], plan=fields["plan"], key_id=fields["key_id"])
+
+    @translate_redis_errors
+    async def list(self) -> list[KeyInfo]:
+        digests = await self._redis.hgetall(_INDEX)  # type: ignore[misc]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for digest in digests.values():
+                pipe.hgetall(_DIGEST.format(digest=digest))
+            rows: list[dict[str, str]] = await pipe.execute()
+        infos = [_key_info(row) for row in rows if row]
+        return sorted(infos, key=lambda info: (info.user_id, info.created_at or ""))
+
+    @translate_redis_errors
+    async def revoke(self, key_or_id: str) -> KeyInfo | None:
+        """Revokes by key id (as `keys list` shows it) or by the key itself."""
+        key_id = digest_of(key_or_id)[:12] if key_or_id.startswith(KEY_PREFIX) else key_or_id
+        digest = await self._redis.hget(_INDEX, key_id)  # type: ignore[misc]
+        if digest is None:
+            return None
+        record = _DIGEST.format(digest=digest)
+        await self._redis.hsetnx(record, "revoked_ms", str(now_ms()))  # type: ignore[misc]
+        return _key_info(await self._redis.hgetall(record))  # type: ignore[misc]
+
+
+def _key_info(row: dict[str, str]) -> KeyInfo:
+    revoked = row.get("revoked_ms")
+    return KeyInfo(
+        key_id=row["key_id"],
+        user_id=row["user_id"],
+        plan=row["plan"],
+        created_at=iso_from_ms(int(row["created_ms"])),
+        revoked_at=iso_from_ms(int(revoked)) if revoked else None,
+    )

@@ -1,0 +1,48 @@
+"""How a job record looks on the wire: the contract's status and result objects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service.clock import iso_from_ms
+
+
+def _ms(record: dict[str, str], field: str) -> int | None:
+    value = record.get(field)
+    return int(value) if value else None
+
+
+def report_paths(job_id: str) -> dict[str, str]:
+    base = f"/api/reports/{job_id}"
+    return {"statusUrl": base, "eventsUrl": f"{base}/events", "pdfUrl": f"{base}/pdf"}
+
+
+def result_view(job_id: str, record: dict[str, str]) -> dict[str, Any] | None:
+    if record.get("state") != "completed" or not record.get("result"):
+        return None
+    stored: dict[str, Any] = json.loads(record["result"])
+    return {"pdfUrl": report_paths(job_id)["pdfUrl"], **stored}
+
+
+def error_view(record: dict[str, str]) -> dict[str, Any] | None:
+    if record.get("state") != "failed" or not record.get("error"):
+        return None
+    error: dict[str, Any] = json.loads(record["error"])
+    return error
+
+
+def status_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:
+    return {
+        "jobId": job_id,
+        "reportId": record["report_id"],
+        "state": record["state"],
+        "progress": int(record.get("progress", 0)),
+        "stage": record.get("stage", "queued"),
+        "attempts": int(record.get("attempts", 0)),
+        "createdAt": iso_from_ms(_ms(record, "created_ms")),
+        "startedAt": iso_from_ms(_ms(record, "started_ms")),
+        "finishedAt": iso_from_ms(_ms(record, "finished_ms")),
+        "result": result_view(job_id, record),
+        "error": error_view(record),
+    }

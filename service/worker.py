@@ -1,0 +1,128 @@
+"""The arq side of the worker: its options, its resources, its job function, and graceful draining."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import structlog
+from arq import Retry
+from arq.connections import RedisSettings
+
+from service.drain import install_drain
+from service.fetch import InputFetcher, build_input_client
+from service.inputs import InputSource
+from service.llm import AnthropicProvider, Provider, build_anthropic_client
+from service.logs import configure_logging
+from service.offline import OfflineProvider
+from service.pdf import PdfRenderer
+from service.pipeline import RetryLater, WorkerDeps, run_report_job
+from service.settings import Settings
+from service.storage import LocalStorage
+from service.store.connection import open_redis
+from service.store.jobs import JobStore, dumps_job, loads_job
+from service.store.uploads import UploadStore
+
+log = structlog.get_logger("service.worker")
+
+# arq's own timeout is a backstop only: our pipeline times itself out first (and retries),
+# and needs a moment after that to record the outcome.
+_ARQ_TIMEOUT_MARGIN_S = 5
+
+
+@asynccontextmanager
+async def provider_for(settings: Settings) -> AsyncIterator[Provider]:
+    if settings.offline:
+        yield OfflineProvider()
+        return
+    client = build_anthropic_client(settings)
+    try:
+        yield AnthropicProvider(client)
+    finally:
+        await client.close()
+
+
+@asynccontextmanager
+async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
+    """Every client a job needs, opened once per worker process and closed on shutdown."""
+    async with AsyncExitStack() as stack:
+        redis = open_redis(settings.redis_url, fail_fast=False)
+        stack.push_async_callback(redis.aclose)
+        input_client = build_input_client(settings)
+        stack.push_async_callback(input_client.aclose)
+        renderer = PdfRenderer(processes=1)
+        storage = LocalStorage(settings.storage_root)
+        stack.callback(renderer.close)
+        yield WorkerDeps(
+            settings=settings,
+            jobs=JobStore(redis),
+            inputs=InputSource(InputFetcher(input_client, settings), UploadStore(redis), storage),
+            provider=await stack.enter_async_context(provider_for(settings)),
+            renderer=renderer,
+            storage=storage,
+        )
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    if ctx.get("standalone", True):
+        # Here, not at import: arq's CLI installs its own logging config after importing the settings.
+        configure_logging(settings, process="worker")
+        install_drain(settings.worker_grace_seconds)
+    if "deps" not in ctx:  # tests may hand in their own
+        stack = AsyncExitStack()
+        ctx["deps"] = await stack.enter_async_context(open_worker_deps(settings))
+        ctx["exit_stack"] = stack
+    log.info("worker_started", concurrency=settings.worker_concurrency, offline=settings.offline)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    stack: AsyncExitStack | None = ctx.get("exit_stack")
+    if stack is not None:
+        await stack.aclose()
+    log.info("worker_stopped")
+
+
+async def generate_report(ctx: dict[str, Any], job_id: str) -> str:
+    """The arq job function: a thin shell around the pipeline."""
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+    try:
+        return await run_report_job(ctx["deps"], job_id)
+    except RetryLater as retry:
+        raise Retry(defer=retry.defer_seconds) from retry
+    finally:
+        structlog.contextvars.unbind_contextvars("job_id", "report_id", "user_id")
+
+
+def arq_redis_settings(settings: Settings) -> RedisSettings:
+    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings.conn_retries = 10
+    redis_settings.retry_on_timeout = True
+    return redis_settings
+
+
+def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
+    """The keyword arguments for arq's Worker; ``worker_settings.WorkerSettings`` is exactly this.
+
+    ``ctx`` extras are for tests: ``standalone=False`` leaves logging and signals alone, and
+    ``deps=...`` hands in ready-made dependencies.
+    """
+    return {
+        "functions": [generate_report],
+        "ctx": {"settings": settings, **ctx},
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": arq_redis_settings(settings),
+        "max_jobs": settings.worker_concurrency,
+        "job_timeout": settings.job_timeout_seconds + _ARQ_TIMEOUT_MARGIN_S,
+        # Attempts are counted by the pipeline (a deploy's hand-back must not spend one), so arq's
+        # own try counter, which grows on every start, must never be the one to fail a job.
+        "max_tries": 1_000_000,
+        "keep_result": 0,
+        "allow_abort_jobs": True,
+        "handle_signals": False,
+        "poll_delay": 0.05,
+        "job_serializer": dumps_job,
+        "job_deserializer": loads_job,
+    }

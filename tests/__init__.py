@@ -1,0 +1,1 @@
+"""Test suite: real Redis, real SDK against a fake Anthropic server, real subprocesses."""

@@ -1,0 +1,219 @@
+"""Shared fixtures: a real Redis server, settings for tests, the API on a real uvicorn, a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import uvicorn
+from arq.worker import Worker
+
+from service.app import create_app
+from service.embedded_redis import EmbeddedRedis, free_port
+from service.fetch import InputFetcher, build_input_client
+from service.inputs import InputSource
+from service.llm import Provider
+from service.pdf import PdfRenderer
+from service.pipeline import WorkerDeps
+from service.settings import Settings
+from service.storage import LocalStorage
+from service.store.connection import open_redis
+from service.store.jobs import JobStore
+from service.store.keys import KeyStore
+from service.store.uploads import UploadStore
+from service.worker import provider_for, worker_options
+from tests.fake_anthropic import FakeAnthropic
+
+# Variables a developer's shell may carry that would leak into Settings() inside tests.
+_SETTINGS_ENV = [name.upper() for name in Settings.model_fields]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment() -> Iterator[None]:
+    """Tests build their settings explicitly; nothing comes from the developer's shell."""
+    saved = {name: os.environ.pop(name) for name in _SETTINGS_ENV if name in os.environ}
+    yield
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the whole session (TEST_REDIS_URL points at another; it gets flushed)."""
+    external = os.environ.get("TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False)
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied before each test."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+def make_settings(redis_url: str, data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "data_dir": data_dir,
+        "allow_private_input_urls": True,
+        "retry_base_seconds": 0.1,
+        "retry_max_seconds": 1.0,
+        "log_format": "json",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return make_settings(redis_url, tmp_path / "data")
+
+
+class LiveServer:
+    """An ASGI app on a real uvicorn on loopback, inside the test's event loop."""
+
+    def __init__(self, app: object) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LiveServer:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for a fresh API app served by uvicorn on loopback."""
+    async with LiveServer(create_app(settings, configure_logs=False)) as live:
+        async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+            yield client
+
+
+async def create_key(settings: Settings, user_id: str, plan: str) -> str:
+    """A real API key, minted through the same store the CLI uses."""
+    client = open_redis(settings.redis_url, fail_fast=True)
+    try:
+        key, _ = await KeyStore(client).create(user_id, plan)
+        return key
+    finally:
+        await client.aclose()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class InputFiles:
+    """Inputs served over real HTTP on loopback, as a user's file host would serve them."""
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.hits: dict[str, int] = {}
+
+        async def serve(request: Request) -> Response:
+            name = request.path_params["name"]
+            self.hits[name] = self.hits.get(name, 0) + 1
+            if name not in self.files:
+                return Response("not here", status_code=404)
+            body, content_type = self.files[name]
+            return Response(body, media_type=content_type)
+
+        self.app = Starlette(routes=[Route("/files/{name}", serve)])
+        self.base_url = ""
+
+    def add(self, name: str, body: str | bytes, content_type: str = "text/csv") -> str:
+        self.files[name] = (body.encode() if isinstance(body, str) else body, content_type)
+        return f"{self.base_url}/files/{name}"
+
+
+@pytest.fixture
+async def inputs() -> AsyncIterator[InputFiles]:
+    files = InputFiles()
+    async with LiveServer(files.app) as live:
+        files.base_url = live.url
+        yield files
+
+
+@pytest.fixture(scope="session")
+def renderer() -> Iterator[PdfRenderer]:
+    """One process pool for the session: starting one costs a few hundred milliseconds."""
+    pool = PdfRenderer(processes=1)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic_server() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> FakeAnthropic:
+    """The session's fake Anthropic API, with its calls forgotten and its behaviour reset."""
+    fake_anthropic_server.reset()
+    return fake_anthropic_server
+
+
+@asynccontextmanager
+async def worker_deps(
+    settings: Settings, renderer: PdfRenderer, provider: Provider | None = None
+) -> AsyncIterator[WorkerDeps]:
+    """The worker's real dependencies, with the provider and renderer handed in by the test."""
+    async with AsyncExitStack() as stack:
+        redis_client = open_redis(settings.redis_url, fail_fast=False)
+        stack.push_async_callback(redis_client.aclose)
+        http = build_input_client(settings)
+        storage = LocalStorage(settings.storage_root)
+        stack.push_async_callback(http.aclose)
+        if provider is None:
+            provider = await stack.enter_async_context(provider_for(settings))
+        yield WorkerDeps(
+            settings=settings,
+            jobs=JobStore(redis_client),
+            inputs=InputSource(InputFetcher(http, settings), UploadStore(redis_client), storage),
+            provider=provider,
+            renderer=renderer,
+            storage=storage,
+        )
+
+
+async def run_burst_worker(settings: Settings, deps: WorkerDeps) -> Worker:
+    """A real arq Worker in burst mode: runs every queued job (and its retries), then returns."""
+    options = worker_options(settings, standalone=False, deps=deps)
+    worker = Worker(**{**options, "burst": True, "poll_delay": 0})
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+    return worker

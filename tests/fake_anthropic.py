@@ -1,0 +1,493 @@
+"""A fake Anthropic Messages API (``POST /v1/messages``) on loopback, for tests and benchmarks.
+
+It runs uvicorn in a background thread so a test can inspect what it received while worker
+subprocesses reach it by URL. Replies, latency and scripted failures are set per test; the wire
+format (JSON bodies, SSE event sequence, error shapes, headers) follows the real API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+Body = dict[str, Any]
+ReplyFn = Callable[[Body], str]
+
+MARKER_PATTERN = re.compile(r"MARKER-[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """One HTTP request the fake received: its JSON body and its headers (names lower-cased)."""
+
+    body: Body
+    headers: dict[str, str]
+
+    @property
+    def model(self) -> str | None:
+        model = self.body.get("model")
+        return model if isinstance(model, str) else None
+
+    @property
+    def api_key(self) -> str | None:
+        """The key the client sent, whichever header carried it (``x-api-key`` or a Bearer token)."""
+        if "x-api-key" in self.headers:
+            return self.headers["x-api-key"]
+        scheme, _, token = self.headers.get("authorization", "").partition(" ")
+        return token if scheme.lower() == "bearer" and token else None
+
+
+@dataclass(frozen=True)
+class HttpFailure:
+    """Answer the next call with an error status and the real error JSON shape."""
+
+    status: int
+    error_type: str
+    message: str
+    retry_after: str | None = None  # sent verbatim as the retry-after header
+    error_code: str | None = None  # sent as error.details.error_code, as the API does for some errors
+    reset_in: float | None = None  # marks the request limit exhausted, resetting this many seconds from now
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamFailure:
+    """Start a streamed answer, then send an ``error`` event after ``after_chunks`` text deltas."""
+
+    after_chunks: int = 2
+    error_type: str = "overloaded_error"
+    message: str = "Overloaded"
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """Start a streamed answer, then drop the connection after ``after_chunks`` text deltas."""
+
+    after_chunks: int = 2
+
+
+Failure = HttpFailure | StreamFailure | Disconnect
+
+
+# --- the real API's error answers ---------------------------------------------------------------
+
+
+def overloaded(retry_after: str | None = None) -> HttpFailure:
+    return HttpFailure(529, "overloaded_error", "Overloaded", retry_after=retry_after)
+
+
+def server_error() -> HttpFailure:
+    return HttpFailure(500, "api_error", "Internal server error")
+
+
+def rate_limited(retry_after: str | None = "7", reset_in: float | None = None) -> HttpFailure:
+    message = (
+        "This request would exceed the rate limit for your organization of 50,000 input tokens per "
+        "minute. For details, refer to: https://docs.claude.com/en/api/rate-limits."
+    )
+    return HttpFailure(429, "rate_limit_error", message, retry_after=retry_after, reset_in=reset_in)
+
+
+def tier_spend_limit_reached() -> HttpFailure:
+    """The usage tier's monthly cap: a 429 with no retry-after, told apart by ``error_code``."""
+    message = "Your organization has reached its monthly spend limit for its usage tier."
+    return HttpFailure(429, "rate_limit_error", message, error_code="enforced_spend_limit_reached")
+
+
+def usage_limit_429() -> HttpFailure:
+    """A spend limit reported as a bare 429 (no details), as the Claude Code workspace does."""
+    message = (
+        "You have reached your specified workspace API usage limits. You will regain access on 2026-12-01."
+    )
+    return HttpFailure(429, "rate_limit_error", message, retry_after="3600")
+
+
+def usage_limit_400() -> HttpFailure:
+    """A spend limit the organization set itself: the API answers 400 invalid_request_error."""
+    message = (
+        "You have reached your specified API usage limits. You will regain access on 2026-12-01 at 00:00 UTC."
+    )
+    return HttpFailure(400, "invalid_request_error", message)
+
+
+def invalid_api_key() -> HttpFailure:
+    return HttpFailure(401, "authentication_error", "invalid x-api-key")
+
+
+def permission_denied() -> HttpFailure:
+    message = "Your API key does not have permission to use the specified resource."
+    return HttpFailure(403, "permission_error", message)
+
+
+def model_not_found(model: str) -> HttpFailure:
+    return HttpFailure(404, "not_found_error", f"model: {model}")
+
+
+def request_too_large() -> HttpFailure:
+    return HttpFailure(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
+
+
+def bad_request(message: str = "max_tokens: Field required") -> HttpFailure:
+    return HttpFailure(400, "invalid_request_error", message)
+
+
+# --- replies ------------------------------------------------------------------------------------
+
+
+def prompt_text(body: Body) -> str:
+    """System prompt plus every text part of every message: what the API counts as input."""
+    parts: list[str] = []
+    system = body.get("system")
+    if isinstance(system, str):
+        parts.append(system)
+    elif isinstance(system, list):
+        parts.extend(str(block.get("text", "")) for block in system if isinstance(block, dict))
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(block.get("text", "")) for block in content if isinstance(block, dict))
+    return "\n".join(parts)
+
+
+def default_reply(body: Body) -> str:
+    """A deterministic Markdown report quoting the first ``MARKER-...`` found in the prompt."""
+    found = MARKER_PATTERN.search(prompt_text(body))
+    marker = found.group(0) if found else "none"
+    return (
+        "# Executive report\n\n"
+        "## Key findings\n"
+        f"- The input carried the marker {marker}.\n"
+        f"- The request asked for at most {body.get('max_tokens')} output tokens.\n"
+        "- Revenue grew steadily across the period covered by the data.\n\n"
+        "## Analysis\n"
+        "The figures are consistent from one period to the next and show no gaps. "
+        "Growth is concentrated in the largest segment, while the smaller ones stay flat.\n\n"
+        "## Recommendations\n"
+        "1. Keep investing in the segment that drives growth.\n"
+        "2. Review the flat segments next quarter.\n"
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    return len(text) // 4
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+_ids = itertools.count(1)
+
+
+class _SimulatedDisconnect(Exception):
+    """Raised inside a streamed body so uvicorn drops the connection mid-answer."""
+
+
+def _sse(event: str, data: Body) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _rfc3339(seconds_from_now: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat().replace("+00:00", "Z")
+
+
+def _base_headers(request_id: str, exhausted_in: float | None = None) -> dict[str, str]:
+    remaining = "0" if exhausted_in is not None else "49"
+    reset = _rfc3339(exhausted_in if exhausted_in is not None else 1.0)
+    return {
+        "request-id": request_id,
+        "anthropic-organization-id": "00000000-0000-4000-8000-000000000000",
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": remaining,
+        "anthropic-ratelimit-requests-reset": reset,
+        "anthropic-ratelimit-tokens-limit": "100000",
+        "anthropic-ratelimit-tokens-remaining": "99000",
+        "anthropic-ratelimit-tokens-reset": _rfc3339(0.5),
+    }
+
+
+def _error_response(failure: HttpFailure, request_id: str) -> JSONResponse:
+    error: Body = {"type": failure.error_type, "message": failure.message}
+    if failure.error_code is not None:
+        error["details"] = {"error_code": failure.error_code}
+    headers = _base_headers(request_id, failure.reset_in)
+    if failure.retry_after is not None:
+        headers["retry-after"] = failure.retry_after
+    retryable = failure.status in (408, 409, 429) or failure.status >= 500
+    headers["x-should-retry"] = "true" if retryable else "false"
+    headers.update(failure.headers)
+    body = {"type": "error", "error": error, "request_id": request_id}
+    return JSONResponse(body, status_code=failure.status, headers=headers)
+
+
+def _message(body: Body, text: str, stop_reason: str | None, msg_id: str, model: str) -> Body:
+    return {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}] if stop_reason is not None else [],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": estimate_tokens(prompt_text(body)),
+            "output_tokens": estimate_tokens(text) if stop_reason is not None else 1,
+        },
+    }
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _validate(body: object, headers: Mapping[str, str]) -> HttpFailure | None:
+    """The checks the real API makes first: a key, then the required fields."""
+    if not RecordedCall({}, dict(headers)).api_key:
+        return HttpFailure(401, "authentication_error", "x-api-key header is required")
+    if not isinstance(body, dict):
+        return bad_request("The request body is not valid JSON.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return bad_request("model: Field required")
+    if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
+        return bad_request("max_tokens: Field required")
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        return bad_request("messages: at least one message is required")
+    return None
+
+
+class _DropDisconnectTracebacks(logging.Filter):
+    """Keeps the traceback of a drop we simulate on purpose out of the test output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _SimulatedDisconnect))
+
+
+class FakeAnthropic:
+    """The fake server. ``reply``, ``first_byte_delay``, ``chunk_delay``, ``chunk_chars``, ``served_model``
+    and ``stop_reason`` may be changed between calls; ``reset`` puts them back.
+
+    ``fail_next`` queues failures consumed one per call, in order; calls past the queue succeed.
+    ``StreamFailure`` and ``Disconnect`` apply to streamed calls (a plain call answers them with a 500).
+    """
+
+    def __init__(
+        self,
+        *,
+        reply: ReplyFn = default_reply,
+        first_byte_delay: float = 0.0,
+        chunk_delay: float = 0.0,
+        chunk_chars: int = 16,
+        served_model: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._defaults = (reply, first_byte_delay, chunk_delay, chunk_chars, served_model)
+        self._restore_defaults()
+        self._host, self._port = host, port
+        self._lock = threading.Lock()
+        self._calls: list[RecordedCall] = []
+        self._failures: deque[Failure] = deque()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeAnthropic is not started")
+        return f"http://{self._host}:{self._port}"
+
+    def start(self) -> Self:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, self._port))
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,  # leave the test process's logging configuration alone
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            loop="asyncio",
+            http="h11",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        error_log = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, _DropDisconnectTracebacks) for f in error_log.filters):
+            error_log.addFilter(_DropDisconnectTracebacks())
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-anthropic", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("FakeAnthropic did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True  # do not wait for answers a test has stopped reading
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- what tests script and inspect --------------------------------------------------------------
+
+    def fail_next(self, *failures: Failure) -> None:
+        with self._lock:
+            self._failures.extend(failures)
+
+    @property
+    def calls(self) -> list[RecordedCall]:
+        with self._lock:
+            return list(self._calls)
+
+    @property
+    def call_count(self) -> int:
+        with self._lock:
+            return len(self._calls)
+
+    def reset(self) -> None:
+        """Forgets calls and queued failures, and puts the behaviour back to the constructor's."""
+        with self._lock:
+            self._calls.clear()
+            self._failures.clear()
+        self._restore_defaults()
+
+    def _restore_defaults(self) -> None:
+        self.reply, self.first_byte_delay, self.chunk_delay, self.chunk_chars, self.served_model = (
+            self._defaults
+        )
+        self.stop_reason: str | None = None  # forces the answer's stop reason (e.g. "refusal")
+
+    # --- the endpoint -------------------------------------------------------------------------------
+
+    def _record(self, call: RecordedCall) -> Failure | None:
+        with self._lock:
+            self._calls.append(call)
+            return self._failures.popleft() if self._failures else None
+
+    async def _messages(self, request: Request) -> Response:
+        request_id = f"req_fake{next(_ids):08d}"
+        try:
+            body: object = await request.json()
+        except ValueError:
+            body = None
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        failure = self._record(RecordedCall(body if isinstance(body, dict) else {}, headers))
+        await asyncio.sleep(self.first_byte_delay)
+        if isinstance(failure, HttpFailure):
+            return _error_response(failure, request_id)
+        problem = _validate(body, headers)
+        if problem is not None:
+            return _error_response(problem, request_id)
+        assert isinstance(body, dict)  # _validate checked it
+        text, stop_reason = self._answer(body)
+        model = self.served_model or str(body["model"])
+        msg_id = f"msg_fake{next(_ids):08d}"
+        if body.get("stream") is True:
+            events = self._events(body, text, stop_reason, msg_id, model, failure)
+            headers = {**_base_headers(request_id), "cache-control": "no-cache"}
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        if failure is not None:
+            return _error_response(server_error(), request_id)
+        await asyncio.sleep(self.chunk_delay * len(_chunks(text, self.chunk_chars)))
+        answer = _message(body, text, stop_reason, msg_id, model)
+        return JSONResponse(answer, headers=_base_headers(request_id))
+
+    def _answer(self, body: Body) -> tuple[str, str]:
+        """The reply, cut to ``max_tokens`` (at ~4 characters a token) the way the model would be."""
+        text = self.reply(body)
+        limit = int(body["max_tokens"]) * 4
+        text, stop_reason = (text[:limit], "max_tokens") if len(text) > limit else (text, "end_turn")
+        return text, self.stop_reason or stop_reason
+
+    async def _events(
+        self,
+        body: Body,
+        text: str,
+        stop_reason: str,
+        msg_id: str,
+        model: str,
+        failure: StreamFailure | Disconnect | None,
+    ) -> AsyncIterator[bytes]:
+        start = _message(body, "", None, msg_id, model)
+        yield _sse("message_start", {"type": "message_start", "message": start})
+        block = {"type": "text", "text": ""}
+        yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
+        yield _sse("ping", {"type": "ping"})
+        for n, chunk in enumerate(_chunks(text, self.chunk_chars)):
+            if failure is not None and n == failure.after_chunks:
+                break
+            await asyncio.sleep(self.chunk_delay)
+            delta = {"type": "text_delta", "text": chunk}
+            yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        if isinstance(failure, StreamFailure):
+            error = {"type": failure.error_type, "message": failure.message}
+            yield _sse("error", {"type": "error", "error": error})
+            return
+        if isinstance(failure, Disconnect):
+            raise _SimulatedDisconnect("connection dropped on purpose")
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        delta_end = {"stop_reason": stop_reason, "stop_sequence": None}
+        usage = {"output_tokens": estimate_tokens(text)}
+        yield _sse("message_delta", {"type": "message_delta", "delta": delta_end, "usage": usage})
+        yield _sse("message_stop", {"type": "message_stop"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fake_anthropic --port N``: serve until interrupted (for benchmarks)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--first-byte-delay", type=float, default=0.0)
+    parser.add_argument("--chunk-delay", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    fake = FakeAnthropic(
+        host=args.host, port=args.port, first_byte_delay=args.first_byte_delay, chunk_delay=args.chunk_delay
+    )
+    with fake:
+        print(f"fake Anthropic API at {fake.base_url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
