@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service import input_text
 from service.auth import require_caller
 from service.clock import iso_from_ms, now_ms
 from service.errors import BadRequest, InputRejected
 from service.payloads import read_body, require_media_type
+from service.responses import JSONResponse
 from service.services import services
 from service.store.uploads import Upload, new_upload_id, storage_key
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service.auth import require_caller
 from service.errors import Unavailable
+from service.responses import JSONResponse
 from service.services import services
 from service.store.connection import REDIS_DOWN, UNAVAILABLE_RETRY_AFTER
 

@@ -7,12 +7,13 @@ import uuid
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service.auth import events_token, require_caller
 from service.errors import BadRequest, Conflict, IdempotencyKeyMismatch, NotFound
 from service.fetch import check_input_url
 from service.payloads import ReportCreate, parse, read_json
+from service.responses import JSONResponse
 from service.services import ApiServices, services
 from service.store.jobs import NewJob, derive_job_id, fingerprint
 from service.store.keys import Caller
@@ -71,7 +72,7 @@ async def create_report(request: Request) -> Response:
         plan=caller.plan,
         input_url=url,
         model=svc.settings.model_for(caller.plan),
-        fingerprint=fingerprint({"inputDataUrl": url}),
+        fingerprint=fingerprint(url),
     )
     outcome = await svc.jobs.submit(job, arq_ttl_ms=svc.settings.failed_retention_seconds * 1000)
     if not outcome.same_payload:

@@ -17,13 +17,14 @@ from service.middleware import RequestContextMiddleware
 from service.services import open_api_services
 from service.settings import Settings
 
+# Hottest first: Starlette tries routes in order.
 ROUTES: list[BaseRoute] = [
-    Route("/healthz", api_ops.healthz, methods=["GET"]),
-    Route("/readyz", api_ops.readyz, methods=["GET"]),
-    Route("/api/usage", api_ops.usage, methods=["GET"]),
-    Route("/api/inputs", api_inputs.upload_input, methods=["POST"]),
     Route("/api/reports", api_reports.create_report, methods=["POST"]),
     Route("/api/reports/{job_id}", api_reports.get_report, methods=["GET"]),
+    Route("/api/inputs", api_inputs.upload_input, methods=["POST"]),
+    Route("/api/usage", api_ops.usage, methods=["GET"]),
+    Route("/healthz", api_ops.healthz, methods=["GET"]),
+    Route("/readyz", api_ops.readyz, methods=["GET"]),
     Route("/api/reports/{job_id}", api_reports.cancel_report, methods=["DELETE"]),
     Route("/api/reports/{job_id}/pdf", api_reports.get_report_pdf, methods=["GET"]),
 ]

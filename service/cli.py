@@ -45,9 +45,7 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.keys_command == "create":
             api_key, info = await store.create(args.user, args.plan)
-            print(
-                f"created key {info.key_id} for user {info.user_id} (plan {info.plan}); it is shown only once:"
-            )
+            print(f"created key {info.key_id} for {info.user_id} (plan {info.plan}); it is shown only once:")
             print(api_key)
         elif args.keys_command == "list":
             for info in await store.list():

@@ -60,14 +60,14 @@ def banner(base_url: str, keys: dict[str, str], settings: Settings, redis_note: 
     pro  (demo-pro):  {pro}
     free (demo-free): {free}
 
-  Try it:
-    KEY={pro}
-    INPUT=$(curl -s -X POST {base_url}/api/inputs -H "Authorization: Bearer $KEY" \\
-        -H 'Content-Type: text/csv' --data-binary @examples/sales.csv | python3 -c 'import json,sys; print(json.load(sys.stdin)["inputDataUrl"])')
-    JOB=$(curl -s -X POST {base_url}/api/reports -H "Authorization: Bearer $KEY" \\
-        -H 'Content-Type: application/json' -d "{{\\"inputDataUrl\\": \\"$INPUT\\"}}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobId"])')
-    curl -s {base_url}/api/reports/$JOB -H "Authorization: Bearer $KEY"
-    curl -s -o report.pdf {base_url}/api/reports/$JOB/pdf -H "Authorization: Bearer $KEY"
+  Try it in another terminal (README.md walks through it):
+    export KEY={pro}
+    curl -s -X POST {base_url}/api/inputs -H "Authorization: Bearer $KEY" \\
+         -H 'Content-Type: text/csv' --data-binary @examples/sales.csv
+    curl -s -X POST {base_url}/api/reports -H "Authorization: Bearer $KEY" \\
+         -H 'Content-Type: application/json' -d '{{"inputDataUrl": "<inputDataUrl from above>"}}'
+    curl -s {base_url}/api/reports/<jobId> -H "Authorization: Bearer $KEY"
+    curl -s -o report.pdf {base_url}/api/reports/<jobId>/pdf -H "Authorization: Bearer $KEY"
 """
 
 

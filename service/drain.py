@@ -54,8 +54,9 @@ def install_drain(grace_seconds: float) -> None:
 
 async def drain(worker: Worker, grace_seconds: float) -> None:
     deadline = time.monotonic() + grace_seconds
-    while worker.job_tasks and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    # Loop: a job arq was starting at the very moment of the signal joins job_tasks a moment later.
+    while worker.job_tasks and (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.wait(set(worker.job_tasks.values()), timeout=remaining)
     leftover = list(worker.job_tasks.values())
     for task in leftover:
         task.cancel()  # the pipeline hands the job back to the queue

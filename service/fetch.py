@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import ssl
 import time
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -39,9 +41,12 @@ def check_input_url(url: str, *, allow_private: bool = False) -> str:
     Syntax only, no DNS (the API answers in milliseconds): literal addresses, including the numeric
     forms the resolver accepts, and ``localhost`` names are refused here; names that resolve to private
     addresses are refused by the fetcher at connect time, which is the check that counts.
+
+    It splits the URL with the standard library, several times faster than httpx's parser on the
+    API's hot path. That is safe because this check is advice, not the guard: the fetcher parses
+    with httpx, re-checks everything, and refuses private addresses when it connects.
     """
-    parsed = _parse_url(url)
-    host = parsed.host.rstrip(".")
+    host = _split_url(url)
     literal = literal_address(host)
     if not allow_private:
         if literal is not None and not AddressPolicy().permits(literal):
@@ -53,20 +58,47 @@ def check_input_url(url: str, *, allow_private: bool = False) -> str:
     return url.strip()
 
 
-def _parse_url(url: str) -> httpx.URL:
-    """Parses with httpx itself, so this check and the request can never read a URL differently."""
+_INVALID = "the input URL is not a valid URL (check its host name and port)"
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def _checked_text(url: str) -> str:
     candidate = url.strip()
     if not candidate:
         raise ValueError("the input URL is empty")
     if len(candidate) > MAX_URL_LENGTH:
         raise ValueError(f"the input URL is longer than {MAX_URL_LENGTH} characters")
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in candidate):
+    if _SPACE_OR_CONTROL.search(candidate):
         raise ValueError("the input URL contains spaces or control characters; percent-encode them")
+    return candidate
+
+
+def _split_url(url: str) -> str:
+    """The host of an acceptable http(s) URL, lower-cased and without a trailing dot."""
+    try:
+        parts = urlsplit(_checked_text(url))
+        port = parts.port  # raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(str(exc) if "input URL" in str(exc) else _INVALID) from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("the input URL must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("the input URL has no host name")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the input URL must not contain a user name or password (user:pass@...)")
+    if port == 0:
+        raise ValueError("the input URL's port must be between 1 and 65535")
+    return parts.hostname.rstrip(".")
+
+
+def _parse_url(url: str) -> httpx.URL:
+    """Parses with httpx itself, so this check and the request can never read a URL differently."""
+    candidate = _checked_text(url)
     try:
         parsed = httpx.URL(candidate)
     except httpx.InvalidURL as exc:
         # httpx's message can quote parts of the URL: not repeated, the URL may carry a token.
-        raise ValueError("the input URL is not a valid URL (check its host name and port)") from exc
+        raise ValueError(_INVALID) from exc
     if parsed.scheme not in ("http", "https"):
         raise ValueError("the input URL must start with http:// or https://")
     if not parsed.host:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
 from service.errors import ApiError, NotFound
+from service.responses import JSONResponse
 
 log = structlog.get_logger(__name__)
 

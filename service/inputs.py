@@ -24,5 +24,8 @@ class InputSource:
         if upload is None or body is None:
             raise InputRejected("the uploaded input has expired or was removed; upload it again")
         return FetchedInput(
-            text=input_text.decode_text(body, None), content_type=upload.content_type, name=upload.name, size=len(body)
+            text=input_text.decode_text(body, None),
+            content_type=upload.content_type,
+            name=upload.name,
+            size=len(body),
         )

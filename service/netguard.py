@@ -103,6 +103,9 @@ class AddressPolicy:
         return self.allow_private
 
 
+_ADDRESS_CHARACTERS = frozenset("0123456789abcdefxABCDEFX.")
+
+
 def literal_address(host: str) -> IPAddress | None:
     """The address a URL host denotes without DNS, including the legacy forms the C resolver accepts.
 
@@ -110,12 +113,15 @@ def literal_address(host: str) -> IPAddress | None:
     rules), so a syntactic check that only knew dotted quads would miss them.
     """
     bare = host.strip("[]")
+    # Most hosts are names: a character no address form can contain settles it without exceptions.
+    if not bare or not (":" in bare or _ADDRESS_CHARACTERS.issuperset(bare)):
+        return None  # inet_aton also accepts trailing junk after a space; real host names never get here
     try:
         return ip_address(bare)
     except ValueError:
         pass
-    if not bare or not all(c in "0123456789abcdefxABCDEFX." for c in bare):
-        return None  # inet_aton also accepts trailing junk after a space; real host names never get here
+    if ":" in bare:
+        return None
     try:
         return IPv4Address(socket.inet_aton(bare))
     except OSError:

@@ -94,6 +94,7 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
         output_tokens=answer.output_tokens,
         offline=answer.offline,
         source=f"{fetched.name} ({human_size(fetched.size)})",
+        input_name=fetched.name,
     )
     await deps.jobs.save_checkpoint(job_id, checkpoint, ttl_seconds=deps.settings.failed_retention_seconds)
     log.info("llm_answer_saved", model=answer.model, input_tokens=answer.input_tokens,
@@ -108,7 +109,7 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
     else:
         log.info("checkpoint_resumed", model=checkpoint.model)
     document = ReportDocument(
-        title=f"Executive report: {checkpoint.source}",
+        title=f"Executive report: {checkpoint.input_name}",
         created_at=datetime.now(UTC),
         model=checkpoint.model,
         markdown=checkpoint.text,

@@ -46,7 +46,7 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
         yield ApiServices(
             settings=settings,
             redis=redis,
-            keys=KeyStore(redis),
+            keys=KeyStore(redis, cache_seconds=settings.auth_cache_seconds),
             jobs=JobStore(redis),
             uploads=UploadStore(redis),
             storage=LocalStorage(settings.storage_root),

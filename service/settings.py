@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     # --- security -----------------------------------------------------------------------------
     signing_secret: SecretStr | None = None
     events_token_ttl_seconds: int = Field(default=3600, ge=60)
+    auth_cache_seconds: float = Field(default=5, ge=0, le=300)
 
     # --- logging ------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"

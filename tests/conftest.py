@@ -109,9 +109,9 @@ class LiveServer:
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client for a fresh API app served by uvicorn on loopback."""
-    async with LiveServer(create_app(settings, configure_logs=False)) as live:
-        async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
-            yield client
+    app = create_app(settings, configure_logs=False)
+    async with LiveServer(app) as live, httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        yield client
 
 
 async def create_key(settings: Settings, user_id: str, plan: str) -> str:

@@ -20,7 +20,9 @@ async def alice(settings: Settings) -> dict[str, str]:
     return bearer(await create_key(settings, "alice", "pro"))
 
 
-async def upload(api: httpx.AsyncClient, who: dict[str, str], body: bytes, kind: str, name: str = "") -> httpx.Response:
+async def upload(
+    api: httpx.AsyncClient, who: dict[str, str], body: bytes, kind: str, name: str = ""
+) -> httpx.Response:
     params = {"name": name} if name else None
     return await api.post("/api/inputs", content=body, headers={**who, "Content-Type": kind}, params=params)
 

@@ -55,7 +55,9 @@ async def test_submit_puts_exactly_one_entry_in_the_queue(
     await client.aclose()
 
 
-async def test_replay_with_same_key_returns_original_job(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
+async def test_replay_with_same_key_returns_original_job(
+    api: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
     first = await submit(api, alice, {"inputDataUrl": URL, "idempotencyKey": "order-1234"})
     again = await submit(api, alice, {"inputDataUrl": URL, "idempotencyKey": "order-1234"})
     assert first.status_code == 202
@@ -87,13 +89,17 @@ async def test_two_users_with_the_same_key_get_independent_jobs(
     assert a.json()["jobId"] != b.json()["jobId"]
 
 
-async def test_without_a_key_every_request_is_a_new_job(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
+async def test_without_a_key_every_request_is_a_new_job(
+    api: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
     a = await submit(api, alice, {"inputDataUrl": URL})
     b = await submit(api, alice, {"inputDataUrl": URL})
     assert a.json()["jobId"] != b.json()["jobId"]
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer rsk_nope"}, {"Authorization": "Basic eA=="}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer rsk_nope"}, {"Authorization": "Basic eA=="}]
+)
 async def test_missing_or_unknown_key_is_401(api: httpx.AsyncClient, headers: dict[str, str]) -> None:
     assert_error(await submit(api, headers, {"inputDataUrl": URL}), 401, "unauthorized")
 
@@ -110,7 +116,9 @@ async def test_revoked_key_is_401(api: httpx.AsyncClient, settings: Settings) ->
 
 
 async def test_non_json_content_type_is_415(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
-    response = await api.post("/api/reports", content=b"inputDataUrl=x", headers={**alice, "Content-Type": "text/plain"})
+    response = await api.post(
+        "/api/reports", content=b"inputDataUrl=x", headers={**alice, "Content-Type": "text/plain"}
+    )
     assert_error(response, 415, "unsupported_media_type")
 
 
@@ -147,13 +155,18 @@ async def test_private_input_url_is_refused_by_default(redis_url: str, tmp_path:
 
     strict = make_settings(redis_url, Path(str(tmp_path)), allow_private_input_urls=False)
     key = bearer(await create_key(strict, "dave", "free"))
-    async with LiveServer(create_app(strict, configure_logs=False)) as live, httpx.AsyncClient(base_url=live.url) as api:
+    async with (
+        LiveServer(create_app(strict, configure_logs=False)) as live,
+        httpx.AsyncClient(base_url=live.url) as api,
+    ):
         response = await submit(api, key, {"inputDataUrl": "http://169.254.169.254/latest/meta-data"})
     body = assert_error(response, 400, "bad_request")
     assert "private or local" in str(body["message"])
 
 
-async def test_oversized_body_is_413(api: httpx.AsyncClient, alice: dict[str, str], settings: Settings) -> None:
+async def test_oversized_body_is_413(
+    api: httpx.AsyncClient, alice: dict[str, str], settings: Settings
+) -> None:
     padding = "x" * (settings.request_max_bytes + 1)
     assert_error(await submit(api, alice, {"inputDataUrl": URL, "pad": padding}), 413, "payload_too_large")
 

@@ -155,7 +155,7 @@ REFUSED = [
     ("http://[fd00::1]/", "private or local"),
     ("http://2130706433/", "private or local"),
     ("http://0x7f000001/", "private or local"),
-    ("http://0177.0.0.1/", "not a valid URL"),  # httpx refuses dotted quads with leading zeros
+    ("http://0177.0.0.1/", "private or local"),  # httpx refuses dotted quads with leading zeros
     ("http://127.1/", "private or local"),
 ]
 

@@ -26,7 +26,10 @@ CSV = "region,revenue,units\nnorth,1200.50,10\nsouth,980.25,8\nMARKER-pipeline,1
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path, fake_anthropic: FakeAnthropic) -> Settings:
     return make_settings(
-        redis_url, tmp_path / "data", anthropic_api_key="sk-ant-test", anthropic_base_url=fake_anthropic.base_url
+        redis_url,
+        tmp_path / "data",
+        anthropic_api_key="sk-ant-test",
+        anthropic_base_url=fake_anthropic.base_url,
     )
 
 
@@ -54,7 +57,11 @@ async def run(settings: Settings, renderer: PdfRenderer, provider: OfflineProvid
 
 
 async def test_a_report_goes_from_post_to_pdf_through_the_model(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "alice", "pro"))
     job_id = await submit(api, key, inputs.add("sales.csv", CSV))
@@ -86,7 +93,11 @@ async def test_a_report_goes_from_post_to_pdf_through_the_model(
 
 
 async def test_free_plan_jobs_use_the_free_model(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "bob", "free"))
     await submit(api, key, inputs.add("sales.csv", CSV))
@@ -130,7 +141,11 @@ async def test_offline_provider_writes_a_clearly_marked_report(
 
 
 async def test_missing_input_fails_at_once_without_calling_the_model(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "alice", "pro"))
     job_id = await submit(api, key, f"{inputs.base_url}/files/missing.csv")
@@ -143,7 +158,11 @@ async def test_missing_input_fails_at_once_without_calling_the_model(
 
 
 async def test_an_overloaded_provider_is_retried_and_billed_once(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
 ) -> None:
     fake_anthropic.fail_next(overloaded(retry_after="0"))
     key = bearer(await create_key(settings, "alice", "pro"))
@@ -156,7 +175,11 @@ async def test_an_overloaded_provider_is_retried_and_billed_once(
 
 
 async def test_a_rejected_request_fails_without_retrying(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
 ) -> None:
     fake_anthropic.fail_next(invalid_api_key())
     key = bearer(await create_key(settings, "alice", "pro"))
@@ -170,7 +193,11 @@ async def test_a_rejected_request_fails_without_retrying(
 
 
 async def test_retries_stop_after_max_attempts(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
 ) -> None:
     fake_anthropic.fail_next(*[overloaded(retry_after="0") for _ in range(settings.max_attempts)])
     key = bearer(await create_key(settings, "alice", "pro"))
@@ -178,7 +205,10 @@ async def test_retries_stop_after_max_attempts(
     await run(settings, renderer)
     failed = await status(api, key, job_id)
     assert (failed["state"], failed["attempts"]) == ("failed", settings.max_attempts)
-    assert isinstance(failed["error"], dict) and f"after {settings.max_attempts} attempts" in failed["error"]["reason"]
+    assert (
+        isinstance(failed["error"], dict)
+        and f"after {settings.max_attempts} attempts" in failed["error"]["reason"]
+    )
     assert fake_anthropic.call_count == settings.max_attempts
 
 
@@ -196,7 +226,11 @@ class FlakyRenderer(PdfRenderer):
 
 
 async def test_a_retry_after_the_model_answered_resumes_from_the_checkpoint(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "alice", "pro"))
     job_id = await submit(api, key, inputs.add("sales.csv", CSV))
@@ -212,8 +246,8 @@ async def test_a_job_running_past_the_timeout_is_retried_then_fails(
     fake_anthropic: FakeAnthropic,
 ) -> None:  # fmt: skip
     impatient = make_settings(
-        redis_url, tmp_path / "t", anthropic_api_key="sk-ant-test", anthropic_base_url=fake_anthropic.base_url,
-        job_timeout_seconds=0.5, max_attempts=2,
+        redis_url, tmp_path / "t", anthropic_api_key="sk-ant-test",
+        anthropic_base_url=fake_anthropic.base_url, job_timeout_seconds=0.5, max_attempts=2,
     )  # fmt: skip
     fake_anthropic.first_byte_delay = 2.0
     key = bearer(await create_key(impatient, "alice", "pro"))
@@ -225,7 +259,11 @@ async def test_a_job_running_past_the_timeout_is_retried_then_fails(
 
 
 async def test_a_finished_job_started_again_does_nothing(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "alice", "pro"))
     job_id = await submit(api, key, inputs.add("sales.csv", CSV))

@@ -9,8 +9,8 @@ from typing import ParamSpec, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.errors import Unavailable
@@ -37,7 +37,7 @@ def open_redis(url: str, *, fail_fast: bool) -> Redis:
         url,
         decode_responses=True,
         socket_connect_timeout=1.0,
-        socket_timeout=1.5 if fail_fast else 5.0,
+        socket_timeout=None if fail_fast else 5.0,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=15,

@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from arq.constants import abort_jobs_ss, default_queue_name, job_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
@@ -41,14 +42,14 @@ def derive_job_id(user_id: str, idempotency_key: str) -> str:
     return hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()[:32]
 
 
-def fingerprint(payload: dict[str, Any]) -> str:
-    """What "the same payload" means for idempotency: the canonical JSON of the request's fields."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def fingerprint(*fields: str) -> str:
+    """What "the same payload" means for idempotency: the request's fields, in order."""
+    return hashlib.sha256("\x00".join(fields).encode()).hexdigest()
 
 
 def dumps_job(data: dict[str, Any]) -> bytes:
     """arq's job serializer: JSON, so the API can write queue entries in its own atomic script."""
-    return json.dumps(data, separators=(",", ":")).encode()
+    return orjson.dumps(data)
 
 
 def loads_job(raw: bytes) -> dict[str, Any]:
@@ -93,7 +94,8 @@ class Checkpoint:
     input_tokens: int
     output_tokens: int
     offline: bool
-    source: str
+    source: str  # "sales.csv (8.5 kB)", printed under the title
+    input_name: str = "input"
 
 
 class JobStore:
@@ -115,6 +117,8 @@ class JobStore:
         report_id = "rep_" + secrets.token_hex(12)
         payload = serialize_job(JOB_FUNCTION, (job.job_id,), {}, None, now, serializer=dumps_job)
         fields = {
+            "job_id": job.job_id,
+            "fingerprint": job.fingerprint,
             "user_id": job.user_id,
             "plan": job.plan,
             "report_id": report_id,
@@ -122,14 +126,12 @@ class JobStore:
             "model": job.model,
             "state": "queued",
             "stage": "queued",
-            "progress": 0,
-            "attempts": 0,
-            "created_ms": now,
+            "progress": "0",
+            "attempts": "0",
+            "created_ms": str(now),  # strings: Lua would print a big number as 1.79e+12
         }
-        args: list[Any] = [job.job_id, job.fingerprint, payload, now, arq_ttl_ms]
-        for name, value in fields.items():
-            args += [name, value]
-        keys = [job_key(job.job_id), events_key(job.job_id), job_key_prefix + job.job_id, self._queue]
+        args: list[bytes | str | int] = [payload, now, arq_ttl_ms, orjson.dumps(fields)]
+        keys = [job_key(job.job_id), job_key_prefix + job.job_id, self._queue]
         reply = await self._submit(keys=keys, args=args)
         if reply[0] == 1:
             return SubmitOutcome(created=True, report_id=report_id, state="queued", same_payload=True)

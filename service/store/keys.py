@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -55,8 +56,15 @@ def check_plan(plan: str) -> str:
 
 
 class KeyStore:
-    def __init__(self, redis: Redis) -> None:
+    """``cache_seconds`` > 0 remembers recent successful lookups in this process: a key revoked
+    elsewhere then stops working within that many seconds instead of at once."""
+
+    _CACHE_LIMIT = 10_000
+
+    def __init__(self, redis: Redis, *, cache_seconds: float = 0) -> None:
         self._redis = redis
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Caller]] = {}
 
     @translate_redis_errors
     async def create(self, user_id: str, plan: str) -> tuple[str, KeyInfo]:
@@ -80,10 +88,24 @@ class KeyStore:
     async def authenticate(self, api_key: str) -> Caller | None:
         if not api_key.startswith(KEY_PREFIX) or len(api_key) > 128:
             return None
-        fields = await self._redis.hgetall(_DIGEST.format(digest=digest_of(api_key)))  # type: ignore[misc]
+        digest = digest_of(api_key)
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        fields = await self._redis.hgetall(_DIGEST.format(digest=digest))  # type: ignore[misc]
         if not fields or fields.get("revoked_ms"):
+            self._cache.pop(digest, None)
             return None
-        return Caller(user_id=fields["user_id"], plan=fields["plan"], key_id=fields["key_id"])
+        caller = Caller(user_id=fields["user_id"], plan=fields["plan"], key_id=fields["key_id"])
+        self._remember(digest, caller)
+        return caller
+
+    def _remember(self, digest: str, caller: Caller) -> None:
+        if self._cache_seconds <= 0:
+            return
+        if len(self._cache) >= self._CACHE_LIMIT:
+            self._cache.pop(next(iter(self._cache)))  # the oldest entry: dicts keep insertion order
+        self._cache[digest] = (time.monotonic() + self._cache_seconds, caller)
 
     @translate_redis_errors
     async def list(self) -> list[KeyInfo]:

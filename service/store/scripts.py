@@ -19,23 +19,28 @@ local function snapshot(job)
 end
 """
 
-# KEYS: job, events, arq job, arq queue
-# ARGV: job id, fingerprint, arq payload, queue score, arq payload ttl ms, field/value pairs...
+# KEYS: job, arq job, arq queue
+# No event here: the hot path stays one small script, and the stream's first reader starts from a
+# snapshot of the record anyway.
+# ARGV: arq payload, queue score, arq payload ttl ms, the record's fields as a JSON object of strings
+# (its job_id and fingerprint among them)
 # Returns {1} when created, or {0, fingerprint, report id, state} for an existing job.
-SUBMIT = (
-    _EMIT
-    + """
+SUBMIT = """
 local existing = redis.call('HMGET', KEYS[1], 'fingerprint', 'report_id', 'state')
 if existing[1] then
   return {0, existing[1], existing[2], existing[3]}
 end
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[2], unpack(ARGV, 6))
-redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[5])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
-emit(KEYS[2], 'progress', snapshot(KEYS[1]))
+local fields = cjson.decode(ARGV[4])
+local flat = {}
+for name, value in pairs(fields) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(flat))
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], fields['job_id'])
 return {1}
 """
-)
 
 # KEYS: job, events
 # ARGV: now ms, first stage, first progress
@@ -103,7 +108,8 @@ FAIL = (
     _EMIT
     + """
 if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_ms', ARGV[1], 'error', cjson.encode({reason = ARGV[2]}))
+redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_ms', ARGV[1],
+  'error', cjson.encode({reason = ARGV[2]}))
 emit(KEYS[2], 'failed', {reason = ARGV[2]})
 redis.call('DEL', KEYS[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])

@@ -1,0 +1,29 @@
+# One image for both processes: `web` and `worker` differ only by their command (see Procfile).
+# Build:  docker build -t report-service .
+# Run:    docker run -e REDIS_URL=... -e PORT=8000 -p 8000:8000 report-service            (web)
+#         docker run -e REDIS_URL=... report-service arq worker_settings.WorkerSettings   (worker)
+
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+RUN python -m venv /venv
+# Dependencies first, in a layer of their own: code changes do not reinstall them. The runtime
+# dependencies come from pyproject.toml, pinned by requirements.lock (dev tools stay out).
+COPY requirements.lock pyproject.toml README.md ./
+RUN /venv/bin/pip install -c requirements.lock $(python -c \
+      "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))")
+COPY service ./service
+COPY worker_settings.py ./
+RUN /venv/bin/pip install --no-deps .
+
+FROM python:3.11-slim
+ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PORT=8000 DATA_DIR=/data
+RUN useradd --create-home --uid 10001 app && mkdir -p /data && chown app /data
+COPY --from=build /venv /venv
+COPY --from=build /app/worker_settings.py /app/worker_settings.py
+WORKDIR /app
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/healthz', timeout=2)" || exit 1
+CMD ["sh", "-c", "exec uvicorn --factory service.app:create_app --host 0.0.0.0 --port ${PORT} --proxy-headers --forwarded-allow-ips '*' --timeout-graceful-shutdown 10"]

@@ -1,0 +1,107 @@
+"""``python -m bench [name ...]`` (``make bench``): run benchmarks and update bench/RESULTS.md.
+
+Each benchmark owns one section of RESULTS.md, between ``<!-- bench:NAME -->`` markers; running a
+subset rewrites only those sections, so figures from other runs stay until they are measured again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.enqueue import measure_enqueue
+from bench.render import measure_render
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = """# Benchmark results
+
+Run with `make bench` (all) or `.venv/bin/python -m bench NAME ...`. Each section below says when
+and where it was measured. This machine is shared and noisy: comparisons are ratios against a
+baseline measured in the same run, never absolute figures from different runs.
+"""
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = found.group(1).strip() if found else cpu
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{now}; {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; {platform.system()}"
+
+
+def enqueue_section() -> str:
+    r = measure_enqueue(rounds=5)
+    rounds = ", ".join(f"{ratio:.2f}" for ratio in r["ratio_per_round"])
+    verdict = "meets" if r["ratio_median"] >= 0.6 else "misses"
+    return f"""## Enqueue: `POST /api/reports` vs a bare one-SET Starlette endpoint
+
+Measured {machine()}.
+One uvicorn process each (httptools, uvloop), same embedded Redis, {r["connections"]} keep-alive
+connections from `bench/loadgen.py` in its own process, {r["seconds_per_run"]:g} s per run, the two
+servers alternating for {r["rounds"]} rounds. Every request carries a fresh `Idempotency-Key`; the
+service logs one JSON access line per request, as in production. Command: `python -m bench enqueue`.
+
+| server | requests/s (median) | p50 ms | p99 ms | errors |
+|---|---|---|---|---|
+| baseline: parse JSON, one `SET` | {r["baseline_rps"]:,.0f} | {r["baseline_p50_ms"]:.1f} | {r["baseline_p99_ms"]:.1f} | {r["baseline_errors"]} |
+| service: auth, validate, idempotent enqueue | {r["service_rps"]:,.0f} | {r["service_p50_ms"]:.1f} | {r["service_p99_ms"]:.1f} | {r["service_errors"]} |
+
+Throughput ratio service/baseline: **{r["ratio_median"]:.2f}** (median; per round: {rounds}).
+Target ≥ 0.60: {verdict} it.
+"""  # noqa: E501 (a Markdown table row is one line)
+
+
+def render_section() -> str:
+    r = measure_render(samples=30)
+    verdict = "meets" if r["median_ms"] < 300 else "misses"
+    return f"""## PDF render of a 4,000-token report (borb)
+
+Measured {machine()}.
+`render_pdf` on a generated report of {r["characters"]:,.0f} characters (headings, bullets, numbered
+lists, a table), {r["pages"]:.0f} pages; 30 renders after a warm-up. Command: `python -m bench render`.
+
+| median ms | p95 ms | max ms |
+|---|---|---|
+| {r["median_ms"]:.1f} | {r["p95_ms"]:.1f} | {r["max_ms"]:.1f} |
+
+Target < 300 ms: {verdict} it.
+"""
+
+
+SECTIONS: dict[str, Callable[[], str]] = {"enqueue": enqueue_section, "render": render_section}
+
+
+def update(text: str, name: str, body: str) -> str:
+    block = f"<!-- bench:{name} -->\n{body.strip()}\n<!-- /bench:{name} -->"
+    pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.DOTALL)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text)
+    return f"{text.rstrip()}\n\n{block}\n"
+
+
+def main(names: list[str]) -> int:
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown:
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(SECTIONS)}", file=sys.stderr
+        )
+        return 2
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    for name in names or list(SECTIONS):
+        print(f"running {name} ...", flush=True)
+        body = SECTIONS[name]()
+        print(body)
+        text = update(text, name, body)
+        RESULTS.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,123 @@
+"""Enqueue benchmark: ``POST /api/reports`` on one uvicorn process against a bare one-SET baseline.
+
+Both servers run the same uvicorn (httptools, uvloop) on loopback against the same embedded Redis,
+measured alternately in the same run (A, B, A, B, ...) so the shared machine's noise hits both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from service.embedded_redis import EmbeddedRedis, free_port
+from service.settings import Settings
+from service.store.connection import open_redis
+from service.store.keys import KeyStore
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = json.dumps({"inputDataUrl": "https://example.com/data/sales.csv"})
+
+
+def start_server(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1",
+               "--port", str(port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/", timeout=0.5)  # noqa: S310 (loopback)
+        except OSError as exc:
+            if "refused" not in str(exc):
+                return process, url
+            time.sleep(0.1)
+    raise RuntimeError(f"{factory} did not start")
+
+
+def load(url: str, headers: list[str], seconds: float, connections: int) -> dict[str, float]:
+    command = [sys.executable, "-m", "bench.loadgen", url + "/api/reports", "--body", BODY,
+               "--seconds", str(seconds), "--connections", str(connections),
+               "--unique-header", "Idempotency-Key"]  # fmt: skip
+    for header in headers:
+        command += ["--header", header]
+    output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    result: dict[str, float] = json.loads(output)
+    return result
+
+
+def mint_key(redis_url: str) -> str:
+    async def mint() -> str:
+        client = open_redis(redis_url, fail_fast=True)
+        key, _ = await KeyStore(client).create("bench-user", "pro")
+        await client.aclose()
+        return key
+
+    return asyncio.run(mint())
+
+
+def measure_enqueue(rounds: int = 3, seconds: float = 5.0, connections: int = 32) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory() as data,
+        EmbeddedRedis(Path(data) / "redis", appendonly=False) as server,
+    ):
+        # The service logs at its production default (info, JSON): one access line per request.
+        env = {**os.environ, "REDIS_URL": server.url, "DATA_DIR": data, "LOG_FORMAT": "json"}
+        Settings(redis_url=server.url)  # fail early on a bad environment
+        key = mint_key(server.url)
+        ours, ours_url = start_server("service.app:create_app", env)
+        base, base_url = start_server("bench.baseline_app:create_baseline_app", env)
+        flush = redis.Redis.from_url(server.url)
+        runs: dict[str, list[dict[str, float]]] = {"service": [], "baseline": []}
+        try:
+            load(ours_url, [f"Authorization: Bearer {key}"], 1.0, connections)  # warm-up
+            load(base_url, [], 1.0, connections)
+            for _ in range(rounds):
+                runs["baseline"].append(load(base_url, [], seconds, connections))
+                runs["service"].append(load(ours_url, [f"Authorization: Bearer {key}"], seconds, connections))
+                flush.flushdb()
+                key = mint_key(server.url)
+        finally:
+            ours.terminate()
+            base.terminate()
+            ours.wait()
+            base.wait()
+            flush.close()
+    return summarize(runs, seconds, connections)
+
+
+def summarize(runs: dict[str, list[dict[str, float]]], seconds: float, connections: int) -> dict[str, Any]:
+    def median(name: str, field: str) -> float:
+        return statistics.median(run[field] for run in runs[name])
+
+    ratios = [s["rps"] / b["rps"] for s, b in zip(runs["service"], runs["baseline"], strict=True)]
+    return {
+        "connections": connections,
+        "seconds_per_run": seconds,
+        "rounds": len(ratios),
+        "service_rps": median("service", "rps"),
+        "service_p50_ms": median("service", "p50_ms"),
+        "service_p99_ms": median("service", "p99_ms"),
+        "service_errors": sum(run["errors"] for run in runs["service"]),
+        "baseline_rps": median("baseline", "rps"),
+        "baseline_p50_ms": median("baseline", "p50_ms"),
+        "baseline_p99_ms": median("baseline", "p99_ms"),
+        "baseline_errors": sum(run["errors"] for run in runs["baseline"]),
+        "ratio_per_round": [round(r, 3) for r in ratios],
+        "ratio_median": statistics.median(ratios),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure_enqueue(), indent=2))
