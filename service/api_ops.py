@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -9,7 +11,7 @@ from service.auth import require_caller
 from service.errors import Unavailable
 from service.responses import JSONResponse
 from service.services import services
-from service.store.connection import REDIS_DOWN, UNAVAILABLE_RETRY_AFTER
+from service.store.connection import API_OPERATION_DEADLINE, REDIS_DOWN, UNAVAILABLE_RETRY_AFTER
 
 
 async def healthz(request: Request) -> Response:
@@ -18,8 +20,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     try:
-        await services(request).redis.ping()
-    except REDIS_DOWN as exc:
+        async with asyncio.timeout(API_OPERATION_DEADLINE):
+            await services(request).redis.ping()
+    except REDIS_DOWN as exc:  # a timeout is an OSError too
         raise Unavailable("Redis is unreachable", retry_after=UNAVAILABLE_RETRY_AFTER) from exc
     return JSONResponse({"status": "ready"})
 

@@ -159,15 +159,27 @@ async def hand_back(deps: WorkerDeps, job_id: str) -> None:
         log.info("job_handed_back")
 
 
+async def give_up_after_crashes(deps: WorkerDeps, job_id: str, crashes: int) -> str:
+    reason = f"the job stopped its worker {crashes} times (crash or out of memory); giving up"
+    await deps.jobs.fail(job_id, reason, retention_seconds=deps.settings.failed_retention_seconds)
+    log.error("job_failed", reason=reason)
+    return "failed"
+
+
 async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     """Runs one attempt of a job; returns the state it left the job in (or raises ``RetryLater``)."""
-    started = await deps.jobs.start(job_id, stage="queued", progress=0)
+    settings = deps.settings
+    started = await deps.jobs.start(
+        job_id, stage="queued", progress=0, max_crashes=settings.max_crash_restarts
+    )
+    if started.state == "crashed":
+        return await give_up_after_crashes(deps, job_id, started.crashes)
     if not started.proceed:
         log.info("job_skipped", state=started.state)
         return started.state
     record = await deps.jobs.get(job_id) or {}
     structlog.contextvars.bind_contextvars(report_id=record.get("report_id"), user_id=record.get("user_id"))
-    log.info("job_started", attempt=started.attempts, after_crash=started.crashed)
+    log.info("job_started", attempt=started.attempts, crash_restarts=started.crashes)
     try:
         async with asyncio.timeout(deps.settings.job_timeout_seconds):
             await produce(deps, job_id, record)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from service.settings import Settings
 from service.storage import LocalStorage, Storage
-from service.store.connection import open_redis
+from service.store.connection import API_OPERATION_DEADLINE, open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
 from service.store.secrets import shared_signing_secret
@@ -46,9 +46,9 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
         yield ApiServices(
             settings=settings,
             redis=redis,
-            keys=KeyStore(redis, cache_seconds=settings.auth_cache_seconds),
-            jobs=JobStore(redis),
-            uploads=UploadStore(redis),
+            keys=KeyStore(redis, cache_seconds=settings.auth_cache_seconds, deadline=API_OPERATION_DEADLINE),
+            jobs=JobStore(redis, deadline=API_OPERATION_DEADLINE),
+            uploads=UploadStore(redis, deadline=API_OPERATION_DEADLINE),
             storage=LocalStorage(settings.storage_root),
         )
     finally:

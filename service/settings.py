@@ -51,6 +51,7 @@ class Settings(BaseSettings):
 
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)
+    max_crash_restarts: int = Field(default=5, ge=0, le=100)
     retry_base_seconds: float = Field(default=5, ge=0)
     retry_max_seconds: float = Field(default=300, ge=0)
 

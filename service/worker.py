@@ -9,8 +9,13 @@ from typing import Any
 import structlog
 from arq import Retry
 from arq.connections import RedisSettings
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.drain import install_drain
+from service.drain import install_drain, running_worker
 from service.fetch import InputFetcher, build_input_client
 from service.inputs import InputSource
 from service.llm import AnthropicProvider, Provider, build_anthropic_client
@@ -28,7 +33,10 @@ log = structlog.get_logger("service.worker")
 
 # arq's own timeout is a backstop only: our pipeline times itself out first (and retries),
 # and needs a moment after that to record the outcome.
-_ARQ_TIMEOUT_MARGIN_S = 5
+_ARQ_TIMEOUT_MARGIN_S = 2
+# arq marks a running job "in progress" for its timeout + 10 s; a dead worker's job waits that long.
+# Ours: just past the backstop, so a job whose worker died runs again about JOB_TIMEOUT_SECONDS later.
+_IN_PROGRESS_MARGIN_S = _ARQ_TIMEOUT_MARGIN_S + 3
 
 
 @asynccontextmanager
@@ -66,6 +74,7 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
+    running_worker().in_progress_timeout_s = settings.job_timeout_seconds + _IN_PROGRESS_MARGIN_S
     if ctx.get("standalone", True):
         # Here, not at import: arq's CLI installs its own logging config after importing the settings.
         configure_logging(settings, process="worker")
@@ -96,9 +105,13 @@ async def generate_report(ctx: dict[str, Any], job_id: str) -> str:
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:
+    """arq's poll loop dies on the first Redis error unless its commands retry: ride out a restart
+    or failover of up to about half a minute, then let the platform restart the process."""
     redis_settings = RedisSettings.from_dsn(settings.redis_url)
     redis_settings.conn_retries = 10
     redis_settings.retry_on_timeout = True
+    redis_settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, BusyLoadingError]
+    redis_settings.retry = RedisRetry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), 20)
     return redis_settings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
@@ -26,13 +27,22 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnl
 UNAVAILABLE_RETRY_AFTER = 2
 
 
+# The API's bound on one store operation: a Redis that accepts connections but never answers
+# (a partition, a frozen host) still gets a 503 in time. One deadline per operation is also
+# cheaper than redis-py's per-read and per-write socket timeouts on the hot path.
+API_OPERATION_DEADLINE = 1.5
+
+
 def open_redis(url: str, *, fail_fast: bool) -> Redis:
     """A client for the service's own keys (strings, not bytes).
 
-    The API fails fast, so a request answers 503 within about two seconds when Redis is down
-    instead of hanging; workers ride out short blips with a few jittered reconnect attempts.
+    The API fails fast (with ``API_OPERATION_DEADLINE`` on its stores), so a request answers 503
+    within about two seconds when Redis is down instead of hanging; workers ride out short blips
+    with a few jittered reconnect attempts.
     """
-    retries = 0 if fail_fast else 6
+    # One retry even when failing fast: after a Redis restart every pooled connection is stale,
+    # and the retry reconnects at once instead of answering 503 once per connection.
+    retries = 1 if fail_fast else 6
     client: Redis = Redis.from_url(
         url,
         decode_responses=True,
@@ -45,13 +55,26 @@ def open_redis(url: str, *, fail_fast: bool) -> Redis:
     return client
 
 
+class RedisStore:
+    """Base of the stores: a client and, for the API, a deadline on each operation."""
+
+    def __init__(self, redis: Redis, *, deadline: float | None = None) -> None:
+        self._redis = redis
+        self.deadline = deadline
+
+
 def translate_redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Decorates a store operation so callers only ever see ``Unavailable``, never redis errors."""
+    """Decorates a store operation so callers only ever see ``Unavailable``, never redis errors.
+
+    On a ``RedisStore`` method it also enforces the store's deadline (a timeout is an OSError).
+    """
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        deadline = args[0].deadline if args and isinstance(args[0], RedisStore) else None
         try:
-            return await fn(*args, **kwargs)
+            async with asyncio.timeout(deadline):
+                return await fn(*args, **kwargs)
         except REDIS_DOWN as exc:
             raise Unavailable(
                 "the job store is unreachable; retry shortly", retry_after=UNAVAILABLE_RETRY_AFTER

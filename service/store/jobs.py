@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from service.clock import now_ms
 from service.store import scripts
-from service.store.connection import translate_redis_errors
+from service.store.connection import RedisStore, translate_redis_errors
 
 JOB_FUNCTION = "generate_report"
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -76,9 +76,9 @@ class SubmitOutcome:
 
 @dataclass(frozen=True)
 class StartOutcome:
-    state: str
+    state: str  # 'active': go on; 'crashed': too many crash restarts; anything else: nothing to do
     attempts: int
-    crashed: bool
+    crashes: int
 
     @property
     def proceed(self) -> bool:
@@ -98,9 +98,11 @@ class Checkpoint:
     input_name: str = "input"
 
 
-class JobStore:
-    def __init__(self, redis: Redis, *, queue_name: str = default_queue_name) -> None:
-        self._redis = redis
+class JobStore(RedisStore):
+    def __init__(
+        self, redis: Redis, *, queue_name: str = default_queue_name, deadline: float | None = None
+    ) -> None:
+        super().__init__(redis, deadline=deadline)
         self._queue = queue_name
         self._submit = redis.register_script(scripts.SUBMIT)
         self._start = redis.register_script(scripts.START)
@@ -144,11 +146,11 @@ class JobStore:
         return fields or None
 
     @translate_redis_errors
-    async def start(self, job_id: str, *, stage: str, progress: int) -> StartOutcome:
-        state, attempts, crashed = await self._start(
-            keys=[job_key(job_id), events_key(job_id)], args=[now_ms(), stage, progress]
+    async def start(self, job_id: str, *, stage: str, progress: int, max_crashes: int) -> StartOutcome:
+        state, attempts, crashes = await self._start(
+            keys=[job_key(job_id), events_key(job_id)], args=[now_ms(), stage, progress, max_crashes]
         )
-        return StartOutcome(str(state), int(attempts), bool(crashed))
+        return StartOutcome(str(state), int(attempts), int(crashes))
 
     @translate_redis_errors
     async def advance(self, job_id: str, *, stage: str, progress: int) -> bool:

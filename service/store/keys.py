@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from service.clock import iso_from_ms, now_ms
-from service.store.connection import translate_redis_errors
+from service.store.connection import RedisStore, translate_redis_errors
 
 PLANS = ("free", "pro")
 KEY_PREFIX = "rsk_"
@@ -55,14 +55,14 @@ def check_plan(plan: str) -> str:
     return plan
 
 
-class KeyStore:
+class KeyStore(RedisStore):
     """``cache_seconds`` > 0 remembers recent successful lookups in this process: a key revoked
     elsewhere then stops working within that many seconds instead of at once."""
 
     _CACHE_LIMIT = 10_000
 
-    def __init__(self, redis: Redis, *, cache_seconds: float = 0) -> None:
-        self._redis = redis
+    def __init__(self, redis: Redis, *, cache_seconds: float = 0, deadline: float | None = None) -> None:
+        super().__init__(redis, deadline=deadline)
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Caller]] = {}
 

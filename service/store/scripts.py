@@ -43,26 +43,30 @@ return {1}
 """
 
 # KEYS: job, events
-# ARGV: now ms, first stage, first progress
-# Returns {state, attempts, crashed}: state 'active' means go on; any other state means stop.
+# ARGV: now ms, first stage, first progress, most crash restarts allowed
+# Returns {state, attempts, crashes}: state 'active' means go on; any other state means stop.
 START = (
     _EMIT
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'started_ms')
+local f = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'started_ms', 'crashes')
 local state = f[1]
 if not state then return {'missing', 0, 0} end
-if state ~= 'queued' and state ~= 'active' then return {state, 0, 0} end
--- 'active' here means the previous attempt's worker died without a word (crash, kill -9).
-local crashed = 0
+if state ~= 'queued' and state ~= 'active' then return {state, tonumber(f[2]) or 0, 0} end
+local attempts = tonumber(f[2]) or 0
+local crashes = tonumber(f[4]) or 0
 if state == 'active' then
-  crashed = 1
-  redis.call('HINCRBY', KEYS[1], 'crashes', 1)
+  -- The previous start never reported back: its worker died (crash, kill -9, lost Redis). That
+  -- attempt runs again under the same number; crashes are counted apart, so deploys and kills do
+  -- not push a job towards failure, while a job that kills every worker is still stopped.
+  crashes = redis.call('HINCRBY', KEYS[1], 'crashes', 1)
+  if crashes > tonumber(ARGV[4]) then return {'crashed', attempts, crashes} end
+else
+  attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if not f[3] then redis.call('HSET', KEYS[1], 'started_ms', ARGV[1]) end
 redis.call('HSET', KEYS[1], 'state', 'active', 'stage', ARGV[2], 'progress', ARGV[3])
 emit(KEYS[2], 'progress', snapshot(KEYS[1]))
-return {'active', attempts, crashed}
+return {'active', attempts, crashes}
 """
 )
 

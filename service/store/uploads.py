@@ -6,10 +6,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from service.clock import now_ms
-from service.store.connection import translate_redis_errors
+from service.store.connection import RedisStore, translate_redis_errors
 
 UPLOAD_SCHEME = "input://"
 _UPLOAD_ID = re.compile(r"^inp_[0-9a-f]{32}$")
@@ -49,9 +47,8 @@ def new_upload_id() -> str:
     return "inp_" + secrets.token_hex(16)
 
 
-class UploadStore:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+class UploadStore(RedisStore):
+    pass
 
     @translate_redis_errors
     async def record(self, upload: Upload, *, ttl_seconds: int) -> None:
