@@ -17,6 +17,8 @@ import time
 import structlog
 from arq.worker import Worker
 
+from service.store.connection import REDIS_DOWN
+
 log = structlog.get_logger("service.drain")
 
 
@@ -67,3 +69,28 @@ async def drain(worker: Worker, grace_seconds: float) -> None:
     log.info("drain_finished", handed_back=len(leftover))
     if worker.main_task is not None:
         worker.main_task.cancel()
+
+
+def survive_redis_outages(worker: Worker) -> None:
+    """Keeps arq's poll loop alive through a Redis restart or failover.
+
+    arq lets the first connection error out of its poll loop end the worker, and redis-py's retries
+    do not cover a pipeline that cannot get a connection. Wrapping the loop's one iteration turns an
+    outage into a pause with backoff; the jobs it interrupted are picked up again once their
+    in-progress marks expire, and the job record's state machine sorts out what already happened.
+    """
+    iteration = worker._poll_iteration
+    failures = 0
+
+    async def resilient_iteration() -> None:
+        nonlocal failures
+        try:
+            await iteration()
+            failures = 0
+        except REDIS_DOWN as exc:
+            failures += 1
+            pause = min(5.0, 0.2 * 2 ** min(failures, 5))
+            log.warning("redis_unreachable", error=type(exc).__name__, failures=failures, pause_s=pause)
+            await asyncio.sleep(pause)
+
+    worker._poll_iteration = resilient_iteration  # type: ignore[method-assign]  # arq offers no hook here

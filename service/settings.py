@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # --- models -------------------------------------------------------------------------------
     model_pro: str = "claude-opus-4-7"
     model_free: str = "claude-haiku-4-5-20251001"
-    max_output_tokens: int = Field(default=4000, ge=1, le=64_000)
+    max_output_tokens: int = Field(default=4000, ge=1, le=128_000)
     llm_timeout_seconds: float = Field(default=240, gt=0)
 
     # --- inputs -------------------------------------------------------------------------------
@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     signing_secret: SecretStr | None = None
     events_token_ttl_seconds: int = Field(default=3600, ge=60)
     auth_cache_seconds: float = Field(default=5, ge=0, le=300)
+
+    # --- live events --------------------------------------------------------------------------
+    events_ping_seconds: float = Field(default=15, gt=0, le=15)  # SSE comment so proxies keep it open
 
     # --- logging ------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"

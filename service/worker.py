@@ -15,7 +15,7 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.drain import install_drain, running_worker
+from service.drain import install_drain, running_worker, survive_redis_outages
 from service.fetch import InputFetcher, build_input_client
 from service.inputs import InputSource
 from service.llm import AnthropicProvider, Provider, build_anthropic_client
@@ -74,7 +74,9 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    running_worker().in_progress_timeout_s = settings.job_timeout_seconds + _IN_PROGRESS_MARGIN_S
+    worker = running_worker()
+    worker.in_progress_timeout_s = settings.job_timeout_seconds + _IN_PROGRESS_MARGIN_S
+    survive_redis_outages(worker)
     if ctx.get("standalone", True):
         # Here, not at import: arq's CLI installs its own logging config after importing the settings.
         configure_logging(settings, process="worker")
