@@ -24,7 +24,7 @@ from service.pdf import PdfRenderer, ReportDocument
 from service.retry import backoff_seconds
 from service.settings import Settings
 from service.storage import Storage
-from service.store.jobs import Checkpoint, JobStore
+from service.store.jobs import Checkpoint, JobStore, Retention
 
 log = structlog.get_logger("service.pipeline")
 
@@ -127,10 +127,8 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
         "outputTokens": checkpoint.output_tokens,
         "tokensUsed": checkpoint.input_tokens + checkpoint.output_tokens,
     }
-    retention = deps.settings.report_retention_seconds
-    if await deps.jobs.complete(
-        job_id, record["user_id"], result, pdf_key=pdf_key, retention_seconds=retention
-    ):
+    retention = Retention(deps.settings.report_retention_seconds, deps.settings.report_retention_count)
+    if await deps.jobs.complete(job_id, record["user_id"], result, pdf_key=pdf_key, retention=retention):
         log.info("job_completed", input_tokens=result["inputTokens"], output_tokens=result["outputTokens"])
 
 

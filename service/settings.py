@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     # --- storage and retention ----------------------------------------------------------------
     data_dir: Path = Path(".data")
     storage_dir: Path | None = None
-    report_retention_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    report_retention_seconds: int = Field(default=24 * 3600, ge=60)
+    report_retention_count: int = Field(default=10_000, ge=1)
     failed_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
 
     # --- retries ------------------------------------------------------------------------------

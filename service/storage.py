@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +29,9 @@ class Storage(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def sweep(self, prefix: str, older_than_seconds: float) -> int:
+        """Deletes objects under ``prefix`` older than that; returns how many went."""
+
 
 class LocalStorage:
     """A directory on this host: right for one machine, or a volume shared by API and workers."""
@@ -45,6 +50,22 @@ class LocalStorage:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    async def sweep(self, prefix: str, older_than_seconds: float) -> int:
+        return await asyncio.to_thread(self._sweep, self._root / check_key(prefix), older_than_seconds)
+
+    @staticmethod
+    def _sweep(folder: Path, older_than_seconds: float) -> int:
+        # Leftover ".partial-" files from a crash mid-write go too, once they are an hour old.
+        now = time.time()
+        removed = 0
+        for path in folder.glob("*") if folder.is_dir() else ():
+            limit = min(older_than_seconds, 3600) if path.name.startswith(".partial-") else older_than_seconds
+            with contextlib.suppress(FileNotFoundError):
+                if now - path.stat().st_mtime > limit:
+                    path.unlink()
+                    removed += 1
+        return removed
 
     @staticmethod
     def _write_atomically(path: Path, data: bytes) -> None:

@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import structlog
-from arq import Retry
+from arq import Retry, cron
 from arq.connections import RedisSettings
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -95,6 +95,18 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("worker_stopped")
 
 
+async def sweep_storage(ctx: dict[str, Any]) -> dict[str, int]:
+    """Periodic (arq cron, one worker per run): PDFs and uploads past their retention go."""
+    deps: WorkerDeps = ctx["deps"]
+    settings = deps.settings
+    removed = {
+        "reports": await deps.storage.sweep("reports", settings.report_retention_seconds),
+        "inputs": await deps.storage.sweep("inputs", settings.input_retention_seconds),
+    }
+    log.info("storage_swept", **removed)
+    return removed
+
+
 async def generate_report(ctx: dict[str, Any], job_id: str) -> str:
     """The arq job function: a thin shell around the pipeline."""
     structlog.contextvars.bind_contextvars(job_id=job_id)
@@ -125,6 +137,7 @@ def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
     """
     return {
         "functions": [generate_report],
+        "cron_jobs": [cron(sweep_storage, minute=set(range(0, 60, 10)), unique=True, timeout=300)],
         "ctx": {"settings": settings, **ctx},
         "on_startup": startup,
         "on_shutdown": shutdown,

@@ -17,6 +17,7 @@ from service.offline import OfflineProvider
 from service.pdf import PdfRenderer, ReportDocument
 from service.pipeline import run_report_job
 from service.settings import Settings
+from service.store.jobs import JobStore
 from tests.conftest import InputFiles, bearer, create_key, make_settings, run_burst_worker, worker_deps
 from tests.fake_anthropic import FakeAnthropic, invalid_api_key, overloaded
 
@@ -105,23 +106,42 @@ async def test_free_plan_jobs_use_the_free_model(
     assert [call.body["model"] for call in fake_anthropic.calls] == [settings.model_free]
 
 
-async def test_progress_events_rise_and_end_with_completed(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer
-) -> None:
+class RecordingJobStore(JobStore):
+    """The real store, noting each stage and progress the pipeline announces."""
+
+    def __init__(self, inner: JobStore) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.announced: list[tuple[str, int]] = []
+
+    async def advance(self, job_id: str, *, stage: str, progress: int) -> bool:
+        self.announced.append((stage, progress))
+        return await super().advance(job_id, stage=stage, progress=progress)
+
+
+async def test_stages_are_announced_in_order_with_rising_progress(
+    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
+) -> None:  # fmt: skip
+    fake_anthropic.chunk_delay, fake_anthropic.chunk_chars = 0.03, 200  # about a second of streaming
+    fake_anthropic.reply = lambda body: "# Report\n\n" + "Revenue grew in every region. " * 300
     key = bearer(await create_key(settings, "alice", "pro"))
     job_id = await submit(api, key, inputs.add("sales.csv", CSV))
-    await run(settings, renderer)
+    async with worker_deps(settings, renderer) as deps:
+        recording = RecordingJobStore(deps.jobs)
+        deps.jobs = recording
+        await run_burst_worker(settings, deps)
+    stages = [stage for stage, _ in recording.announced]
+    assert stages[0] == "fetching" and stages[-2:] == ["rendering", "storing"]
+    assert stages.count("summarizing") > 2  # 30 rising towards 70 as the answer streams in
+    progress = [value for _, value in recording.announced]
+    assert progress == sorted(progress) and progress[0] == 10 and max(progress) == 90
+    assert all(30 <= value < 70 for stage, value in recording.announced if stage == "summarizing")
     client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     entries = await client.xrange(f"rs:job:{job_id}:events")
     await client.aclose()
-    names = [fields["event"] for _, fields in entries]
-    assert names[-1] == "completed" and names.count("completed") == 1
-    active = [json.loads(f["data"]) for _, f in entries if f["event"] == "progress"]
-    stages = [event["stage"] for event in active]
-    for expected in ("fetching", "summarizing", "rendering", "storing", "done"):
-        assert expected in stages
-    progress = [event["progress"] for event in active if event["state"] == "active"]
-    assert progress == sorted(progress)
+    # A finished job keeps only the end of its stream: the final progress, then the terminal event.
+    assert [fields["event"] for _, fields in entries] == ["progress", "completed"]
+    assert json.loads(entries[0][1]["data"]) == {"progress": 100, "state": "completed", "stage": "done"}
 
 
 async def test_offline_provider_writes_a_clearly_marked_report(

@@ -18,6 +18,7 @@ from service.store import scripts
 from service.store.connection import RedisStore, translate_redis_errors
 
 JOB_FUNCTION = "generate_report"
+COMPLETED_INDEX = "rs:completed"  # job ids by finish time, to cap how many completed jobs are kept
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -54,6 +55,14 @@ def dumps_job(data: dict[str, Any]) -> bytes:
 
 def loads_job(raw: bytes) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(raw))
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long, and how many, completed jobs are kept (their results and idempotent replays)."""
+
+    seconds: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -168,17 +177,25 @@ class JobStore(RedisStore):
 
     @translate_redis_errors
     async def complete(
-        self, job_id: str, user_id: str, result: dict[str, Any], *, pdf_key: str, retention_seconds: int
+        self, job_id: str, user_id: str, result: dict[str, Any], *, pdf_key: str, retention: Retention
     ) -> bool:
         """Marks the job completed and adds its tokens to the user's usage, once whatever happens."""
-        keys = [job_key(job_id), events_key(job_id), checkpoint_key(job_id), usage_key(user_id)]
+        keys = [
+            job_key(job_id),
+            events_key(job_id),
+            checkpoint_key(job_id),
+            usage_key(user_id),
+            COMPLETED_INDEX,
+        ]
         args = [
             now_ms(),
             json.dumps(result),
             result["inputTokens"],
             result["outputTokens"],
-            retention_seconds,
+            retention.seconds,
             pdf_key,
+            retention.count,
+            job_id,
         ]
         return bool(await self._complete(keys=keys, args=args))
 

@@ -13,6 +13,15 @@ _EMIT = """
 local function emit(stream, name, payload)
   return redis.call('XADD', stream, 'MAXLEN', '~', 1000, '*', 'event', name, 'data', cjson.encode(payload))
 end
+-- A finished job's stream keeps only its ending (the final progress and the terminal event), in a
+-- freshly built stream: trimming alone would keep the old ~4 kB node allocated for every job.
+local function compact(stream)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 2)
+  redis.call('DEL', stream)
+  for i = #last, 1, -1 do
+    redis.call('XADD', stream, last[i][1], unpack(last[i][2]))
+  end
+end
 local function snapshot(job)
   local f = redis.call('HMGET', job, 'progress', 'state', 'stage')
   return {progress = tonumber(f[1]) or 0, state = f[2], stage = f[3]}
@@ -85,9 +94,12 @@ return 1
 """
 )
 
-# KEYS: job, events, checkpoint, usage
-# ARGV: now ms, result json, input tokens, output tokens, retention seconds, pdf storage key
+# KEYS: job, events, checkpoint, usage, completed index
+# ARGV: now ms, result json, input tokens, output tokens, retention seconds, pdf storage key,
+#       most completed jobs retained, job id
 # The only place usage grows: guarded by the state, so a report is counted exactly once.
+# Completed jobs are also capped in number: past the cap the oldest records go first (their keys
+# are derived here, so this script assumes one Redis, not a cluster).
 COMPLETE = (
     _EMIT
     + """
@@ -99,9 +111,19 @@ redis.call('HINCRBY', KEYS[4], 'input_tokens', ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'output_tokens', ARGV[4])
 emit(KEYS[2], 'progress', snapshot(KEYS[1]))
 emit(KEYS[2], 'completed', cjson.decode(ARGV[2]))
+compact(KEYS[2])
 redis.call('DEL', KEYS[3])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[8])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[1]) - 1000 * tonumber(ARGV[5]))
+local excess = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[7])
+if excess > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[5], 0, excess - 1)) do
+    redis.call('DEL', 'rs:job:' .. old, 'rs:job:' .. old .. ':events')
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, excess - 1)
+end
 return 1
 """
 )
@@ -115,6 +137,7 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_ms', ARGV[1],
   'error', cjson.encode({reason = ARGV[2]}))
 emit(KEYS[2], 'failed', {reason = ARGV[2]})
+compact(KEYS[2])
 redis.call('DEL', KEYS[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
@@ -153,6 +176,7 @@ else
 end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
 emit(KEYS[2], 'cancelled', {})
+compact(KEYS[2])
 redis.call('DEL', KEYS[6])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])

@@ -1,0 +1,119 @@
+"""The Redis store on its own: keys kept hashed, state changes that cannot run twice, bounded retention."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from service.store.connection import open_redis
+from service.store.jobs import (
+    COMPLETED_INDEX,
+    JobStore,
+    NewJob,
+    Retention,
+    derive_job_id,
+    events_key,
+    job_key,
+)
+from service.store.keys import KeyStore
+
+RESULT = {"model": "m", "inputTokens": 10, "outputTokens": 5, "tokensUsed": 15}
+KEEP = Retention(seconds=3600, count=1000)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = open_redis(redis_url, fail_fast=False)
+    yield client
+    await client.aclose()
+
+
+async def finished_job(jobs: JobStore, name: str, retention: Retention = KEEP) -> str:
+    job_id = derive_job_id("user", name)
+    await jobs.submit(NewJob(job_id, "user", "pro", "https://x/y.csv", "m", "fp"), arq_ttl_ms=60_000)
+    assert (await jobs.start(job_id, stage="queued", progress=0, max_crashes=5)).proceed
+    assert await jobs.complete(job_id, "user", RESULT, pdf_key=f"reports/{name}.pdf", retention=retention)
+    return job_id
+
+
+async def test_keys_are_stored_only_as_digests(redis: Redis) -> None:
+    store = KeyStore(redis)
+    api_key, info = await store.create("alice", "pro")
+    dumped = [str(await redis.hgetall(k)) + k async for k in redis.scan_iter("rs:apikey*", _type="hash")]  # type: ignore[misc]
+    assert dumped and not any(api_key in text or api_key[4:] in text for text in dumped)
+    caller = await store.authenticate(api_key)
+    assert caller is not None and (caller.user_id, caller.plan, caller.key_id) == (
+        "alice",
+        "pro",
+        info.key_id,
+    )
+
+
+async def test_a_revoked_key_stops_at_once_without_a_cache_and_within_the_ttl_with_one(redis: Redis) -> None:
+    uncached, cached = KeyStore(redis), KeyStore(redis, cache_seconds=0.3)
+    api_key, _ = await uncached.create("bob", "free")
+    assert await cached.authenticate(api_key) is not None
+    await uncached.revoke(api_key)
+    assert await uncached.authenticate(api_key) is None
+    assert await cached.authenticate(api_key) is not None  # remembered for cache_seconds
+    await asyncio.sleep(0.35)
+    assert await cached.authenticate(api_key) is None
+
+
+async def test_completing_twice_counts_usage_once(redis: Redis) -> None:
+    jobs = JobStore(redis)
+    job_id = await finished_job(jobs, "once")
+    assert not await jobs.complete(job_id, "user", RESULT, pdf_key="reports/x.pdf", retention=KEEP)
+    assert await jobs.usage("user") == {"reports": 1, "input_tokens": 10, "output_tokens": 5}
+    again = await jobs.start(job_id, stage="queued", progress=0, max_crashes=5)
+    assert (again.state, again.proceed) == ("completed", False)
+
+
+async def test_a_start_after_a_silent_death_counts_a_crash_not_an_attempt(redis: Redis) -> None:
+    jobs = JobStore(redis)
+    job_id = derive_job_id("user", "crashy")
+    await jobs.submit(NewJob(job_id, "user", "pro", "https://x/y.csv", "m", "fp"), arq_ttl_ms=60_000)
+    first = await jobs.start(job_id, stage="queued", progress=0, max_crashes=2)
+    second = await jobs.start(job_id, stage="queued", progress=0, max_crashes=2)  # the first never reported
+    third = await jobs.start(job_id, stage="queued", progress=0, max_crashes=2)
+    fourth = await jobs.start(job_id, stage="queued", progress=0, max_crashes=2)
+    assert [(s.state, s.attempts, s.crashes) for s in (first, second, third, fourth)] == [
+        ("active", 1, 0),
+        ("active", 1, 1),
+        ("active", 1, 2),
+        ("crashed", 1, 3),
+    ]
+
+
+async def test_completed_jobs_beyond_the_cap_are_dropped_oldest_first(redis: Redis) -> None:
+    jobs = JobStore(redis)
+    cap = Retention(seconds=3600, count=3)
+    job_ids = [await finished_job(jobs, f"job-{i}", cap) for i in range(5)]
+    kept = [job_id for job_id in job_ids if await redis.exists(job_key(job_id))]
+    assert kept == job_ids[2:]
+    assert not await redis.exists(events_key(job_ids[0]))
+    assert await redis.zcard(COMPLETED_INDEX) == 3
+    assert (await jobs.usage("user"))["reports"] == 5  # usage is history, not retention
+
+
+async def test_finished_records_expire_and_keep_only_the_end_of_their_stream(redis: Redis) -> None:
+    jobs = JobStore(redis)
+    job_id = await finished_job(jobs, "short", Retention(seconds=120, count=10))
+    assert 0 < await redis.ttl(job_key(job_id)) <= 120
+    assert 0 < await redis.ttl(events_key(job_id)) <= 120
+    entries = await redis.xrange(events_key(job_id))
+    assert [fields["event"] for _, fields in entries] == ["progress", "completed"]
+
+
+async def test_cancelling_a_queued_job_removes_it_from_the_queue_in_the_same_step(redis: Redis) -> None:
+    jobs = JobStore(redis)
+    job_id = derive_job_id("user", "cancel-me")
+    await jobs.submit(NewJob(job_id, "user", "pro", "https://x/y.csv", "m", "fp"), arq_ttl_ms=60_000)
+    assert await jobs.cancel(job_id, retention_seconds=60) == "queued"
+    assert await redis.zscore("arq:queue", job_id) is None
+    assert not await redis.exists(f"arq:job:{job_id}")
+    assert (await jobs.start(job_id, stage="queued", progress=0, max_crashes=5)).state == "cancelled"
+    assert await jobs.cancel(job_id, retention_seconds=60) == "cancelled"
