@@ -19,7 +19,7 @@ from service.pipeline import run_report_job
 from service.settings import Settings
 from service.store.jobs import JobStore
 from tests.conftest import InputFiles, bearer, create_key, make_settings, run_burst_worker, worker_deps
-from tests.fake_anthropic import FakeAnthropic, invalid_api_key, overloaded
+from tests.fake_anthropic import FakeAnthropic, invalid_api_key, overloaded, tier_spend_limit_reached
 
 CSV = "region,revenue,units\nnorth,1200.50,10\nsouth,980.25,8\nMARKER-pipeline,1500,12\n"
 
@@ -292,3 +292,20 @@ async def test_a_finished_job_started_again_does_nothing(
         assert await run_report_job(deps, job_id) == "completed"
     assert fake_anthropic.call_count == 1
     assert (await api.get("/api/usage", headers=key)).json()["reports"] == 1
+
+
+async def test_a_spend_limit_429_fails_at_once_and_is_never_retried(
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.fail_next(tier_spend_limit_reached(), tier_spend_limit_reached())
+    key = bearer(await create_key(settings, "alice", "pro"))
+    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    await run(settings, renderer)
+    failed = await status(api, key, job_id)
+    assert (failed["state"], failed["attempts"]) == ("failed", 1)
+    assert isinstance(failed["error"], dict) and "spend" in failed["error"]["reason"].lower()
+    assert fake_anthropic.call_count == 1
