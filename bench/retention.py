@@ -15,8 +15,11 @@ from redis.asyncio import Redis
 
 from service.embedded_redis import EmbeddedRedis
 from service.store.connection import open_redis
-from service.store.jobs import JobStore, NewJob, Retention, derive_job_id
+from service.store.job_types import NewJob, Retention, StartPolicy, SubmitPolicy
+from service.store.jobs import JobStore, derive_job_id
 
+OPEN = SubmitPolicy(per_minute=0, burst=1, budget=0, reserve=0, period="2026-11")
+START = StartPolicy(max_crashes=5, cap_free=0, cap_pro=0, lease_ms=300_000)
 RESULT = {"model": "claude-opus-4-7", "inputTokens": 2100, "outputTokens": 3900, "tokensUsed": 6000}
 URL = "https://files.example.com/exports/2026/q3/sales-by-region.csv"
 
@@ -24,8 +27,8 @@ URL = "https://files.example.com/exports/2026/q3/sales-by-region.csv"
 async def one_job(redis: Redis, jobs: JobStore, number: int, retention: Retention) -> None:
     job_id = derive_job_id(f"user-{number % 30}", f"key-{number}")
     new = NewJob(job_id, f"user-{number % 30}", "pro", URL, "claude-opus-4-7", "f" * 64)
-    await jobs.submit(new, arq_ttl_ms=86_400_000)
-    await jobs.start(job_id, stage="queued", progress=0, max_crashes=5)
+    await jobs.submit(new, OPEN, arq_ttl_ms=86_400_000, score_ms=number)
+    await jobs.start(job_id, START, stage="queued", progress=0)
     for stage, progress in (
         ("fetching", 10),
         *(("summarizing", 30 + 2 * i) for i in range(20)),
@@ -33,9 +36,8 @@ async def one_job(redis: Redis, jobs: JobStore, number: int, retention: Retentio
     ):
         await jobs.advance(job_id, stage=stage, progress=progress)
     await jobs.advance(job_id, stage="storing", progress=90)
-    await jobs.complete(
-        job_id, new.user_id, RESULT, pdf_key=f"reports/rep_{number:024x}.pdf", retention=retention
-    )
+    pdf_key = f"reports/rep_{number:024x}.pdf"
+    await jobs.complete(job_id, RESULT, pdf_key=pdf_key, retention=retention, period="2026-11")
     # What arq's worker does when the job function returns: its own keys go.
     await redis.delete(f"arq:job:{job_id}", f"arq:retry:{job_id}")
     await redis.zrem("arq:queue", job_id)

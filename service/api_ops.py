@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from service.auth import require_caller
 from service.errors import Unavailable
+from service.policies import budget_of, budget_period
 from service.responses import JSONResponse
 from service.services import services
 from service.store.connection import API_OPERATION_DEADLINE, REDIS_DOWN, UNAVAILABLE_RETRY_AFTER
@@ -30,17 +31,23 @@ async def readyz(request: Request) -> Response:
 async def usage(request: Request) -> Response:
     svc = services(request)
     caller = await require_caller(request, svc)
-    totals = await svc.jobs.usage(caller.user_id)
+    period = budget_period(svc.settings)
+    totals = await svc.jobs.usage(caller.user_id, period)
     input_tokens, output_tokens = totals.get("input_tokens", 0), totals.get("output_tokens", 0)
+    budget = budget_of(svc.settings, caller.plan)
+    reserved = totals.get("reserved", 0)
     return JSONResponse(
         {
             "userId": caller.user_id,
             "plan": caller.plan,
+            "period": period,
             "reports": totals.get("reports", 0),
             "inputTokens": input_tokens,
             "outputTokens": output_tokens,
             "tokensUsed": input_tokens + output_tokens,
-            # Per-plan budgets are not configured yet: nothing is withheld.
-            "budgetRemaining": None,
+            # What is left for new reports: queued and running ones hold back their reservation.
+            "budget": budget or None,
+            "reservedTokens": reserved,
+            "budgetRemaining": max(0, budget - input_tokens - output_tokens - reserved) if budget else None,
         }
     )

@@ -10,12 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.auth import events_token, require_caller
-from service.errors import BadRequest, Conflict, IdempotencyKeyMismatch, NotFound
+from service.clock import now_ms
+from service.errors import BadRequest, BudgetExceeded, Conflict, IdempotencyKeyMismatch, NotFound, RateLimited
 from service.fetch import check_input_url
 from service.payloads import ReportCreate, parse, read_json
+from service.policies import queue_score, submit_policy
 from service.responses import JSONResponse
 from service.services import ApiServices, services
-from service.store.jobs import NewJob, derive_job_id, fingerprint
+from service.store.job_types import NewJob, SubmitOutcome
+from service.store.jobs import derive_job_id, fingerprint
 from service.store.keys import Caller
 from service.store.uploads import UPLOAD_SCHEME, upload_id_from_url
 from service.views import report_paths, status_view
@@ -74,13 +77,31 @@ async def create_report(request: Request) -> Response:
         model=svc.settings.model_for(caller.plan),
         fingerprint=fingerprint(url),
     )
-    outcome = await svc.jobs.submit(job, arq_ttl_ms=svc.settings.failed_retention_seconds * 1000)
+    outcome = await svc.jobs.submit(
+        job,
+        submit_policy(svc.settings, caller.plan),
+        arq_ttl_ms=svc.settings.failed_retention_seconds * 1000,
+        score_ms=queue_score(svc.settings, caller.plan, now_ms()),
+    )
+    refuse_over_limits(outcome, svc)
     if not outcome.same_payload:
         raise IdempotencyKeyMismatch("this idempotency key was already used with a different payload")
     content = await accepted_body(svc, job.job_id, outcome.report_id, outcome.state)
-    if outcome.created:
+    if outcome.kind == "created":
         return JSONResponse(content, status_code=202, headers={"Location": content["statusUrl"]})
     return JSONResponse(content, status_code=200, headers={"Idempotent-Replayed": "true"})
+
+
+def refuse_over_limits(outcome: SubmitOutcome, svc: ApiServices) -> None:
+    if outcome.kind == "rate_limited":
+        wait = max(1, int(outcome.wait_seconds))
+        raise RateLimited(f"too many submissions; retry in {wait} s", retry_after=wait)
+    if outcome.kind == "over_budget":
+        period, reserve = svc.settings.budget_period, svc.settings.budget_reserve_tokens
+        raise BudgetExceeded(
+            f"the token budget of this {period} is spent: {outcome.tokens_left} tokens left, and a report "
+            f"holds back {reserve} until its real usage is known"
+        )
 
 
 async def owned_job(svc: ApiServices, caller: Caller, job_id: str) -> dict[str, str]:

@@ -21,10 +21,12 @@ from service.input_text import human_size
 from service.inputs import InputSource
 from service.llm import Provider, ReportRequest
 from service.pdf import PdfRenderer, ReportDocument
+from service.policies import budget_period, retention, start_policy
 from service.retry import backoff_seconds
 from service.settings import Settings
 from service.storage import Storage
-from service.store.jobs import Checkpoint, JobStore, Retention
+from service.store.job_types import Checkpoint
+from service.store.jobs import JobStore
 
 log = structlog.get_logger("service.pipeline")
 
@@ -127,8 +129,14 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
         "outputTokens": checkpoint.output_tokens,
         "tokensUsed": checkpoint.input_tokens + checkpoint.output_tokens,
     }
-    retention = Retention(deps.settings.report_retention_seconds, deps.settings.report_retention_count)
-    if await deps.jobs.complete(job_id, record["user_id"], result, pdf_key=pdf_key, retention=retention):
+    done = await deps.jobs.complete(
+        job_id,
+        result,
+        pdf_key=pdf_key,
+        retention=retention(deps.settings),
+        period=budget_period(deps.settings),
+    )
+    if done:
         log.info("job_completed", input_tokens=result["inputTokens"], output_tokens=result["outputTokens"])
 
 
@@ -166,12 +174,14 @@ async def give_up_after_crashes(deps: WorkerDeps, job_id: str, crashes: int) -> 
 
 async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     """Runs one attempt of a job; returns the state it left the job in (or raises ``RetryLater``)."""
-    settings = deps.settings
-    started = await deps.jobs.start(
-        job_id, stage="queued", progress=0, max_crashes=settings.max_crash_restarts
-    )
+    started = await deps.jobs.start(job_id, start_policy(deps.settings), stage="queued", progress=0)
     if started.state == "crashed":
         return await give_up_after_crashes(deps, job_id, started.crashes)
+    if started.state == "parked":
+        # The user is at their cap of running jobs: the job waits, without spending an attempt, and
+        # is put back in the queue when one of their jobs ends (this recheck is only a safety net).
+        log.info("job_parked")
+        raise RetryLater(deps.settings.park_recheck_seconds)
     if not started.proceed:
         log.info("job_skipped", state=started.state)
         return started.state

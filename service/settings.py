@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     worker_grace_seconds: float = Field(default=30, ge=0)
     job_timeout_seconds: float = Field(default=300, gt=0)
     llm_requests_per_minute: int = Field(default=30, ge=1)
+    llm_input_tokens_per_minute: int = Field(default=30_000, ge=1)
+    llm_output_tokens_per_minute: int = Field(default=8_000, ge=1)
     allow_private_input_urls: bool = False
 
     # --- models -------------------------------------------------------------------------------
@@ -49,6 +51,18 @@ class Settings(BaseSettings):
     report_retention_seconds: int = Field(default=24 * 3600, ge=60)
     report_retention_count: int = Field(default=10_000, ge=1)
     failed_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+
+    # --- scheduling and limits ---------------------------------------------------------------
+    priority_pro_lead_seconds: float = Field(default=60, ge=0)
+    user_max_active_free: int = Field(default=2, ge=0)
+    user_max_active_pro: int = Field(default=5, ge=0)
+    park_recheck_seconds: float = Field(default=120, gt=0)
+    submissions_per_minute_free: int = Field(default=60, ge=0)
+    submissions_per_minute_pro: int = Field(default=600, ge=0)
+    budget_tokens_free: int = Field(default=1_000_000, ge=0)
+    budget_tokens_pro: int = Field(default=20_000_000, ge=0)
+    budget_period: Literal["month", "day"] = "month"
+    budget_reserve_tokens: int = Field(default=12_000, ge=0)
 
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)

@@ -23,6 +23,7 @@ from service.logs import configure_logging
 from service.offline import OfflineProvider
 from service.pdf import PdfRenderer
 from service.pipeline import RetryLater, WorkerDeps, run_report_job
+from service.policies import LEASE_MARGIN_SECONDS
 from service.settings import Settings
 from service.storage import LocalStorage
 from service.store.connection import open_redis
@@ -34,9 +35,6 @@ log = structlog.get_logger("service.worker")
 # arq's own timeout is a backstop only: our pipeline times itself out first (and retries),
 # and needs a moment after that to record the outcome.
 _ARQ_TIMEOUT_MARGIN_S = 2
-# arq marks a running job "in progress" for its timeout + 10 s; a dead worker's job waits that long.
-# Ours: just past the backstop, so a job whose worker died runs again about JOB_TIMEOUT_SECONDS later.
-_IN_PROGRESS_MARGIN_S = _ARQ_TIMEOUT_MARGIN_S + 3
 
 
 @asynccontextmanager
@@ -75,7 +73,9 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     worker = running_worker()
-    worker.in_progress_timeout_s = settings.job_timeout_seconds + _IN_PROGRESS_MARGIN_S
+    # arq marks a running job "in progress" for its timeout + 10 s; a dead worker's job waits that
+    # long. Ours: the same lease as the user's slot, so it runs again about JOB_TIMEOUT_SECONDS later.
+    worker.in_progress_timeout_s = settings.job_timeout_seconds + LEASE_MARGIN_SECONDS
     survive_redis_outages(worker)
     if ctx.get("standalone", True):
         # Here, not at import: arq's CLI installs its own logging config after importing the settings.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -215,7 +217,9 @@ async def test_cancel_removes_a_queued_job_from_the_queue(
     assert_error(await api.delete(accepted["statusUrl"], headers=alice), 409, "conflict")
 
 
-async def test_usage_starts_at_zero(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
+async def test_usage_starts_at_zero(
+    api: httpx.AsyncClient, alice: dict[str, str], settings: Settings
+) -> None:
     response = await api.get("/api/usage", headers=alice)
     assert response.status_code == 200
     assert response.json() == {
@@ -225,7 +229,10 @@ async def test_usage_starts_at_zero(api: httpx.AsyncClient, alice: dict[str, str
         "inputTokens": 0,
         "outputTokens": 0,
         "tokensUsed": 0,
-        "budgetRemaining": None,
+        "period": datetime.now(UTC).strftime("%Y-%m"),
+        "budget": settings.budget_tokens_pro,
+        "reservedTokens": 0,
+        "budgetRemaining": settings.budget_tokens_pro,
     }
 
 

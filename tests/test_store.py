@@ -9,19 +9,22 @@ import pytest
 from redis.asyncio import Redis
 
 from service.store.connection import open_redis
-from service.store.jobs import (
-    COMPLETED_INDEX,
-    JobStore,
-    NewJob,
-    Retention,
-    derive_job_id,
-    events_key,
-    job_key,
-)
+from service.store.job_types import NewJob, Retention, StartPolicy, SubmitPolicy
+from service.store.jobs import COMPLETED_INDEX, JobStore, derive_job_id, events_key, job_key
 from service.store.keys import KeyStore
 
 RESULT = {"model": "m", "inputTokens": 10, "outputTokens": 5, "tokensUsed": 15}
 KEEP = Retention(seconds=3600, count=1000)
+OPEN = SubmitPolicy(per_minute=0, burst=1, budget=0, reserve=0, period="2026-11")
+START = StartPolicy(max_crashes=5, cap_free=0, cap_pro=0, lease_ms=60_000)
+
+
+async def submit(jobs: JobStore, name: str, policy: SubmitPolicy = OPEN, user: str = "user") -> str:
+    job_id = derive_job_id(user, name)
+    new = NewJob(job_id, user, "pro", "https://x/y.csv", "m", "fp")
+    outcome = await jobs.submit(new, policy, arq_ttl_ms=60_000, score_ms=1)
+    assert outcome.kind == "created", outcome
+    return job_id
 
 
 @pytest.fixture
@@ -32,10 +35,11 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 async def finished_job(jobs: JobStore, name: str, retention: Retention = KEEP) -> str:
-    job_id = derive_job_id("user", name)
-    await jobs.submit(NewJob(job_id, "user", "pro", "https://x/y.csv", "m", "fp"), arq_ttl_ms=60_000)
-    assert (await jobs.start(job_id, stage="queued", progress=0, max_crashes=5)).proceed
-    assert await jobs.complete(job_id, "user", RESULT, pdf_key=f"reports/{name}.pdf", retention=retention)
+    job_id = await submit(jobs, name)
+    assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed
+    assert await jobs.complete(
+        job_id, RESULT, pdf_key=f"reports/{name}.pdf", retention=retention, period="2026-11"
+    )
     return job_id
 
 
@@ -66,20 +70,20 @@ async def test_a_revoked_key_stops_at_once_without_a_cache_and_within_the_ttl_wi
 async def test_completing_twice_counts_usage_once(redis: Redis) -> None:
     jobs = JobStore(redis)
     job_id = await finished_job(jobs, "once")
-    assert not await jobs.complete(job_id, "user", RESULT, pdf_key="reports/x.pdf", retention=KEEP)
-    assert await jobs.usage("user") == {"reports": 1, "input_tokens": 10, "output_tokens": 5}
-    again = await jobs.start(job_id, stage="queued", progress=0, max_crashes=5)
+    assert not await jobs.complete(job_id, RESULT, pdf_key="reports/x.pdf", retention=KEEP, period="2026-11")
+    assert await jobs.usage("user", "2026-11") == {"reports": 1, "input_tokens": 10, "output_tokens": 5}
+    again = await jobs.start(job_id, START, stage="queued", progress=0)
     assert (again.state, again.proceed) == ("completed", False)
 
 
 async def test_a_start_after_a_silent_death_counts_a_crash_not_an_attempt(redis: Redis) -> None:
     jobs = JobStore(redis)
-    job_id = derive_job_id("user", "crashy")
-    await jobs.submit(NewJob(job_id, "user", "pro", "https://x/y.csv", "m", "fp"), arq_ttl_ms=60_000)
-    first = await jobs.start(job_id, stage="queued", progress=0, max_crashes=2)
-    second = await jobs.start(job_id, stage="queued", progress=0, max_crashes=2)  # the first never reported
-    third = await jobs.start(job_id, stage="queued", progress=0, max_crashes=2)
-    fourth = await jobs.start(job_id, stage="queued", progress=0, max_crashes=2)
+    job_id = await submit(jobs, "crashy")
+    policy = StartPolicy(max_crashes=2, cap_free=0, cap_pro=0, lease_ms=60_000)
+    first = await jobs.start(job_id, policy, stage="queued", progress=0)
+    second = await jobs.start(job_id, policy, stage="queued", progress=0)  # the first never reported
+    third = await jobs.start(job_id, policy, stage="queued", progress=0)
+    fourth = await jobs.start(job_id, policy, stage="queued", progress=0)
     assert [(s.state, s.attempts, s.crashes) for s in (first, second, third, fourth)] == [
         ("active", 1, 0),
         ("active", 1, 1),
@@ -96,7 +100,7 @@ async def test_completed_jobs_beyond_the_cap_are_dropped_oldest_first(redis: Red
     assert kept == job_ids[2:]
     assert not await redis.exists(events_key(job_ids[0]))
     assert await redis.zcard(COMPLETED_INDEX) == 3
-    assert (await jobs.usage("user"))["reports"] == 5  # usage is history, not retention
+    assert (await jobs.usage("user", "2026-11"))["reports"] == 5  # usage is history, not retention
 
 
 async def test_finished_records_expire_and_keep_only_the_end_of_their_stream(redis: Redis) -> None:
@@ -110,10 +114,9 @@ async def test_finished_records_expire_and_keep_only_the_end_of_their_stream(red
 
 async def test_cancelling_a_queued_job_removes_it_from_the_queue_in_the_same_step(redis: Redis) -> None:
     jobs = JobStore(redis)
-    job_id = derive_job_id("user", "cancel-me")
-    await jobs.submit(NewJob(job_id, "user", "pro", "https://x/y.csv", "m", "fp"), arq_ttl_ms=60_000)
+    job_id = await submit(jobs, "cancel-me")
     assert await jobs.cancel(job_id, retention_seconds=60) == "queued"
     assert await redis.zscore("arq:queue", job_id) is None
     assert not await redis.exists(f"arq:job:{job_id}")
-    assert (await jobs.start(job_id, stage="queued", progress=0, max_crashes=5)).state == "cancelled"
+    assert (await jobs.start(job_id, START, stage="queued", progress=0)).state == "cancelled"
     assert await jobs.cancel(job_id, retention_seconds=60) == "cancelled"

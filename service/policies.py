@@ -1,0 +1,55 @@
+"""Settings turned into the rules the store enforces: priorities, caps, rate and budget, retention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from service.settings import Settings
+from service.store.job_types import Retention, StartPolicy, SubmitPolicy
+
+# After an attempt times out at JOB_TIMEOUT_SECONDS the worker needs a moment to record it; a slot
+# (and arq's in-progress mark) is held that much longer, so a live worker never loses either.
+LEASE_MARGIN_SECONDS = 5
+
+
+def budget_period(settings: Settings, now: datetime | None = None) -> str:
+    moment = now or datetime.now(UTC)
+    return moment.strftime("%Y-%m-%d" if settings.budget_period == "day" else "%Y-%m")
+
+
+def queue_score(settings: Settings, plan: str, now_ms: int) -> int:
+    """Pro jobs queue as if submitted ``PRIORITY_PRO_LEAD_SECONDS`` earlier: they go before free jobs
+    that have waited less than that, and a free job is never passed by a pro job submitted more than
+    that much later than itself."""
+    lead = settings.priority_pro_lead_seconds if plan == "pro" else 0
+    return now_ms - int(lead * 1000)
+
+
+def submit_policy(settings: Settings, plan: str) -> SubmitPolicy:
+    per_minute = (
+        settings.submissions_per_minute_pro if plan == "pro" else settings.submissions_per_minute_free
+    )
+    return SubmitPolicy(
+        per_minute=per_minute,
+        burst=max(1, per_minute // 4),  # a quarter of a minute's worth at once
+        budget=settings.budget_tokens_pro if plan == "pro" else settings.budget_tokens_free,
+        reserve=settings.budget_reserve_tokens,
+        period=budget_period(settings),
+    )
+
+
+def budget_of(settings: Settings, plan: str) -> int:
+    return settings.budget_tokens_pro if plan == "pro" else settings.budget_tokens_free
+
+
+def start_policy(settings: Settings) -> StartPolicy:
+    return StartPolicy(
+        max_crashes=settings.max_crash_restarts,
+        cap_free=settings.user_max_active_free,
+        cap_pro=settings.user_max_active_pro,
+        lease_ms=int((settings.job_timeout_seconds + LEASE_MARGIN_SECONDS) * 1000),
+    )
+
+
+def retention(settings: Settings) -> Retention:
+    return Retention(settings.report_retention_seconds, settings.report_retention_count)

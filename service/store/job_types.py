@@ -1,0 +1,79 @@
+"""What goes in and out of the job store: plain frozen records, no Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class NewJob:
+    job_id: str
+    user_id: str
+    plan: str
+    input_url: str
+    model: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class SubmitPolicy:
+    """What a submission must fit: the user's rate bucket and the budget of the current period."""
+
+    per_minute: int  # 0: no limit
+    burst: int
+    budget: int  # tokens per period; 0: no budget
+    reserve: int  # tokens held back per queued report until its real usage is known
+    period: str  # "2026-11" (monthly) or "2026-11-28" (daily)
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    kind: Literal["created", "existing", "rate_limited", "over_budget"]
+    report_id: str = ""
+    state: str = ""
+    same_payload: bool = True
+    wait_seconds: float = 0.0
+    tokens_left: int = 0
+
+
+@dataclass(frozen=True)
+class StartPolicy:
+    max_crashes: int
+    cap_free: int  # active jobs a user may have at once, per plan; 0: no cap
+    cap_pro: int
+    lease_ms: int  # how long a slot stays taken if its worker dies silently
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    # 'active': go on; 'parked': the user is at their cap; 'crashed': too many crash restarts;
+    # anything else ('completed', 'cancelled', 'missing', ...): nothing to do.
+    state: str
+    attempts: int
+    crashes: int
+
+    @property
+    def proceed(self) -> bool:
+        return self.state == "active"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long, and how many, completed jobs are kept (their results and idempotent replays)."""
+
+    seconds: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The model's answer, saved before rendering so no later attempt ever pays for it again."""
+
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    offline: bool
+    source: str  # "sales.csv (8.5 kB)", printed under the title
+    input_name: str = "input"

@@ -1,0 +1,77 @@
+"""Lua helpers shared by the job scripts: events, per-user slots, budgets, rate buckets.
+
+Keys other than the job's own are derived inside the scripts from the job id and the user id, so
+the scripts assume one Redis (or a primary with replicas), not a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+QUEUE = "arq:queue"
+WAKE_CHANNEL = "rs:wake"
+
+COMMON = """
+local QUEUE = '@QUEUE@'
+local WAKE = '@WAKE@'
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function job_id_of(job) return string.sub(job, 8) end   -- 'rs:job:<id>'
+local function events_of(job) return job .. ':events' end
+local function usage_of(user, period) return 'rs:usage:' .. user .. ':' .. period end
+
+-- Append an event to the job's stream, bounded so a chatty job cannot grow it without end.
+local function emit(job, name, payload)
+  local data = cjson.encode(payload)
+  return redis.call('XADD', events_of(job), 'MAXLEN', '~', 1000, '*', 'event', name, 'data', data)
+end
+local function snapshot(job)
+  local f = redis.call('HMGET', job, 'progress', 'state', 'stage')
+  return {progress = tonumber(f[1]) or 0, state = f[2], stage = f[3]}
+end
+-- A finished job's stream keeps only its ending (the final progress and the terminal event), in a
+-- freshly built stream: trimming alone would keep the old ~4 kB node allocated for every job.
+local function compact(job)
+  local stream = events_of(job)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 2)
+  redis.call('DEL', stream)
+  for i = #last, 1, -1 do
+    redis.call('XADD', stream, last[i][1], unpack(last[i][2]))
+  end
+end
+local function expire_finished(job, seconds)
+  compact(job)
+  redis.call('DEL', job .. ':answer')
+  redis.call('EXPIRE', job, seconds)
+  redis.call('EXPIRE', events_of(job), seconds)
+end
+
+-- A job that stops running frees its user's slot; the user's oldest parked job (one that waited
+-- because the user was at their cap) goes back to the queue at its original place, due at once.
+local function leave_slot(job, user)
+  redis.call('ZREM', 'rs:active:' .. user, job_id_of(job))
+  local parked = 'rs:parked:' .. user
+  while true do
+    local first = redis.call('ZRANGE', parked, 0, 0, 'WITHSCORES')
+    if #first == 0 then return end
+    redis.call('ZREM', parked, first[1])
+    if redis.call('ZSCORE', QUEUE, first[1]) then
+      redis.call('ZADD', QUEUE, math.min(tonumber(first[2]), now_ms()), first[1])
+      redis.call('PUBLISH', WAKE, 'unparked')
+      return
+    end
+  end
+end
+
+-- The tokens reserved against the user's budget at submit go back (the real usage is added
+-- separately when the job completes).
+local function release_budget(job, user)
+  local f = redis.call('HMGET', job, 'budget_period', 'budget_reserved')
+  local reserved = tonumber(f[2]) or 0
+  if f[1] and reserved > 0 then
+    redis.call('HINCRBY', usage_of(user, f[1]), 'reserved', -reserved)
+    redis.call('HSET', job, 'budget_reserved', 0)
+  end
+end
+""".replace("@QUEUE@", QUEUE).replace("@WAKE@", WAKE_CHANNEL)
