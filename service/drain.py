@@ -17,24 +17,9 @@ import time
 import structlog
 from arq.worker import Worker
 
-from service.store.connection import REDIS_DOWN
+from service.worker_loop import running_worker
 
 log = structlog.get_logger("service.drain")
-
-
-def running_worker() -> Worker:
-    """The Worker whose ``main()`` is running us (``on_startup`` is awaited inside it).
-
-    arq builds its Worker itself from ``worker_settings.WorkerSettings`` and hands hooks only a
-    ctx dict, so the task's coroutine is the one reliable way back to it.
-    """
-    task = asyncio.current_task()
-    coroutine = task.get_coro() if task is not None else None
-    frame = getattr(coroutine, "cr_frame", None)
-    worker = frame.f_locals.get("self") if frame is not None else None
-    if not isinstance(worker, Worker):
-        raise RuntimeError("install_drain() must be called from arq's on_startup hook")
-    return worker
 
 
 def install_drain(grace_seconds: float) -> None:
@@ -69,28 +54,3 @@ async def drain(worker: Worker, grace_seconds: float) -> None:
     log.info("drain_finished", handed_back=len(leftover))
     if worker.main_task is not None:
         worker.main_task.cancel()
-
-
-def survive_redis_outages(worker: Worker) -> None:
-    """Keeps arq's poll loop alive through a Redis restart or failover.
-
-    arq lets the first connection error out of its poll loop end the worker, and redis-py's retries
-    do not cover a pipeline that cannot get a connection. Wrapping the loop's one iteration turns an
-    outage into a pause with backoff; the jobs it interrupted are picked up again once their
-    in-progress marks expire, and the job record's state machine sorts out what already happened.
-    """
-    iteration = worker._poll_iteration
-    failures = 0
-
-    async def resilient_iteration() -> None:
-        nonlocal failures
-        try:
-            await iteration()
-            failures = 0
-        except REDIS_DOWN as exc:
-            failures += 1
-            pause = min(5.0, 0.2 * 2 ** min(failures, 5))
-            log.warning("redis_unreachable", error=type(exc).__name__, failures=failures, pause_s=pause)
-            await asyncio.sleep(pause)
-
-    worker._poll_iteration = resilient_iteration  # type: ignore[method-assign]  # arq offers no hook here

@@ -15,7 +15,7 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.drain import install_drain, running_worker, survive_redis_outages
+from service.drain import install_drain
 from service.fetch import InputFetcher, build_input_client
 from service.inputs import InputSource
 from service.llm import AnthropicProvider, Provider, build_anthropic_client
@@ -29,6 +29,7 @@ from service.storage import LocalStorage
 from service.store.connection import open_redis
 from service.store.jobs import JobStore, dumps_job, loads_job
 from service.store.uploads import UploadStore
+from service.worker_loop import WakeSignal, drive_poll_loop, running_worker
 
 log = structlog.get_logger("service.worker")
 
@@ -76,7 +77,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     # arq marks a running job "in progress" for its timeout + 10 s; a dead worker's job waits that
     # long. Ours: the same lease as the user's slot, so it runs again about JOB_TIMEOUT_SECONDS later.
     worker.in_progress_timeout_s = settings.job_timeout_seconds + LEASE_MARGIN_SECONDS
-    survive_redis_outages(worker)
+    wake = WakeSignal()
+    wake.start(settings.redis_url)
+    ctx["wake"] = wake
+    drive_poll_loop(worker, wake, settings.worker_idle_poll_seconds)
     if ctx.get("standalone", True):
         # Here, not at import: arq's CLI installs its own logging config after importing the settings.
         configure_logging(settings, process="worker")
@@ -89,10 +93,18 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    wake: WakeSignal | None = ctx.get("wake")
+    if wake is not None:
+        await wake.stop()
     stack: AsyncExitStack | None = ctx.get("exit_stack")
     if stack is not None:
         await stack.aclose()
     log.info("worker_stopped")
+
+
+async def job_ended(ctx: dict[str, Any]) -> None:
+    """arq's after_job_end hook: a slot is free, so look for the next job now, not at the next poll."""
+    ctx["wake"].event.set()
 
 
 async def sweep_storage(ctx: dict[str, Any]) -> dict[str, int]:
@@ -141,6 +153,7 @@ def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
         "ctx": {"settings": settings, **ctx},
         "on_startup": startup,
         "on_shutdown": shutdown,
+        "after_job_end": job_ended,
         "redis_settings": arq_redis_settings(settings),
         "max_jobs": settings.worker_concurrency,
         "job_timeout": settings.job_timeout_seconds + _ARQ_TIMEOUT_MARGIN_S,
@@ -150,7 +163,7 @@ def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
         "keep_result": 0,
         "allow_abort_jobs": True,
         "handle_signals": False,
-        "poll_delay": 0.05,
+        "poll_delay": 0,  # the wait between polls is ours: see service.worker_loop
         "job_serializer": dumps_job,
         "job_deserializer": loads_job,
     }

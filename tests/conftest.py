@@ -71,6 +71,7 @@ def make_settings(redis_url: str, data_dir: Path, **overrides: object) -> Settin
         "allow_private_input_urls": True,
         "retry_base_seconds": 0.1,
         "retry_max_seconds": 1.0,
+        "worker_idle_poll_seconds": 0.05,
         "log_format": "json",
         **overrides,
     }

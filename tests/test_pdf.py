@@ -275,7 +275,7 @@ async def test_a_failed_render_in_the_pool_is_permanent_and_the_pool_keeps_worki
 
 
 async def test_the_event_loop_stays_responsive_while_a_long_report_renders(renderer: PdfRenderer) -> None:
-    """A ticker sleeping 5 ms in a loop is never more than 50 ms late during a render of clearly longer."""
+    """A ticker sleeping 5 ms in a loop stays under 50 ms late (p95) during a render of clearly longer."""
     document = _document(sample_report_markdown(40_000))
     await renderer.render(_document())  # the pool process is started and warm
     lags: list[float] = []
@@ -296,7 +296,10 @@ async def test_the_event_loop_stays_responsive_while_a_long_report_renders(rende
     await task
     assert len(_pages(pdf)) > 20
     assert elapsed > 0.15, "the render must take clearly longer than the allowed lag"
-    assert max(lags) < 0.05
+    # Rendering on the loop would stall it for the whole render; off the loop, ticks stay on time.
+    # A percentile, not the maximum: other processes on a shared machine can delay any one tick.
+    assert sorted(lags)[int(len(lags) * 0.95)] < 0.05
+    assert max(lags) < elapsed / 2
 
 
 @pytest.fixture
