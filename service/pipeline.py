@@ -7,6 +7,7 @@ Plain async functions over injected dependencies: testable without an arq Worker
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,9 +17,11 @@ from typing import Any
 
 import structlog
 
+from service.capacity import DEFAULT_PAUSE_S, CapacityWait, call_model, is_throttle
 from service.errors import PermanentJobError, TransientJobError, Unavailable
 from service.input_text import human_size
 from service.inputs import InputSource
+from service.limiter import LlmLimiter
 from service.llm import Provider, ReportRequest
 from service.pdf import PdfRenderer, ReportDocument
 from service.policies import budget_period, retention, start_policy
@@ -52,6 +55,7 @@ class WorkerDeps:
     provider: Provider
     renderer: PdfRenderer
     storage: Storage
+    limiter: LlmLimiter | None = None  # None: the offline provider, which costs nothing
 
 
 def summarizing_progress(output_tokens: int) -> int:
@@ -88,7 +92,7 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
         max_tokens=deps.settings.max_output_tokens,
     )
     async with stage(deps, job_id, "summarizing", input_bytes=fetched.size):
-        answer = await deps.provider.write_report(request, on_output)
+        answer = await call_model(deps.limiter, deps.provider, request, on_output)
     checkpoint = Checkpoint(
         text=answer.text,
         model=answer.model,
@@ -140,8 +144,19 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
         log.info("job_completed", input_tokens=result["inputTokens"], output_tokens=result["outputTokens"])
 
 
+async def wait_for_capacity(deps: WorkerDeps, job_id: str, seconds: float, reason: str) -> None:
+    """The provider is busy (our shared limits, or its own 429/529): back to the queue, no attempt spent."""
+    await deps.jobs.requeue(job_id, reason, count_attempt=False)
+    defer = seconds + random.uniform(0, 1 + seconds / 10)  # spread the herd that waited together
+    log.info("job_waiting_for_capacity", reason=reason, defer_s=round(defer, 2))
+    raise RetryLater(defer)
+
+
 async def retry_or_fail(deps: WorkerDeps, job_id: str, attempts: int, error: TransientJobError) -> None:
     settings = deps.settings
+    if is_throttle(error):
+        pause = error.retry_after if error.retry_after is not None else DEFAULT_PAUSE_S
+        await wait_for_capacity(deps, job_id, pause, error.reason)
     if attempts >= settings.max_attempts:
         reason = f"{error.reason} (gave up after {attempts} attempts)"
         await deps.jobs.fail(job_id, reason, retention_seconds=settings.failed_retention_seconds)
@@ -185,7 +200,7 @@ async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     if not started.proceed:
         log.info("job_skipped", state=started.state)
         return started.state
-    record = await deps.jobs.get(job_id) or {}
+    record = started.record
     structlog.contextvars.bind_contextvars(report_id=record.get("report_id"), user_id=record.get("user_id"))
     log.info("job_started", attempt=started.attempts, crash_restarts=started.crashes)
     try:
@@ -194,6 +209,8 @@ async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     except PermanentJobError as exc:
         await deps.jobs.fail(job_id, exc.reason, retention_seconds=deps.settings.failed_retention_seconds)
         log.warning("job_failed", reason=exc.reason)
+    except CapacityWait as wait:
+        await wait_for_capacity(deps, job_id, wait.seconds, "waiting for model capacity")
     except TransientJobError as exc:
         await retry_or_fail(deps, job_id, started.attempts, exc)
     except TimeoutError:

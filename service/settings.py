@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     llm_requests_per_minute: int = Field(default=30, ge=1)
     llm_input_tokens_per_minute: int = Field(default=30_000, ge=1)
     llm_output_tokens_per_minute: int = Field(default=8_000, ge=1)
+    llm_limit_headroom: float = Field(default=0.97, gt=0.5, le=1.0)
     allow_private_input_urls: bool = False
 
     # --- models -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from service.drain import install_drain
 from service.fetch import InputFetcher, build_input_client
 from service.inputs import InputSource
+from service.limiter import LlmLimiter, limits_from
 from service.llm import AnthropicProvider, Provider, build_anthropic_client
 from service.logs import configure_logging
 from service.offline import OfflineProvider
@@ -68,6 +69,7 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
             provider=await stack.enter_async_context(provider_for(settings)),
             renderer=renderer,
             storage=storage,
+            limiter=None if settings.offline else LlmLimiter(redis, limits_from(settings)),
         )
 
 

@@ -18,6 +18,7 @@ from service.app import create_app
 from service.embedded_redis import EmbeddedRedis, free_port
 from service.fetch import InputFetcher, build_input_client
 from service.inputs import InputSource
+from service.limiter import LlmLimiter, limits_from
 from service.llm import Provider
 from service.pdf import PdfRenderer
 from service.pipeline import WorkerDeps
@@ -72,6 +73,10 @@ def make_settings(redis_url: str, data_dir: Path, **overrides: object) -> Settin
         "retry_base_seconds": 0.1,
         "retry_max_seconds": 1.0,
         "worker_idle_poll_seconds": 0.05,
+        # Generous model limits: tests that are about the limiter set their own.
+        "llm_requests_per_minute": 100_000,
+        "llm_input_tokens_per_minute": 100_000_000,
+        "llm_output_tokens_per_minute": 100_000_000,
         "log_format": "json",
         **overrides,
     }
@@ -206,6 +211,7 @@ async def worker_deps(
             provider=provider,
             renderer=renderer,
             storage=storage,
+            limiter=None if settings.offline else LlmLimiter(redis_client, limits_from(settings)),
         )
 
 

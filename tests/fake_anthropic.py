@@ -2,7 +2,8 @@
 
 It runs uvicorn in a background thread so a test can inspect what it received while worker
 subprocesses reach it by URL. Replies, latency and scripted failures are set per test; the wire
-format (JSON bodies, SSE event sequence, error shapes, headers) follows the real API.
+format (JSON bodies, SSE event sequence, error shapes, headers) follows the real API. With ``limits``
+it also enforces per-model rate limits the way the real API does (token buckets, 429s, headers).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import re
 import socket
 import threading
@@ -193,6 +195,107 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4
 
 
+def sized_reply(tokens: int) -> ReplyFn:
+    """A reply of about ``tokens`` output tokens (4 characters each), to size the output in benchmarks."""
+    text = ("# Executive report\n\n" + "Revenue grew steadily. " * (tokens * 4 // 23 + 1))[: tokens * 4]
+    return lambda body: text
+
+
+# --- rate limits, enforced as the real API does -------------------------------------------------
+
+_UNLIMITED = 10**12  # a limit left unset never binds
+
+
+@dataclass(frozen=True)
+class FakeLimits:
+    """Per-model limits, as an API tier sets them: requests, input and output tokens per minute."""
+
+    requests_per_minute: int = _UNLIMITED
+    input_tokens_per_minute: int = _UNLIMITED
+    output_tokens_per_minute: int = _UNLIMITED
+
+
+class _Bucket:
+    """One limit as the API applies it: holds a minute's worth, refills continuously, starts full."""
+
+    def __init__(self, name: str, per_minute: int, now: float) -> None:
+        self.name, self.capacity, self.level, self._updated = name, float(per_minute), float(per_minute), now
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self._updated) * self.capacity / 60)
+        self._updated = now
+
+    def wait_for(self, amount: int) -> float:
+        # A request larger than the whole bucket goes through once the bucket is full (overdrawing
+        # it), as service.limiter assumes; otherwise such a request could never be served.
+        return max(0.0, (min(amount, self.capacity) - self.level) * 60 / self.capacity)
+
+    def headers(self, name: str | None = None) -> dict[str, str]:
+        prefix = f"anthropic-ratelimit-{name or self.name}"
+        return {
+            f"{prefix}-limit": str(int(self.capacity)),
+            f"{prefix}-remaining": str(max(0, math.floor(self.level))),
+            f"{prefix}-reset": _rfc3339((self.capacity - self.level) * 60 / self.capacity),  # full again
+        }
+
+
+class _ModelBuckets:
+    """One model's three buckets. Output is reserved from ``max_tokens`` until the answer ends."""
+
+    def __init__(self, limits: FakeLimits, now: float) -> None:
+        self.requests = _Bucket("requests", limits.requests_per_minute, now)
+        self.input = _Bucket("input-tokens", limits.input_tokens_per_minute, now)
+        self.output = _Bucket("output-tokens", limits.output_tokens_per_minute, now)
+
+    def admit(self, input_tokens: int, max_tokens: int, now: float) -> tuple[float, _Bucket]:
+        """Takes a request, its input and ``max_tokens`` when all three fit and answers a wait of 0;
+        else takes nothing and answers the wait and the bucket that binds longest."""
+        needs = ((self.requests, 1), (self.input, input_tokens), (self.output, max_tokens))
+        for bucket, _ in needs:
+            bucket.refill(now)
+        wait, binding = max(
+            ((bucket.wait_for(amount), bucket) for bucket, amount in needs), key=lambda w: w[0]
+        )
+        if wait == 0:
+            for bucket, amount in needs:
+                bucket.level -= amount
+        return wait, binding
+
+    def settle(self, reserved: int, used: int, now: float) -> None:
+        """The answer ended: the output bucket is charged what was generated instead of ``max_tokens``."""
+        self.output.refill(now)
+        self.output.level = min(self.output.capacity, self.output.level + reserved - used)
+
+    def headers(self) -> dict[str, str]:
+        # tokens-* is the most restrictive of the token limits, as the API documents it
+        tightest = min(self.input, self.output, key=lambda bucket: bucket.level / bucket.capacity)
+        return {**self.requests.headers(), **self.input.headers(), **self.output.headers(),
+                **tightest.headers("tokens")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """A call let in under the limits: its output reservation, to settle when the answer ends."""
+
+    buckets: _ModelBuckets
+    reserved: int
+    headers: dict[str, str]
+
+
+def _rate_limited_response(
+    request_id: str, wait: float, binding: _Bucket, headers: dict[str, str]
+) -> Response:
+    what = binding.name.replace("-", " ")
+    message = (
+        f"This request would exceed your organization's rate limit of {int(binding.capacity):,} {what} "
+        "per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits."
+    )
+    retry_after = str(math.ceil(wait))  # the API sends whole seconds
+    return _error_response(
+        HttpFailure(429, "rate_limit_error", message, retry_after, headers=headers), request_id
+    )
+
+
 # --- the app ------------------------------------------------------------------------------------
 
 _ids = itertools.count(1)
@@ -287,6 +390,10 @@ class FakeAnthropic:
 
     ``fail_next`` queues failures consumed one per call, in order; calls past the queue succeed.
     ``StreamFailure`` and ``Disconnect`` apply to streamed calls (a plain call answers them with a 500).
+    ``storm`` queues N 529s or 429s. ``limits`` (settable; setting it refills every bucket) enforces
+    per-model rate limits: a call that does not fit is answered 429 at once and counted in
+    ``rate_limited_count``; scripted failures come before the limits and take nothing from them.
+    Delays are ``asyncio.sleep``: thousands of slow answers run at once on the server's loop.
     """
 
     def __init__(
@@ -297,6 +404,8 @@ class FakeAnthropic:
         chunk_delay: float = 0.0,
         chunk_chars: int = 16,
         served_model: str | None = None,
+        limits: FakeLimits | None = None,
+        max_recorded: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -304,11 +413,22 @@ class FakeAnthropic:
         self._restore_defaults()
         self._host, self._port = host, port
         self._lock = threading.Lock()
-        self._calls: list[RecordedCall] = []
+        # Only the last ``max_recorded`` calls keep their bodies: a long benchmark must not grow forever.
+        self._calls: deque[RecordedCall] = deque(maxlen=max_recorded)
+        self._call_total = 0
         self._failures: deque[Failure] = deque()
+        self._default_limits = self._limits = limits
+        self._buckets: dict[str, _ModelBuckets] = {}
+        self._rate_limited = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self.app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/_fake/storm", self._storm_endpoint, methods=["POST"]),
+                Route("/_fake/stats", self._stats_endpoint, methods=["GET"]),
+            ]
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -371,6 +491,21 @@ class FakeAnthropic:
         with self._lock:
             self._failures.extend(failures)
 
+    def storm(self, count: int, *, status: int = 529, retry_after: str | None = "1") -> None:
+        """The next ``count`` calls answer 529 ``overloaded_error`` (or 429 ``rate_limit_error``)."""
+        failure = rate_limited(retry_after) if status == 429 else overloaded(retry_after)
+        self.fail_next(*[failure] * count)
+
+    @property
+    def limits(self) -> FakeLimits | None:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: FakeLimits | None) -> None:
+        with self._lock:
+            self._limits = limits
+            self._buckets.clear()
+
     @property
     def calls(self) -> list[RecordedCall]:
         with self._lock:
@@ -379,13 +514,22 @@ class FakeAnthropic:
     @property
     def call_count(self) -> int:
         with self._lock:
-            return len(self._calls)
+            return self._call_total
+
+    @property
+    def rate_limited_count(self) -> int:
+        """Calls answered 429 because they did not fit the limits (scripted 429s are not counted)."""
+        with self._lock:
+            return self._rate_limited
 
     def reset(self) -> None:
-        """Forgets calls and queued failures, and puts the behaviour back to the constructor's."""
+        """Forgets calls, queued failures and limit usage; puts the behaviour back to the constructor's."""
         with self._lock:
             self._calls.clear()
+            self._call_total = 0
             self._failures.clear()
+            self._rate_limited = 0
+        self.limits = self._default_limits
         self._restore_defaults()
 
     def _restore_defaults(self) -> None:
@@ -394,12 +538,36 @@ class FakeAnthropic:
         )
         self.stop_reason: str | None = None  # forces the answer's stop reason (e.g. "refusal")
 
-    # --- the endpoint -------------------------------------------------------------------------------
+    # --- the endpoints ------------------------------------------------------------------------------
 
     def _record(self, call: RecordedCall) -> Failure | None:
         with self._lock:
             self._calls.append(call)
+            self._call_total += 1
             return self._failures.popleft() if self._failures else None
+
+    def _admit(self, body: Body, request_id: str) -> _Admission | Response | None:
+        """Charges the call to its model's buckets at its start, like the API; None without limits."""
+        input_tokens, max_tokens = estimate_tokens(prompt_text(body)), int(body["max_tokens"])
+        with self._lock:
+            if self._limits is None:
+                return None
+            now = time.monotonic()
+            buckets = self._buckets.get(str(body["model"]))
+            if buckets is None:
+                buckets = self._buckets[str(body["model"])] = _ModelBuckets(self._limits, now)
+            wait, binding = buckets.admit(input_tokens, max_tokens, now)
+            headers = buckets.headers()
+            if wait > 0:
+                self._rate_limited += 1
+        if wait > 0:
+            return _rate_limited_response(request_id, wait, binding, headers)
+        return _Admission(buckets, max_tokens, headers)
+
+    def _settle(self, admission: _Admission | None, output_tokens: int) -> None:
+        if admission is not None:
+            with self._lock:
+                admission.buckets.settle(admission.reserved, output_tokens, time.monotonic())
 
     async def _messages(self, request: Request) -> Response:
         request_id = f"req_fake{next(_ids):08d}"
@@ -409,25 +577,31 @@ class FakeAnthropic:
             body = None
         headers = {name.lower(): value for name, value in request.headers.items()}
         failure = self._record(RecordedCall(body if isinstance(body, dict) else {}, headers))
-        await asyncio.sleep(self.first_byte_delay)
-        if isinstance(failure, HttpFailure):
-            return _error_response(failure, request_id)
-        problem = _validate(body, headers)
+        problem = failure if isinstance(failure, HttpFailure) else _validate(body, headers)
         if problem is not None:
+            await asyncio.sleep(self.first_byte_delay)
             return _error_response(problem, request_id)
         assert isinstance(body, dict)  # _validate checked it
+        assert not isinstance(failure, HttpFailure)
+        admission = self._admit(body, request_id)
+        if isinstance(admission, Response):
+            return admission  # a 429 comes at once, before any latency
+        await asyncio.sleep(self.first_byte_delay)
         text, stop_reason = self._answer(body)
         model = self.served_model or str(body["model"])
         msg_id = f"msg_fake{next(_ids):08d}"
+        answer_headers = {**_base_headers(request_id), **(admission.headers if admission else {})}
         if body.get("stream") is True:
-            events = self._events(body, text, stop_reason, msg_id, model, failure)
-            headers = {**_base_headers(request_id), "cache-control": "no-cache"}
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+            events = self._events(body, text, stop_reason, msg_id, model, failure, admission)
+            answer_headers["cache-control"] = "no-cache"
+            return StreamingResponse(events, media_type="text/event-stream", headers=answer_headers)
         if failure is not None:
+            self._settle(admission, 0)
             return _error_response(server_error(), request_id)
         await asyncio.sleep(self.chunk_delay * len(_chunks(text, self.chunk_chars)))
         answer = _message(body, text, stop_reason, msg_id, model)
-        return JSONResponse(answer, headers=_base_headers(request_id))
+        self._settle(admission, answer["usage"]["output_tokens"])
+        return JSONResponse(answer, headers=answer_headers)
 
     def _answer(self, body: Body) -> tuple[str, str]:
         """The reply, cut to ``max_tokens`` (at ~4 characters a token) the way the model would be."""
@@ -444,29 +618,63 @@ class FakeAnthropic:
         msg_id: str,
         model: str,
         failure: StreamFailure | Disconnect | None,
+        admission: _Admission | None,
     ) -> AsyncIterator[bytes]:
         start = _message(body, "", None, msg_id, model)
         yield _sse("message_start", {"type": "message_start", "message": start})
         block = {"type": "text", "text": ""}
         yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
         yield _sse("ping", {"type": "ping"})
-        for n, chunk in enumerate(_chunks(text, self.chunk_chars)):
-            if failure is not None and n == failure.after_chunks:
-                break
-            await asyncio.sleep(self.chunk_delay)
-            delta = {"type": "text_delta", "text": chunk}
-            yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-        if isinstance(failure, StreamFailure):
-            error = {"type": failure.error_type, "message": failure.message}
-            yield _sse("error", {"type": "error", "error": error})
-            return
-        if isinstance(failure, Disconnect):
-            raise _SimulatedDisconnect("connection dropped on purpose")
-        yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-        delta_end = {"stop_reason": stop_reason, "stop_sequence": None}
-        usage = {"output_tokens": estimate_tokens(text)}
-        yield _sse("message_delta", {"type": "message_delta", "delta": delta_end, "usage": usage})
-        yield _sse("message_stop", {"type": "message_stop"})
+        sent = ""
+        try:  # however the answer ends (done, failed, dropped, client gone), output is what was sent
+            for n, chunk in enumerate(_chunks(text, self.chunk_chars)):
+                if failure is not None and n == failure.after_chunks:
+                    break
+                await asyncio.sleep(self.chunk_delay)
+                delta = {"type": "text_delta", "text": chunk}
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+                sent += chunk
+            for event in _ending(failure, stop_reason, text):
+                yield event
+        finally:
+            self._settle(admission, estimate_tokens(sent))
+
+    async def _storm_endpoint(self, request: Request) -> Response:
+        """``POST /_fake/storm {"count": N, "status": 529|429, "retry_after": "2"}``, for benchmarks."""
+        spec = await request.json()
+        retry_after = spec.get("retry_after", "1")
+        self.storm(
+            int(spec.get("count", 1)),
+            status=int(spec.get("status", 529)),
+            retry_after=None if retry_after is None else str(retry_after),
+        )
+        return JSONResponse({"queued": int(spec.get("count", 1))})
+
+    async def _stats_endpoint(self, request: Request) -> Response:
+        return JSONResponse({"calls": self.call_count, "rate_limited": self.rate_limited_count})
+
+
+def _ending(failure: StreamFailure | Disconnect | None, stop_reason: str, text: str) -> list[bytes]:
+    """The events after the text: the scripted failure, or the normal end with the real usage."""
+    if isinstance(failure, StreamFailure):
+        error = {"type": failure.error_type, "message": failure.message}
+        return [_sse("error", {"type": "error", "error": error})]
+    if isinstance(failure, Disconnect):
+        raise _SimulatedDisconnect("connection dropped on purpose")
+    delta_end = {"stop_reason": stop_reason, "stop_sequence": None}
+    usage = {"output_tokens": estimate_tokens(text)}
+    return [
+        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _sse("message_delta", {"type": "message_delta", "delta": delta_end, "usage": usage}),
+        _sse("message_stop", {"type": "message_stop"}),
+    ]
+
+
+def _limits_from_args(args: argparse.Namespace) -> FakeLimits | None:
+    values = {"requests_per_minute": args.rpm, "input_tokens_per_minute": args.itpm,
+              "output_tokens_per_minute": args.otpm}  # fmt: skip
+    given = {name: value for name, value in values.items() if value is not None}
+    return FakeLimits(**given) if given else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -474,11 +682,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--first-byte-delay", type=float, default=0.0)
-    parser.add_argument("--chunk-delay", type=float, default=0.0)
+    parser.add_argument("--first-byte-delay", type=float, default=0.0, help="seconds before an answer starts")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument("--chunk-chars", type=int, default=16, help="characters per streamed chunk")
+    parser.add_argument("--reply-tokens", type=int, default=None, help="answer about this many tokens")
+    parser.add_argument("--rpm", type=int, default=None, help="requests per minute, per model")
+    parser.add_argument("--itpm", type=int, default=None, help="input tokens per minute, per model")
+    parser.add_argument("--otpm", type=int, default=None, help="output tokens per minute, per model")
+    parser.add_argument("--max-recorded", type=int, default=1000, help="calls whose bodies are kept")
     args = parser.parse_args(argv)
     fake = FakeAnthropic(
-        host=args.host, port=args.port, first_byte_delay=args.first_byte_delay, chunk_delay=args.chunk_delay
+        reply=default_reply if args.reply_tokens is None else sized_reply(args.reply_tokens),
+        first_byte_delay=args.first_byte_delay,
+        chunk_delay=args.chunk_delay,
+        chunk_chars=args.chunk_chars,
+        limits=_limits_from_args(args),
+        max_recorded=args.max_recorded,
+        host=args.host,
+        port=args.port,
     )
     with fake:
         print(f"fake Anthropic API at {fake.base_url}", flush=True)

@@ -27,6 +27,9 @@ def service_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
         "ALLOW_PRIVATE_INPUT_URLS": "true",
         "LOG_FORMAT": "json",
         "RETRY_BASE_SECONDS": "0.2",
+        "LLM_REQUESTS_PER_MINUTE": "100000",
+        "LLM_INPUT_TOKENS_PER_MINUTE": "100000000",
+        "LLM_OUTPUT_TOKENS_PER_MINUTE": "100000000",
         "PYTHONUNBUFFERED": "1",
     }
     return {**env, **extra}

@@ -19,7 +19,14 @@ from service.pipeline import run_report_job
 from service.settings import Settings
 from service.store.jobs import JobStore
 from tests.conftest import InputFiles, bearer, create_key, make_settings, run_burst_worker, worker_deps
-from tests.fake_anthropic import FakeAnthropic, invalid_api_key, overloaded, tier_spend_limit_reached
+from tests.fake_anthropic import (
+    FakeAnthropic,
+    invalid_api_key,
+    overloaded,
+    rate_limited,
+    server_error,
+    tier_spend_limit_reached,
+)
 
 CSV = "region,revenue,units\nnorth,1200.50,10\nsouth,980.25,8\nMARKER-pipeline,1500,12\n"
 
@@ -177,20 +184,22 @@ async def test_missing_input_fails_at_once_without_calling_the_model(
     assert fake_anthropic.call_count == 0
 
 
-async def test_an_overloaded_provider_is_retried_and_billed_once(
+async def test_an_overloaded_provider_is_waited_out_without_spending_attempts_and_billed_once(
     api: httpx.AsyncClient,
     settings: Settings,
     inputs: InputFiles,
     renderer: PdfRenderer,
     fake_anthropic: FakeAnthropic,
 ) -> None:
-    fake_anthropic.fail_next(overloaded(retry_after="0"))
+    fake_anthropic.fail_next(
+        overloaded(retry_after="0"), rate_limited(retry_after="0"), overloaded(retry_after="0")
+    )
     key = bearer(await create_key(settings, "alice", "pro"))
     job_id = await submit(api, key, inputs.add("sales.csv", CSV))
     await run(settings, renderer)
     done = await status(api, key, job_id)
-    assert (done["state"], done["attempts"]) == ("completed", 2)
-    assert fake_anthropic.call_count == 2
+    assert (done["state"], done["attempts"]) == ("completed", 1)  # 429 and 529 never cost an attempt
+    assert fake_anthropic.call_count == 4  # three refusals, then the one answer that was paid for
     assert (await api.get("/api/usage", headers=key)).json()["reports"] == 1
 
 
@@ -219,7 +228,7 @@ async def test_retries_stop_after_max_attempts(
     renderer: PdfRenderer,
     fake_anthropic: FakeAnthropic,
 ) -> None:
-    fake_anthropic.fail_next(*[overloaded(retry_after="0") for _ in range(settings.max_attempts)])
+    fake_anthropic.fail_next(*[server_error() for _ in range(settings.max_attempts)])
     key = bearer(await create_key(settings, "alice", "pro"))
     job_id = await submit(api, key, inputs.add("sales.csv", CSV))
     await run(settings, renderer)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -52,6 +52,7 @@ class StartOutcome:
     state: str
     attempts: int
     crashes: int
+    record: dict[str, str] = field(default_factory=dict)  # the job's fields, when it goes on
 
     @property
     def proceed(self) -> bool:

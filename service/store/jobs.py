@@ -128,8 +128,10 @@ class JobStore(RedisStore):
             policy.cap_pro,
             policy.lease_ms,
         ]
-        state, attempts, crashes = await self._start(keys=[job_key(job_id)], args=args)
-        return StartOutcome(str(state), int(attempts), int(crashes))
+        reply = await self._start(keys=[job_key(job_id)], args=args)
+        flat = reply[3] if len(reply) > 3 else []
+        record = dict(zip(flat[::2], flat[1::2], strict=True))
+        return StartOutcome(str(reply[0]), int(reply[1]), int(reply[2]), record)
 
     @translate_redis_errors
     async def advance(self, job_id: str, *, stage: str, progress: int) -> bool:

@@ -65,7 +65,8 @@ return {1}
 # KEYS: job
 # ARGV: first stage, first progress, most crash restarts allowed, active jobs allowed per user on
 #       the free plan, on the pro plan (0: no cap), lease ms (how long a dead worker's slot is held)
-# Returns {state, attempts, crashes}: 'active' means go on; 'parked' means the user is at their cap
+# Returns {state, attempts, crashes[, record]}: 'active' means go on (with the record's fields);
+# 'parked' means the user is at their cap
 # (the job waits, no attempt spent, and comes back when a slot frees); 'crashed' means too many
 # crash restarts; any other state means there is nothing to do.
 START = (
@@ -97,7 +98,7 @@ redis.call('ZREM', 'rs:parked:' .. user, job_id)
 if not f[3] then redis.call('HSET', KEYS[1], 'started_ms', now) end
 redis.call('HSET', KEYS[1], 'state', 'active', 'stage', ARGV[1], 'progress', ARGV[2])
 emit(KEYS[1], 'progress', snapshot(KEYS[1]))
-return {'active', attempts, crashes}
+return {'active', attempts, crashes, redis.call('HGETALL', KEYS[1])}
 """
 )
 
