@@ -39,10 +39,12 @@ def start_server(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[by
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url + "/", timeout=0.5)  # noqa: S310 (loopback)
+            return process, url  # the service serves a page at / now; any answer means it is up
         except OSError as exc:
             if "refused" not in str(exc):
                 return process, url
             time.sleep(0.1)
+    process.kill()
     raise RuntimeError(f"{factory} did not start")
 
 
@@ -74,6 +76,8 @@ def measure_enqueue(rounds: int = 3, seconds: float = 5.0, connections: int = 32
     ):
         # The service logs at its production default (info, JSON): one access line per request.
         env = {**os.environ, "REDIS_URL": server.url, "DATA_DIR": data, "LOG_FORMAT": "json"}
+        # Limits high enough never to refuse, but still checked on every request (as in production).
+        env.update({"SUBMISSIONS_PER_MINUTE_PRO": "1000000000", "BUDGET_TOKENS_PRO": str(10**15)})
         Settings(redis_url=server.url)  # fail early on a bad environment
         key = mint_key(server.url)
         ours, ours_url = start_server("service.app:create_app", env)

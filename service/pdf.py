@@ -15,7 +15,10 @@ import asyncio
 import codecs
 import functools
 import multiprocessing
+import os
 import re
+import threading
+import time
 import unicodedata
 from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -453,6 +456,25 @@ def render_pdf(document: ReportDocument) -> bytes:
         Chunk.get_size.cache_clear()  # borb caches sizes per Chunk forever: a leak in a long-lived process
 
 
+def _exit_with_owner(owner_pid: int, interval: float = 1.0) -> None:
+    """Pool initializer: leave when the process that owns the pool is gone.
+
+    ProcessPoolExecutor workers never notice their owner's death (each holds both ends of its call
+    queue, so no end-of-file ever arrives), and with the fork server their parent is not the owner:
+    after a ``kill -9`` of a worker they would live on, orphaned, for good.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                os.kill(owner_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
 def _warm_up() -> None:
     markdown = "# Warm-up\n\n- item\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```\ncode\n```\n"
     render_pdf(ReportDocument("warm-up", datetime.now(UTC), "offline", markdown, "", True))
@@ -480,7 +502,9 @@ class PdfRenderer:
     def _start(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])  # only takes effect if the fork server is not running yet
-        executor = ProcessPoolExecutor(self._processes, mp_context=context)
+        executor = ProcessPoolExecutor(
+            self._processes, mp_context=context, initializer=_exit_with_owner, initargs=(os.getpid(),)
+        )
         for _ in range(self._processes):
             executor.submit(_warm_up)  # a failure here shows up, and is handled, at the first render
         return executor

@@ -18,7 +18,7 @@ from pypdf import PdfReader
 from service.embedded_redis import EmbeddedRedis
 from tests.conftest import InputFiles
 from tests.fake_anthropic import FakeAnthropic
-from tests.processes import ServiceProcess, cli, service_env, start_api, start_worker
+from tests.processes import ServiceProcess, cli, service_env, start_api, start_worker, wait_for_worker_ready
 
 pytestmark = pytest.mark.slow
 
@@ -287,3 +287,33 @@ async def test_twenty_concurrent_identical_posts_make_one_job_and_one_model_call
     store = aioredis.Redis.from_url(redis_url)
     assert len([key async for key in store.scan_iter("rs:job:*", _type="hash")]) == 1
     await store.aclose()
+
+
+def pool_processes() -> set[int]:
+    """Render-pool processes (fork server and pool workers) of any worker on this machine."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
+            continue
+        if b"multiprocessing.forkserver" in command:
+            found.add(int(entry.name))
+    return found
+
+
+async def test_a_killed_worker_leaves_no_orphaned_render_processes(
+    env: dict[str, str], processes: list[ServiceProcess], tmp_path: Path
+) -> None:
+    before = pool_processes()
+    worker = start_worker(env, tmp_path / "logs")
+    processes.append(worker)
+    await wait_for_worker_ready(worker)
+    await asyncio.sleep(0.5)  # the pool's warm-up render has started its process
+    assert pool_processes() - before  # the worker has its own
+    worker.process.kill()
+    worker.process.wait()  # reaped, as a supervisor would: until then a dead process still has its pid
+    deadline = time.monotonic() + 5
+    while pool_processes() - before and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not pool_processes() - before
