@@ -20,11 +20,12 @@ from typing import Protocol
 
 import anthropic
 import httpx2  # the SDK's transport: a stream cut mid-answer surfaces as its error, unwrapped
-from anthropic import AsyncAnthropic
-from anthropic.types import Message
+import orjson
+from anthropic import AsyncAnthropic, AsyncStream
 
 from service.errors import JobError, ProviderRejected, ProviderUnavailable
 from service.llm_prompt import SYSTEM_PROMPT, build_user_message
+from service.llm_stream import StreamedAnswer
 from service.settings import Settings
 
 PROGRESS_INTERVAL_SECONDS = 0.25
@@ -222,24 +223,23 @@ def _detail(exc: anthropic.APIStatusError, secret: str | None) -> str:
     return f": {message}{request_id}" if message else request_id
 
 
-def answer_from_message(message: Message) -> ReportAnswer:
-    """The report in a finished message, or the error an unusable one means.
+def finished_answer(streamed: StreamedAnswer) -> ReportAnswer:
+    """The report in a finished answer, or the error an unusable one means.
 
     An empty answer after a normal stop is ``ProviderUnavailable``: sampling differs between attempts, so
     another one may write the report, and the job layer bounds how many we pay for. A refusal, or output
     cut by ``max_tokens`` before any text, would come out the same way again: ``ProviderRejected``.
     """
-    text = "".join(block.text for block in message.content if block.type == "text")
-    if message.stop_reason is None:
+    text = streamed.text
+    if streamed.stop_reason is None:
         raise ProviderUnavailable("the model provider's answer ended before it was complete")
-    if message.stop_reason == "refusal":
+    if streamed.stop_reason == "refusal":
         raise ProviderRejected("the model declined to write this report")
     if not text.strip():
-        if message.stop_reason == "max_tokens":
+        if streamed.stop_reason == "max_tokens":
             raise ProviderRejected("the model ran out of output tokens before writing anything")
         raise ProviderUnavailable("the model provider returned an empty answer")
-    usage = message.usage
-    return ReportAnswer(text, str(message.model), usage.input_tokens, usage.output_tokens)
+    return ReportAnswer(text, streamed.model, streamed.input_tokens, streamed.output_tokens)
 
 
 # --- the client and the provider --------------------------------------------------------------------
@@ -277,30 +277,45 @@ class AnthropicProvider:
         deadline = asyncio.timeout(self._deadline)
         try:
             async with deadline:
-                message = await self._stream(request, progress)
+                streamed = await self._stream(request, progress)
         except (anthropic.APIError, httpx2.TransportError) as exc:
             raise translate_error(exc, request.model, self._client.api_key) from exc
         except TimeoutError as exc:
             if not deadline.expired():
                 raise  # not ours: a caller's timeout, or one raised by ``on_output``
             raise ProviderUnavailable("the model provider did not finish in time") from exc
-        answer = answer_from_message(message)
+        answer = finished_answer(streamed)
         await progress.finish(answer.output_tokens)
         return answer
 
-    async def _stream(self, request: ReportRequest, progress: ProgressThrottle) -> Message:
+    async def _stream(self, request: ReportRequest, progress: ProgressThrottle) -> StreamedAnswer:
         prompt = build_user_message(request.input_text, request.input_name, request.content_type)
-        async with self._client.messages.stream(
+        stream = await self._client.messages.create(
             model=request.model,
             max_tokens=request.max_tokens,
             system=SYSTEM_PROMPT,
             messages=[{"role": "user", "content": prompt}],
-        ) as stream:
-            received = 0
-            async for text in stream.text_stream:
-                received += len(text)
-                await progress.update(received // CHARS_PER_TOKEN)
-            return await stream.get_final_message()
+            stream=True,
+        )
+        streamed = StreamedAnswer()
+        try:
+            # The raw events, not the SDK's typed ones: see service.llm_stream for why.
+            async for sse in AsyncStream.raw_events(stream.response):
+                if sse.event == "error":
+                    body = _json_or_text(sse.data)
+                    raise anthropic.APIStatusError(f"{body}", response=stream.response, body=body)
+                streamed.feed(sse.event, sse.data)
+                await progress.update(streamed.characters // CHARS_PER_TOKEN)
+        finally:
+            await stream.close()
+        return streamed
+
+
+def _json_or_text(data: str) -> object:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
 
 
 def request_input_tokens(request: ReportRequest) -> int:

@@ -1,0 +1,58 @@
+"""Reading a streamed Messages API answer event by event, lean enough for a thousand streams at once.
+
+The SDK's own stream helper builds a typed snapshot of the whole message on every event (about 60 µs
+of CPU each, measured here); a worker holding a thousand concurrent answers would spend more than a
+core on that alone. This reader keeps only what a report needs: the text, the model, the usage and
+the stop reason, parsed with orjson from the raw Server-Sent Events the SDK hands over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class StreamedAnswer:
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    stop_reason: str | None = None
+    parts: list[str] = field(default_factory=list)
+    characters: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def feed(self, event: str | None, data: str) -> None:
+        """One SSE event of a 200 stream (``error`` events are the caller's to raise)."""
+        if event == "content_block_delta":
+            delta = orjson.loads(data).get("delta") or {}
+            if delta.get("type") == "text_delta":
+                text = str(delta.get("text", ""))
+                self.parts.append(text)
+                self.characters += len(text)
+        elif event == "message_start":
+            self._start(orjson.loads(data).get("message") or {})
+        elif event == "message_delta":
+            body = orjson.loads(data)
+            self.stop_reason = (body.get("delta") or {}).get("stop_reason") or self.stop_reason
+            self._usage(body.get("usage") or {})
+
+    def _start(self, message: dict[str, Any]) -> None:
+        self.model = str(message.get("model", ""))
+        self._usage(message.get("usage") or {})
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        # Input counted as the API bills it: cache writes and reads are input tokens too.
+        inputs = [
+            usage.get(name)
+            for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        ]
+        if any(value is not None for value in inputs):
+            self.input_tokens = sum(int(value or 0) for value in inputs)
+        if usage.get("output_tokens") is not None:
+            self.output_tokens = int(usage["output_tokens"])
