@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=5, ge=1, le=10_000)
     worker_grace_seconds: float = Field(default=30, ge=0)
     worker_idle_poll_seconds: float = Field(default=0.5, gt=0, le=10)
+    loop_lag_report_seconds: float = Field(default=60, gt=0)
     job_timeout_seconds: float = Field(default=300, gt=0)
     llm_requests_per_minute: int = Field(default=30, ge=1)
     llm_input_tokens_per_minute: int = Field(default=30_000, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from service.inputs import InputSource
 from service.limiter import LlmLimiter, limits_from
 from service.llm import AnthropicProvider, Provider, build_anthropic_client
 from service.logs import configure_logging
+from service.loop_lag import LoopLagMonitor
 from service.offline import OfflineProvider
 from service.pdf import PdfRenderer
 from service.pipeline import RetryLater, WorkerDeps, run_report_job
@@ -83,6 +85,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     wake.start(settings.redis_url)
     ctx["wake"] = wake
     drive_poll_loop(worker, wake, settings.worker_idle_poll_seconds)
+    lag = LoopLagMonitor(report_every=settings.loop_lag_report_seconds)
+    lag.start()
+    ctx["loop_lag"] = lag
+    calm_garbage_collector()
     if ctx.get("standalone", True):
         # Here, not at import: arq's CLI installs its own logging config after importing the settings.
         configure_logging(settings, process="worker")
@@ -94,10 +100,19 @@ async def startup(ctx: dict[str, Any]) -> None:
     log.info("worker_started", concurrency=settings.worker_concurrency, offline=settings.offline)
 
 
+def calm_garbage_collector() -> None:
+    """Full collections walk every live object: with a thousand jobs in flight that was a 300 ms
+    pause every few seconds (measured). Objects alive after start-up (modules, borb's tables, clients)
+    are frozen out of collection, and young objects are collected less eagerly; the loop-lag monitor
+    reports full collections and their longest pause."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
-    wake: WakeSignal | None = ctx.get("wake")
-    if wake is not None:
-        await wake.stop()
+    for watcher in (ctx.get("wake"), ctx.get("loop_lag")):
+        if watcher is not None:
+            await watcher.stop()
     stack: AsyncExitStack | None = ctx.get("exit_stack")
     if stack is not None:
         await stack.aclose()
