@@ -18,6 +18,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import func
 
+from service.metrics import MetricsBuffer
 from service.policies import start_policy
 from service.settings import Settings
 from service.store.connection import open_redis
@@ -49,7 +50,8 @@ async def model_call_job(ctx: dict[str, Any], job_id: str) -> None:
 
 async def ours_startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    ctx["deps"] = SimpleNamespace(jobs=JobStore(open_redis(settings.redis_url, fail_fast=False)))
+    redis = open_redis(settings.redis_url, fail_fast=False)
+    ctx["deps"] = SimpleNamespace(jobs=JobStore(redis), metrics=MetricsBuffer())
     await startup(ctx)
 
 

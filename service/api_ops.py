@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.auth import require_caller
-from service.errors import Unavailable
+from service.auth import bearer_key, require_caller
+from service.errors import NotFound, Unauthorized, Unavailable
+from service.metrics_export import render
 from service.policies import budget_of, budget_period
 from service.responses import JSONResponse
 from service.services import services
@@ -26,6 +29,24 @@ async def readyz(request: Request) -> Response:
     except REDIS_DOWN as exc:  # a timeout is an OSError too
         raise Unavailable("Redis is unreachable", retry_after=UNAVAILABLE_RETRY_AFTER) from exc
     return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    """The fleet's metrics, for a Prometheus that presents ``METRICS_TOKEN`` (costs and volumes are
+    business data: not for the public internet)."""
+    svc = services(request)
+    token = svc.settings.metrics_token
+    if token is None:
+        raise NotFound("metrics are off: set METRICS_TOKEN and scrape with that bearer token")
+    presented = bearer_key(request) or ""
+    if not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+        raise Unauthorized("send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'")
+    try:
+        async with asyncio.timeout(API_OPERATION_DEADLINE * 2):
+            body = await render(svc.redis)
+    except REDIS_DOWN as exc:
+        raise Unavailable("Redis is unreachable", retry_after=UNAVAILABLE_RETRY_AFTER) from exc
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 async def usage(request: Request) -> Response:

@@ -17,6 +17,7 @@ from service.payloads import ReportCreate, parse, read_json
 from service.policies import queue_score, submit_policy
 from service.responses import JSONResponse
 from service.services import ApiServices, services
+from service.storage import DirectDownloads
 from service.store.job_types import NewJob, SubmitOutcome
 from service.store.jobs import derive_job_id, fingerprint
 from service.store.keys import Caller
@@ -83,6 +84,7 @@ async def create_report(request: Request) -> Response:
         arq_ttl_ms=svc.settings.failed_retention_seconds * 1000,
         score_ms=queue_score(svc.settings, caller.plan, now_ms()),
     )
+    svc.metrics.inc("reports_submitted_total", plan=caller.plan, outcome=outcome_name(outcome))
     refuse_over_limits(outcome, svc)
     if not outcome.same_payload:
         raise IdempotencyKeyMismatch("this idempotency key was already used with a different payload")
@@ -90,6 +92,12 @@ async def create_report(request: Request) -> Response:
     if outcome.kind == "created":
         return JSONResponse(content, status_code=202, headers={"Location": content["statusUrl"]})
     return JSONResponse(content, status_code=200, headers={"Idempotent-Replayed": "true"})
+
+
+def outcome_name(outcome: SubmitOutcome) -> str:
+    if outcome.kind == "existing":
+        return "replayed" if outcome.same_payload else "mismatch"
+    return outcome.kind
 
 
 def refuse_over_limits(outcome: SubmitOutcome, svc: ApiServices) -> None:
@@ -116,7 +124,20 @@ async def get_report(request: Request) -> Response:
     svc = services(request)
     caller = await require_caller(request, svc)
     job_id = request.path_params["job_id"]
-    return JSONResponse(status_view(job_id, await owned_job(svc, caller, job_id)))
+    record = await owned_job(svc, caller, job_id)
+    return JSONResponse(status_view(job_id, record, await direct_pdf_url(svc, record)))
+
+
+async def direct_pdf_url(svc: ApiServices, record: dict[str, str]) -> str | None:
+    """A fresh pre-signed link to the PDF when the store offers them (S3), so the bytes skip the API;
+    None keeps the API's own ``/pdf`` path. Live events keep that path: their bytes are shared and
+    replayed, and a link in them would expire."""
+    ttl = svc.settings.pdf_url_ttl_seconds
+    if record.get("state") != "completed" or not record.get("pdf_key") or ttl == 0:
+        return None
+    if not isinstance(svc.storage, DirectDownloads):
+        return None
+    return await svc.storage.download_url(record["pdf_key"], ttl)
 
 
 async def get_report_pdf(request: Request) -> Response:
@@ -126,6 +147,8 @@ async def get_report_pdf(request: Request) -> Response:
     record = await owned_job(svc, caller, job_id)
     if record["state"] != "completed":
         raise Conflict(f"the report is not ready (state: {record['state']})")
+    # The bytes themselves on every backend, not a redirect to the bucket: the page fetches this path
+    # with the key (a redirect would need CORS on the bucket), and plain `curl -o` keeps working.
     pdf = await svc.storage.get(record["pdf_key"])
     if pdf is None:
         raise NotFound("the PDF is no longer stored")
@@ -137,8 +160,9 @@ async def cancel_report(request: Request) -> Response:
     svc = services(request)
     caller = await require_caller(request, svc)
     job_id = request.path_params["job_id"]
-    await owned_job(svc, caller, job_id)
+    record = await owned_job(svc, caller, job_id)
     before = await svc.jobs.cancel(job_id, retention_seconds=svc.settings.failed_retention_seconds)
     if before not in ("queued", "active"):
         raise Conflict(f"the job is already {before} and cannot be cancelled")
+    svc.metrics.inc("jobs_finished_total", plan=record.get("plan", ""), state="cancelled")
     return JSONResponse(status_view(job_id, await owned_job(svc, caller, job_id)))

@@ -10,7 +10,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from service import api_inputs, api_ops, api_reports
+from service import api_inputs, api_ops, api_reports, events, page
+from service.fanout import open_fanout
 from service.http_errors import EXCEPTION_HANDLERS
 from service.logs import configure_logging
 from service.middleware import RequestContextMiddleware
@@ -25,8 +26,11 @@ ROUTES: list[BaseRoute] = [
     Route("/api/usage", api_ops.usage, methods=["GET"]),
     Route("/healthz", api_ops.healthz, methods=["GET"]),
     Route("/readyz", api_ops.readyz, methods=["GET"]),
+    Route("/metrics", api_ops.metrics, methods=["GET"]),
     Route("/api/reports/{job_id}", api_reports.cancel_report, methods=["DELETE"]),
     Route("/api/reports/{job_id}/pdf", api_reports.get_report_pdf, methods=["GET"]),
+    Route("/api/reports/{job_id}/events", events.job_events, methods=["GET"]),
+    Route("/", page.index, methods=["GET"]),
 ]
 
 
@@ -38,8 +42,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with open_api_services(settings) as services:
-            yield {"services": services}
+        async with (
+            open_api_services(settings) as services,
+            open_fanout(services.redis, settings.redis_url) as fanout,
+        ):
+            yield {"services": services, "fanout": fanout}
 
     return Starlette(
         routes=ROUTES,

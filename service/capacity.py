@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import structlog
 
-from service.errors import ProviderUnavailable
+from service.errors import ProviderRejected, ProviderUnavailable
 from service.limiter import Grant, LlmLimiter
 from service.llm import OutputProgress, Provider, ReportAnswer, ReportRequest, request_input_tokens
+from service.metrics import MetricsBuffer
 
 log = structlog.get_logger("service.capacity")
 
@@ -34,11 +36,13 @@ def is_throttle(error: Exception) -> bool:
     return isinstance(error, ProviderUnavailable) and error.status in THROTTLE_STATUSES
 
 
-async def reserve(limiter: LlmLimiter, request: ReportRequest) -> Grant:
+async def reserve(limiter: LlmLimiter, request: ReportRequest, metrics: MetricsBuffer) -> Grant:
     estimate = request_input_tokens(request)
+    started = time.monotonic()
     while True:
         granted = await limiter.acquire(request.model, estimate, request.max_tokens)
         if isinstance(granted, Grant):
+            metrics.observe("llm_limiter_wait_seconds", time.monotonic() - started, model=request.model)
             return granted
         if granted > INLINE_WAIT_LIMIT_S:
             raise CapacityWait(granted)
@@ -47,15 +51,24 @@ async def reserve(limiter: LlmLimiter, request: ReportRequest) -> Grant:
 
 
 async def call_model(
-    limiter: LlmLimiter | None, provider: Provider, request: ReportRequest, on_output: OutputProgress
+    limiter: LlmLimiter | None,
+    provider: Provider,
+    request: ReportRequest,
+    on_output: OutputProgress,
+    metrics: MetricsBuffer,
 ) -> ReportAnswer:
     """One paid call, inside the shared limits (no limiter: the offline provider costs nothing)."""
     if limiter is None:
         return await provider.write_report(request, on_output)
-    grant = await reserve(limiter, request)
+    grant = await reserve(limiter, request, metrics)
     try:
         answer = await provider.write_report(request, on_output)
+    except ProviderRejected:
+        metrics.inc("provider_errors_total", model=request.model, status="rejected")
+        await limiter.release(grant)
+        raise
     except ProviderUnavailable as exc:
+        metrics.inc("provider_errors_total", model=request.model, status=str(exc.status or "network"))
         await limiter.release(grant)
         if exc.status in THROTTLE_STATUSES:
             pause = exc.retry_after if exc.retry_after is not None else DEFAULT_PAUSE_S

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from service.client_cli import add_submit_parser, run_submit
 from service.settings import Settings
 from service.store.connection import open_redis
 from service.store.keys import PLANS, KeyInfo, KeyStore, check_user_id
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id (from `keys list`) or the key")
     revoke.add_argument("key")
     commands.add_parser("dev", help="embedded Redis + API + worker on this machine (what `make run` runs)")
+    add_submit_parser(commands)
     return parser
 
 
@@ -63,6 +65,8 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "submit":
+        return run_submit(args)
     if args.command == "dev":
         from service.devrun import run_dev  # imported late: only `make run` needs it
 

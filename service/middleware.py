@@ -11,6 +11,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = structlog.get_logger("service.access")
 
 
+def count_request(scope: Scope, status: int, elapsed: float) -> None:
+    """Into the fleet's metrics, by route template (never the raw path: job ids would explode labels)."""
+    services = scope.get("state", {}).get("services")
+    if services is None:
+        return
+    route = scope.get("route")
+    template = getattr(route, "path", "unmatched")
+    services.metrics.inc("http_requests_total", route=template, method=scope["method"], status=str(status))
+    services.metrics.observe("http_request_duration_seconds", elapsed, route=template)
+
+
 class RequestContextMiddleware:
     """Pure ASGI (not BaseHTTPMiddleware), so streaming responses pass through untouched."""
 
@@ -38,11 +49,13 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
             # The path only: query strings may carry events tokens.
             log.info(
                 "http_request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
+            count_request(scope, status, elapsed)

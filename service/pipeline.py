@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +21,10 @@ from service.capacity import DEFAULT_PAUSE_S, CapacityWait, call_model, is_throt
 from service.errors import PermanentJobError, TransientJobError, Unavailable
 from service.input_text import human_size
 from service.inputs import InputSource
+from service.job_metrics import job_finished, job_retried, job_started, model_billed
 from service.limiter import LlmLimiter
 from service.llm import Provider, ReportRequest
+from service.metrics import MetricsBuffer
 from service.pdf import PdfRenderer, ReportDocument
 from service.policies import budget_period, retention, start_policy
 from service.retry import backoff_seconds
@@ -56,6 +58,7 @@ class WorkerDeps:
     renderer: PdfRenderer
     storage: Storage
     limiter: LlmLimiter | None = None  # None: the offline provider, which costs nothing
+    metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
 
 
 def summarizing_progress(output_tokens: int) -> int:
@@ -92,7 +95,7 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
         max_tokens=deps.settings.max_output_tokens,
     )
     async with stage(deps, job_id, "summarizing", input_bytes=fetched.size):
-        answer = await call_model(deps.limiter, deps.provider, request, on_output)
+        answer = await call_model(deps.limiter, deps.provider, request, on_output, deps.metrics)
     checkpoint = Checkpoint(
         text=answer.text,
         model=answer.model,
@@ -103,6 +106,8 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
         input_name=fetched.name,
     )
     await deps.jobs.save_checkpoint(job_id, checkpoint, ttl_seconds=deps.settings.failed_retention_seconds)
+    if not answer.offline:
+        model_billed(deps.metrics, answer.model, answer.input_tokens, answer.output_tokens)
     log.info("llm_answer_saved", model=answer.model, input_tokens=answer.input_tokens,
              output_tokens=answer.output_tokens)  # fmt: skip
     return checkpoint
@@ -141,26 +146,29 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
         period=budget_period(deps.settings),
     )
     if done:
+        job_finished(deps.metrics, "completed", record)
         log.info("job_completed", input_tokens=result["inputTokens"], output_tokens=result["outputTokens"])
 
 
 async def wait_for_capacity(deps: WorkerDeps, job_id: str, seconds: float, reason: str) -> None:
     """The provider is busy (our shared limits, or its own 429/529): back to the queue, no attempt spent."""
     await deps.jobs.requeue(job_id, reason, count_attempt=False)
+    job_retried(deps.metrics, "throttled" if "429" in reason or "529" in reason else "capacity")
     defer = seconds + random.uniform(0, 1 + seconds / 10)  # spread the herd that waited together
     log.info("job_waiting_for_capacity", reason=reason, defer_s=round(defer, 2))
     raise RetryLater(defer)
 
 
-async def retry_or_fail(deps: WorkerDeps, job_id: str, attempts: int, error: TransientJobError) -> None:
+async def retry_or_fail(
+    deps: WorkerDeps, job_id: str, attempts: int, error: TransientJobError, kind: str = "transient"
+) -> None:
     settings = deps.settings
     if is_throttle(error):
         pause = error.retry_after if error.retry_after is not None else DEFAULT_PAUSE_S
         await wait_for_capacity(deps, job_id, pause, error.reason)
     if attempts >= settings.max_attempts:
         reason = f"{error.reason} (gave up after {attempts} attempts)"
-        await deps.jobs.fail(job_id, reason, retention_seconds=settings.failed_retention_seconds)
-        log.warning("job_failed", reason=reason, attempts=attempts)
+        await fail_job(deps, job_id, reason)
         return
     defer = backoff_seconds(
         attempts,
@@ -169,6 +177,7 @@ async def retry_or_fail(deps: WorkerDeps, job_id: str, attempts: int, error: Tra
         retry_after=error.retry_after,
     )
     await deps.jobs.requeue(job_id, error.reason, count_attempt=True)
+    job_retried(deps.metrics, kind)
     log.warning("job_retry", reason=error.reason, attempts=attempts, defer_s=round(defer, 2))
     raise RetryLater(defer)
 
@@ -177,13 +186,20 @@ async def hand_back(deps: WorkerDeps, job_id: str) -> None:
     """Cancelled by a shutdown: back to the queue without spending an attempt (a user's cancel
     already marked the job cancelled, and then this changes nothing)."""
     if await deps.jobs.requeue(job_id, "handed back by a stopping worker", count_attempt=False):
+        job_retried(deps.metrics, "handed_back")
         log.info("job_handed_back")
 
 
+async def fail_job(deps: WorkerDeps, job_id: str, reason: str) -> None:
+    if await deps.jobs.fail(job_id, reason, retention_seconds=deps.settings.failed_retention_seconds):
+        job_finished(deps.metrics, "failed")
+        log.warning("job_failed", reason=reason)
+
+
 async def give_up_after_crashes(deps: WorkerDeps, job_id: str, crashes: int) -> str:
-    reason = f"the job stopped its worker {crashes} times (crash or out of memory); giving up"
-    await deps.jobs.fail(job_id, reason, retention_seconds=deps.settings.failed_retention_seconds)
-    log.error("job_failed", reason=reason)
+    await fail_job(
+        deps, job_id, f"the job stopped its worker {crashes} times (crash or out of memory); giving up"
+    )
     return "failed"
 
 
@@ -195,27 +211,29 @@ async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     if started.state == "parked":
         # The user is at their cap of running jobs: the job waits, without spending an attempt, and
         # is put back in the queue when one of their jobs ends (this recheck is only a safety net).
+        job_started(deps.metrics, started.record, first_start=False)
+        job_retried(deps.metrics, "parked")
         log.info("job_parked")
         raise RetryLater(deps.settings.park_recheck_seconds)
     if not started.proceed:
         log.info("job_skipped", state=started.state)
         return started.state
     record = started.record
+    job_started(deps.metrics, record, first_start=started.first)
     structlog.contextvars.bind_contextvars(report_id=record.get("report_id"), user_id=record.get("user_id"))
     log.info("job_started", attempt=started.attempts, crash_restarts=started.crashes)
     try:
         async with asyncio.timeout(deps.settings.job_timeout_seconds):
             await produce(deps, job_id, record)
     except PermanentJobError as exc:
-        await deps.jobs.fail(job_id, exc.reason, retention_seconds=deps.settings.failed_retention_seconds)
-        log.warning("job_failed", reason=exc.reason)
+        await fail_job(deps, job_id, exc.reason)
     except CapacityWait as wait:
         await wait_for_capacity(deps, job_id, wait.seconds, "waiting for model capacity")
     except TransientJobError as exc:
         await retry_or_fail(deps, job_id, started.attempts, exc)
     except TimeoutError:
         limit = f"the job ran longer than JOB_TIMEOUT_SECONDS ({deps.settings.job_timeout_seconds:g}s)"
-        await retry_or_fail(deps, job_id, started.attempts, TransientJobError(limit))
+        await retry_or_fail(deps, job_id, started.attempts, TransientJobError(limit), kind="timeout")
     except asyncio.CancelledError:
         await asyncio.shield(hand_back(deps, job_id))
         raise
@@ -227,7 +245,6 @@ async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     except Exception:
         # A bug, not the user's doing: fail clearly instead of leaving the job 'active' forever.
         log.exception("job_crashed")
-        reason = "an internal error stopped the report; it has been logged"
-        await deps.jobs.fail(job_id, reason, retention_seconds=deps.settings.failed_retention_seconds)
+        await fail_job(deps, job_id, "an internal error stopped the report; it has been logged")
     record = await deps.jobs.get(job_id) or {}
     return record.get("state", "missing")

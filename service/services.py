@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from starlette.requests import Request
 
+from service.metrics import MetricsBuffer
 from service.settings import Settings
-from service.storage import LocalStorage, Storage
+from service.storage import Storage, storage_from
 from service.store.connection import API_OPERATION_DEADLINE, open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
@@ -26,6 +27,7 @@ class ApiServices:
     jobs: JobStore
     uploads: UploadStore
     storage: Storage
+    metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
     _signing_secret: bytes | None = field(default=None, repr=False)
 
     async def signing_secret(self) -> bytes:
@@ -42,6 +44,8 @@ class ApiServices:
 @asynccontextmanager
 async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
     redis = open_redis(settings.redis_url, fail_fast=True)
+    metrics = MetricsBuffer()
+    metrics.start(redis, every=settings.metrics_flush_seconds)
     try:
         yield ApiServices(
             settings=settings,
@@ -49,9 +53,11 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
             keys=KeyStore(redis, cache_seconds=settings.auth_cache_seconds, deadline=API_OPERATION_DEADLINE),
             jobs=JobStore(redis, deadline=API_OPERATION_DEADLINE),
             uploads=UploadStore(redis, deadline=API_OPERATION_DEADLINE),
-            storage=LocalStorage(settings.storage_root),
+            storage=storage_from(settings),
+            metrics=metrics,
         )
     finally:
+        await metrics.stop(redis)
         await redis.aclose()
 
 

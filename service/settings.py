@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; a signing secret like these would let anyone mint tokens.
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev", "development", "example", "test", "xxx"}
 MIN_SECRET_LENGTH = 32
+_S3_OPTIONAL = ("s3_endpoint_url", "s3_region", "s3_access_key_id", "s3_secret_access_key", "s3_prefix")
 
 
 class Settings(BaseSettings):
@@ -51,6 +52,15 @@ class Settings(BaseSettings):
     # --- storage and retention ----------------------------------------------------------------
     data_dir: Path = Path(".data")
     storage_dir: Path | None = None
+    # S3-compatible object storage (S3, R2, Tigris, MinIO): used instead of STORAGE_DIR when
+    # S3_BUCKET is set. Unset credentials and region fall back to the standard AWS chain.
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""
+    pdf_url_ttl_seconds: int = Field(default=900, ge=0, le=7 * 24 * 3600)  # 0: pdfUrl stays the API's path
     report_retention_seconds: int = Field(default=24 * 3600, ge=60)
     report_retention_count: int = Field(default=10_000, ge=1)
     failed_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
@@ -77,6 +87,8 @@ class Settings(BaseSettings):
     signing_secret: SecretStr | None = None
     events_token_ttl_seconds: int = Field(default=3600, ge=60)
     auth_cache_seconds: float = Field(default=5, ge=0, le=300)
+    metrics_token: SecretStr | None = None  # GET /metrics needs "Authorization: Bearer <it>"; unset: off
+    metrics_flush_seconds: float = Field(default=5, gt=0, le=60)
 
     # --- live events --------------------------------------------------------------------------
     events_ping_seconds: float = Field(default=15, gt=0, le=15)  # SSE comment so proxies keep it open
@@ -105,6 +117,18 @@ class Settings(BaseSettings):
                 "leave it unset to have one generated and shared through Redis"
             )
         return value
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> Settings:
+        # A half-configured object store would silently fall back to local files on each host.
+        given = [name for name in _S3_OPTIONAL if getattr(self, name)]
+        if given and not self.s3_bucket:
+            raise ValueError(f"S3_BUCKET is required when {', '.join(n.upper() for n in given)} is set")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("set S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY together (or neither)")
+        if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("https://", "http://")):
+            raise ValueError("S3_ENDPOINT_URL must start with https:// or http://")
+        return self
 
     @property
     def storage_root(self) -> Path:

@@ -1,4 +1,4 @@
-"""Where finished PDFs live: a small interface, with a local-directory backend."""
+"""Where PDFs and uploads live: the interface, a local-directory backend, and the factory choosing one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,3}$")
 
@@ -31,6 +34,13 @@ class Storage(Protocol):
 
     async def sweep(self, prefix: str, older_than_seconds: float) -> int:
         """Deletes objects under ``prefix`` older than that; returns how many went."""
+
+
+@runtime_checkable
+class DirectDownloads(Protocol):
+    """A store a client can download from itself, through a link that expires (S3's pre-signed URLs)."""
+
+    async def download_url(self, key: str, expires_in: int) -> str: ...
 
 
 class LocalStorage:
@@ -88,3 +98,12 @@ class LocalStorage:
             return path.read_bytes()
         except FileNotFoundError:
             return None
+
+
+def storage_from(settings: Settings) -> Storage:
+    """The object store when ``S3_BUCKET`` is set (hosts share nothing else), else a local directory."""
+    if settings.s3_bucket:
+        from service.storage_s3 import S3Storage  # boto3 costs ~0.2 s to import: only when it is used
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.storage_root)

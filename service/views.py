@@ -18,11 +18,12 @@ def report_paths(job_id: str) -> dict[str, str]:
     return {"statusUrl": base, "eventsUrl": f"{base}/events", "pdfUrl": f"{base}/pdf"}
 
 
-def result_view(job_id: str, record: dict[str, str]) -> dict[str, Any] | None:
+def result_view(job_id: str, record: dict[str, str], pdf_url: str | None = None) -> dict[str, Any] | None:
+    """``pdf_url``: a pre-signed link to the object, when the API made one; else the API's own path."""
     if record.get("state") != "completed" or not record.get("result"):
         return None
     stored: dict[str, Any] = json.loads(record["result"])
-    return {"pdfUrl": report_paths(job_id)["pdfUrl"], **stored}
+    return {"pdfUrl": pdf_url or report_paths(job_id)["pdfUrl"], **stored}
 
 
 def error_view(record: dict[str, str]) -> dict[str, Any] | None:
@@ -32,7 +33,7 @@ def error_view(record: dict[str, str]) -> dict[str, Any] | None:
     return error
 
 
-def status_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:
+def status_view(job_id: str, record: dict[str, str], pdf_url: str | None = None) -> dict[str, Any]:
     return {
         "jobId": job_id,
         "reportId": record["report_id"],
@@ -43,6 +44,6 @@ def status_view(job_id: str, record: dict[str, str]) -> dict[str, Any]:
         "createdAt": iso_from_ms(_ms(record, "created_ms")),
         "startedAt": iso_from_ms(_ms(record, "started_ms")),
         "finishedAt": iso_from_ms(_ms(record, "finished_ms")),
-        "result": result_view(job_id, record),
+        "result": result_view(job_id, record, pdf_url),
         "error": error_view(record),
     }

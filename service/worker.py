@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from arq import Retry, cron
 from arq.connections import RedisSettings
+from arq.worker import Worker
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import BusyLoadingError
@@ -23,12 +24,13 @@ from service.limiter import LlmLimiter, limits_from
 from service.llm import AnthropicProvider, Provider, build_anthropic_client
 from service.logs import configure_logging
 from service.loop_lag import LoopLagMonitor
+from service.metrics import MetricsBuffer
 from service.offline import OfflineProvider
 from service.pdf import PdfRenderer
 from service.pipeline import RetryLater, WorkerDeps, run_report_job
 from service.policies import LEASE_MARGIN_SECONDS
 from service.settings import Settings
-from service.storage import LocalStorage
+from service.storage import storage_from
 from service.store.connection import open_redis
 from service.store.jobs import JobStore, dumps_job, loads_job
 from service.store.uploads import UploadStore
@@ -62,8 +64,11 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
         input_client = build_input_client(settings)
         stack.push_async_callback(input_client.aclose)
         renderer = PdfRenderer(processes=1)
-        storage = LocalStorage(settings.storage_root)
+        storage = storage_from(settings)
         stack.callback(renderer.close)
+        metrics = MetricsBuffer()
+        metrics.start(redis, every=settings.metrics_flush_seconds)
+        stack.push_async_callback(metrics.stop, redis)
         yield WorkerDeps(
             settings=settings,
             jobs=JobStore(redis),
@@ -72,6 +77,7 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
             renderer=renderer,
             storage=storage,
             limiter=None if settings.offline else LlmLimiter(redis, limits_from(settings)),
+            metrics=metrics,
         )
 
 
@@ -85,10 +91,6 @@ async def startup(ctx: dict[str, Any]) -> None:
     wake.start(settings.redis_url)
     ctx["wake"] = wake
     drive_poll_loop(worker, wake, settings.worker_idle_poll_seconds)
-    lag = LoopLagMonitor(report_every=settings.loop_lag_report_seconds)
-    lag.start()
-    ctx["loop_lag"] = lag
-    calm_garbage_collector()
     if ctx.get("standalone", True):
         # Here, not at import: arq's CLI installs its own logging config after importing the settings.
         configure_logging(settings, process="worker")
@@ -97,7 +99,23 @@ async def startup(ctx: dict[str, Any]) -> None:
         stack = AsyncExitStack()
         ctx["deps"] = await stack.enter_async_context(open_worker_deps(settings))
         ctx["exit_stack"] = stack
+    ctx["loop_lag"] = watch_worker(worker, ctx["deps"].metrics, settings)
+    calm_garbage_collector()
     log.info("worker_started", concurrency=settings.worker_concurrency, offline=settings.offline)
+
+
+def watch_worker(worker: Worker, metrics: MetricsBuffer, settings: Settings) -> LoopLagMonitor:
+    """The loop-lag monitor, and the gauges this process reports with every metrics flush."""
+    lag = LoopLagMonitor(report_every=settings.loop_lag_report_seconds)
+    lag.start()
+
+    def gauges(buffer: MetricsBuffer) -> None:
+        buffer.set_gauge("worker_jobs_in_flight", len(worker.job_tasks), worker=buffer.instance)
+        p99 = lag.summary()["p99_ms"] / 1000
+        buffer.set_gauge("event_loop_lag_seconds", p99, process="worker", instance=buffer.instance)
+
+    metrics.gauge_sources.append(gauges)
+    return lag
 
 
 def calm_garbage_collector() -> None:

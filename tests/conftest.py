@@ -23,7 +23,7 @@ from service.llm import Provider
 from service.pdf import PdfRenderer
 from service.pipeline import WorkerDeps
 from service.settings import Settings
-from service.storage import LocalStorage
+from service.storage import storage_from
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
@@ -200,7 +200,7 @@ async def worker_deps(
         redis_client = open_redis(settings.redis_url, fail_fast=False)
         stack.push_async_callback(redis_client.aclose)
         http = build_input_client(settings)
-        storage = LocalStorage(settings.storage_root)
+        storage = storage_from(settings)
         stack.push_async_callback(http.aclose)
         if provider is None:
             provider = await stack.enter_async_context(provider_for(settings))

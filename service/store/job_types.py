@@ -53,6 +53,7 @@ class StartOutcome:
     attempts: int
     crashes: int
     record: dict[str, str] = field(default_factory=dict)  # the job's fields, when it goes on
+    first: bool = False  # the job's very first start (its queue wait ends here)
 
     @property
     def proceed(self) -> bool:

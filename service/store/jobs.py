@@ -131,7 +131,8 @@ class JobStore(RedisStore):
         reply = await self._start(keys=[job_key(job_id)], args=args)
         flat = reply[3] if len(reply) > 3 else []
         record = dict(zip(flat[::2], flat[1::2], strict=True))
-        return StartOutcome(str(reply[0]), int(reply[1]), int(reply[2]), record)
+        first = len(reply) > 4 and int(reply[4]) == 1
+        return StartOutcome(str(reply[0]), int(reply[1]), int(reply[2]), record, first)
 
     @translate_redis_errors
     async def advance(self, job_id: str, *, stage: str, progress: int) -> bool:

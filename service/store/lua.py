@@ -12,6 +12,8 @@ WAKE_CHANNEL = "rs:wake"
 COMMON = """
 local QUEUE = '@QUEUE@'
 local WAKE = '@WAKE@'
+-- How many jobs wait and run, per plan: kept by the scripts that move jobs between those states.
+local QUEUED, RUNNING = 'rs:queued', 'rs:running'
 
 local function now_ms()
   local t = redis.call('TIME')

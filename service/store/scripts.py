@@ -57,6 +57,7 @@ end
 redis.call('HSET', KEYS[1], unpack(flat))
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 redis.call('ZADD', QUEUE, ARGV[2], fields['job_id'])
+redis.call('HINCRBY', QUEUED, fields['plan'], 1)
 redis.call('PUBLISH', WAKE, 'submitted')
 return {1}
 """
@@ -83,9 +84,11 @@ if state == 'queued' then
   local cap = tonumber(f[6] == 'pro' and ARGV[5] or ARGV[4])
   if cap > 0 and redis.call('ZCARD', active) >= cap then
     redis.call('ZADD', 'rs:parked:' .. user, redis.call('ZSCORE', QUEUE, job_id) or now, job_id)
-    return {'parked', attempts, crashes}
+    return {'parked', attempts, crashes, redis.call('HGETALL', KEYS[1])}
   end
   attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HINCRBY', QUEUED, f[6], -1)
+  redis.call('HINCRBY', RUNNING, f[6], 1)
 else
   -- The previous start never reported back: its worker died (crash, kill -9, lost Redis). That
   -- attempt runs again under the same number; crashes are counted apart, so deploys and kills do
@@ -98,7 +101,7 @@ redis.call('ZREM', 'rs:parked:' .. user, job_id)
 if not f[3] then redis.call('HSET', KEYS[1], 'started_ms', now) end
 redis.call('HSET', KEYS[1], 'state', 'active', 'stage', ARGV[1], 'progress', ARGV[2])
 emit(KEYS[1], 'progress', snapshot(KEYS[1]))
-return {'active', attempts, crashes, redis.call('HGETALL', KEYS[1])}
+return {'active', attempts, crashes, redis.call('HGETALL', KEYS[1]), f[3] and 0 or 1}
 """
 )
 
@@ -125,9 +128,10 @@ return 1
 COMPLETE = (
     COMMON
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id')
+local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
 if f[1] ~= 'active' then return 0 end
 local user, now = f[2], now_ms()
+redis.call('HINCRBY', RUNNING, f[3], -1)
 redis.call('HSET', KEYS[1], 'state', 'completed', 'stage', 'done', 'progress', 100,
   'finished_ms', now, 'result', ARGV[1], 'pdf_key', ARGV[5])
 local usage = usage_of(user, ARGV[7])
@@ -157,8 +161,9 @@ return 1
 FAIL = (
     COMMON
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id')
+local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
 if f[1] ~= 'active' then return 0 end
+redis.call('HINCRBY', RUNNING, f[3], -1)
 local error = cjson.encode({reason = ARGV[1]})
 redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_ms', now_ms(), 'error', error)
 release_budget(KEYS[1], f[2])
@@ -176,8 +181,10 @@ return 1
 REQUEUE = (
     COMMON
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id')
+local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
 if f[1] ~= 'active' then return 0 end
+redis.call('HINCRBY', RUNNING, f[3], -1)
+redis.call('HINCRBY', QUEUED, f[3], 1)
 if ARGV[2] == '0' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'stage', 'queued', 'last_error', ARGV[1])
 leave_slot(KEYS[1], f[2])
@@ -193,9 +200,10 @@ return 1
 CANCEL = (
     COMMON
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id')
+local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
 local state, user, job_id = f[1], f[2], job_id_of(KEYS[1])
 if state ~= 'queued' and state ~= 'active' then return state or 'missing' end
+redis.call('HINCRBY', state == 'queued' and QUEUED or RUNNING, f[3], -1)
 if state == 'queued' then
   redis.call('ZREM', QUEUE, job_id)
   redis.call('DEL', 'arq:job:' .. job_id)

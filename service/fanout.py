@@ -1,0 +1,300 @@
+"""Live job events for one API process: one Redis reader fanning stream entries out to subscribers.
+
+One task per process reads every watched job stream with a single ``XREAD BLOCK`` on a dedicated
+connection and hands each entry, encoded once, to the subscribers of that job. Thousands of SSE
+clients therefore cost two Redis connections in all (this reader, plus the API's pool, which this
+module only uses from the reader task and for one coalesced wake-up at a time), not one each.
+
+Nothing is lost between "snapshot" and "live": a new subscriber is admitted by the reader task
+itself, between two reads, with one MULTI/EXEC that reads the job record and its stream's last
+entries together. Every entry after that point comes from the next reads; each subscriber skips
+entries up to the id it already has, so a job watched before it joined cannot deliver twice.
+
+A read blocked on Redis is woken for a new subscriber by an entry in this process's own wake
+stream, which is one of the streams it reads: unlike cancelling the read (which drops the
+connection in redis-py) or short timeouts (which cost latency or round trips), that costs one
+small write and cannot be lost, since the reader keeps its position in the wake stream too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.typing import KeyT, StreamIdT
+
+from service.errors import Unavailable
+from service.event_subscriber import Subscriber
+from service.job_events import NO_ID, Opening, encode_entry, plan_start, stream_id
+from service.store.connection import API_OPERATION_DEADLINE, REDIS_DOWN, UNAVAILABLE_RETRY_AFTER
+from service.store.jobs import events_key, job_key
+
+log = structlog.get_logger(__name__)
+
+BLOCK_MS = 5_000  # bounds nothing that matters (wake-ups are explicit): just a liveness tick
+READ_COUNT = 200  # entries per stream per read: a burst is taken in a few reads, not one huge reply
+ADMIT_BATCH = 500  # subscribers admitted per MULTI/EXEC
+WAKE_TTL_SECONDS = 300  # a crashed process's wake stream goes away by itself
+BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
+
+
+@dataclass(eq=False)
+class _Watch:
+    """One job stream being read: the last entry id read from it, and who wants its entries."""
+
+    job_id: str
+    cursor: str
+    subscribers: set[Subscriber] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class _Admission:
+    job_id: str
+    after: str | None
+    future: asyncio.Future[Subscriber | None]
+
+
+class EventFanout:
+    def __init__(self, redis: Redis, reader: Redis, *, block_ms: int = BLOCK_MS) -> None:
+        self._redis = redis  # the API's pool: admissions and wake-ups
+        self._reader = reader  # a dedicated connection: the one blocking read
+        self._block_ms = block_ms
+        self._wake_key = f"rs:fanout:{secrets.token_hex(8)}:wake"
+        self._wake_cursor = NO_ID
+        self._wake_used = False
+        self._watches: dict[str, _Watch] = {}  # by stream key
+        self._pending: list[_Admission] = []
+        self._work = asyncio.Event()
+        self._reading = self._wake_sent = self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        # Handed to every EventSourceResponse: sse-starlette sets it when the server shuts down.
+        self.shutdown_event = anyio.Event()
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(watch.subscribers) for watch in self._watches.values())
+
+    @property
+    def watched_jobs(self) -> int:
+        return len(self._watches)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._end_on_shutdown())]
+
+    async def stop(self) -> None:
+        self.end_all()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        if self._wake_used:
+            with contextlib.suppress(*REDIS_DOWN):  # it expires by itself
+                await self._redis.delete(self._wake_key)
+
+    def end_all(self) -> None:
+        """The server is going away: every stream ends cleanly, so clients reconnect elsewhere."""
+        self._closing = True
+        for watch in self._watches.values():
+            for subscriber in watch.subscribers:
+                subscriber.finish()
+        self._watches.clear()
+        for admission in self._pending:
+            if not admission.future.done():
+                admission.future.set_exception(_shutting_down())
+        self._pending.clear()
+
+    async def subscribe(self, job_id: str, after: str | None) -> Subscriber | None:
+        """A subscriber whose first events are the snapshot (or the replay after ``after``); None for
+        a job that does not exist. Raises ``Unavailable`` when Redis cannot be read."""
+        if self._closing:
+            raise _shutting_down()
+        future: asyncio.Future[Subscriber | None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Admission(job_id, after, future))
+        self._work.set()
+        try:
+            await self._wake()
+            return await future
+        except asyncio.CancelledError:
+            _abandon(future)
+            raise
+
+    def release(self, subscriber: Subscriber) -> None:
+        key = events_key(subscriber.job_id)
+        watch = self._watches.get(key)
+        if watch is not None:
+            watch.subscribers.discard(subscriber)
+            if not watch.subscribers:
+                del self._watches[key]
+
+    async def _wake(self) -> None:
+        """Makes a blocked read return now; at most one wake-up is in flight."""
+        if not self._reading or self._wake_sent:
+            return  # the reader looks at new subscribers before its next read anyway
+        self._wake_sent = self._wake_used = True
+        try:
+            async with asyncio.timeout(API_OPERATION_DEADLINE), self._redis.pipeline(False) as pipe:
+                pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                pipe.expire(self._wake_key, WAKE_TTL_SECONDS)
+                await pipe.execute()
+        except REDIS_DOWN:
+            self._wake_sent = False  # the admission reports Redis down to the caller
+
+    async def _end_on_shutdown(self) -> None:
+        await self.shutdown_event.wait()
+        self.end_all()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            try:
+                await self._step()
+                backoff = BACKOFF_FIRST
+            except REDIS_DOWN as exc:
+                # Positions are kept: once Redis answers again, reading resumes where it stopped.
+                log.warning("events_reader_redis_error", error=type(exc).__name__, retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP)
+            except Exception as exc:  # a bug must not stop every stream of the process
+                log.error("events_reader_failed", error_type=type(exc).__name__, exc_info=exc)
+                await asyncio.sleep(BACKOFF_CAP)
+
+    async def _step(self) -> None:
+        while self._pending:
+            await self._admit()
+        if not self._watches:
+            # Idle: hold no Redis connection, just wait for the first subscriber.
+            self._work.clear()
+            await self._work.wait()
+            return
+        self._dispatch(await self._read())
+
+    async def _read(self) -> list[Any]:
+        streams: dict[KeyT, StreamIdT] = {self._wake_key: self._wake_cursor}
+        streams.update((key, watch.cursor) for key, watch in self._watches.items())
+        self._reading = True
+        try:
+            replies: list[Any] = await self._reader.xread(streams, count=READ_COUNT, block=self._block_ms)
+            return replies
+        finally:
+            self._reading = self._wake_sent = False
+
+    def _dispatch(self, replies: list[Any]) -> None:
+        for key, entries in replies:
+            if key == self._wake_key:
+                self._wake_cursor = entries[-1][0]
+                continue
+            watch = self._watches.get(key)
+            if watch is None:
+                continue  # its last subscriber left while the read was in flight
+            for entry in entries:
+                watch.cursor = entry[0]
+                try:
+                    chunk, terminal = encode_entry(watch.job_id, entry)
+                except ValueError as exc:  # one unreadable entry must not stall every stream
+                    log.error("events_entry_unreadable", job_id=watch.job_id, error_type=type(exc).__name__)
+                    continue
+                position = stream_id(entry[0])
+                for subscriber in list(watch.subscribers):
+                    if not subscriber.deliver(chunk, position, terminal):
+                        self.release(subscriber)
+
+    async def _admit(self) -> None:
+        batch = [a for a in self._pending[:ADMIT_BATCH] if not a.future.done()]
+        del self._pending[:ADMIT_BATCH]
+        if not batch:
+            return
+        try:
+            openings = await self._open(batch)
+        except BaseException as exc:  # whatever happened, no handler may wait for ever
+            _fail(batch, exc)
+            raise
+        for admission, opening in zip(batch, openings, strict=True):
+            if not admission.future.done():  # done: the client left while Redis answered
+                admission.future.set_result(self._admitted(opening))
+
+    async def _open(self, batch: list[_Admission]) -> list[Opening]:
+        """One MULTI/EXEC: each job's record and stream as they are at the same instant."""
+        # The API's bound on a store operation: a hung Redis answers 503, not a stuck request.
+        async with asyncio.timeout(API_OPERATION_DEADLINE), self._redis.pipeline(transaction=True) as pipe:
+            for admission in batch:
+                pipe.hgetall(job_key(admission.job_id))
+                pipe.xrevrange(events_key(admission.job_id), count=2)
+                if admission.after is not None:
+                    pipe.xrange(events_key(admission.job_id), min=admission.after)
+            replies = iter(await pipe.execute())
+        openings = []
+        for admission in batch:
+            record, tail = next(replies) or None, next(replies)
+            replay = next(replies) if admission.after is not None else None
+            openings.append(Opening(admission.job_id, record, tail, admission.after, replay))
+        return openings
+
+    def _admitted(self, opening: Opening) -> Subscriber | None:
+        start = plan_start(opening)
+        if start is None or opening.record is None:
+            return None
+        owner = opening.record.get("user_id")
+        subscriber = Subscriber(opening.job_id, owner, start.chunks, start.last_id, self.release)
+        if not start.live:
+            subscriber.finish()
+            return subscriber
+        key = events_key(opening.job_id)
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = self._watches[key] = _Watch(opening.job_id, start.last_id)
+        watch.subscribers.add(subscriber)
+        return subscriber
+
+
+def _fail(batch: list[_Admission], exc: BaseException) -> None:
+    for admission in batch:
+        if admission.future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            admission.future.cancel()
+        else:
+            admission.future.set_exception(_redis_down() if isinstance(exc, REDIS_DOWN) else exc)
+
+
+def _abandon(future: asyncio.Future[Subscriber | None]) -> None:
+    """The caller was cancelled: what was (or is being) admitted for it must not stay watched."""
+    if not future.done():
+        future.cancel()  # the reader skips admissions nobody waits for
+    elif not future.cancelled() and future.exception() is None and (subscriber := future.result()):
+        subscriber.close()
+
+
+def _redis_down() -> Unavailable:
+    return Unavailable("the job store is unreachable; retry shortly", retry_after=UNAVAILABLE_RETRY_AFTER)
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable("this server is shutting down; reconnect", retry_after=1)
+
+
+@asynccontextmanager
+async def open_fanout(redis: Redis, redis_url: str) -> AsyncIterator[EventFanout]:
+    """The API lifespan's fan-out; its reader connects on the first subscriber, not at startup."""
+    reader: Redis = Redis.from_url(
+        redis_url,
+        decode_responses=True,
+        single_connection_client=True,
+        client_name="rs-events-reader",
+        socket_connect_timeout=1.0,
+        socket_timeout=BLOCK_MS / 1000 + 5,  # longer than the blocking read
+    )
+    fanout = EventFanout(redis, reader)
+    fanout.start()
+    try:
+        yield fanout
+    finally:
+        await fanout.stop()
+        await reader.aclose()

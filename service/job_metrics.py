@@ -1,0 +1,36 @@
+"""What a job does, counted for the fleet's metrics (labels: the job's plan, never its user or id)."""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+
+from service.metrics import MetricsBuffer
+from service.pricing import cost_usd
+
+# The plan of the job this task is running: jobs run in tasks of their own, so it cannot leak.
+_plan: ContextVar[str] = ContextVar("job_plan", default="")
+
+
+def job_started(metrics: MetricsBuffer, record: dict[str, str], first_start: bool) -> None:
+    _plan.set(record.get("plan", ""))
+    if first_start and record.get("started_ms") and record.get("created_ms"):
+        wait = (int(record["started_ms"]) - int(record["created_ms"])) / 1000
+        metrics.observe("job_queue_wait_seconds", max(0.0, wait), plan=_plan.get())
+
+
+def job_retried(metrics: MetricsBuffer, reason: str) -> None:
+    metrics.inc("job_retries_total", plan=_plan.get(), reason=reason)
+
+
+def job_finished(metrics: MetricsBuffer, state: str, record: dict[str, str] | None = None) -> None:
+    metrics.inc("jobs_finished_total", plan=_plan.get(), state=state)
+    if state == "completed" and record and record.get("started_ms"):
+        ran = time.time() - int(record["started_ms"]) / 1000
+        metrics.observe("job_run_seconds", max(0.0, ran), plan=_plan.get())
+
+
+def model_billed(metrics: MetricsBuffer, model: str, input_tokens: int, output_tokens: int) -> None:
+    metrics.inc("llm_tokens_total", input_tokens, model=model, kind="input")
+    metrics.inc("llm_tokens_total", output_tokens, model=model, kind="output")
+    metrics.inc("llm_cost_usd_total", cost_usd(model, input_tokens, output_tokens), model=model)

@@ -1,0 +1,144 @@
+"""Fleet-wide metrics: each process counts in memory and flushes to Redis; any API replica serves
+the whole fleet's figures at ``GET /metrics`` (Prometheus text format).
+
+Why not prometheus-client's multi-process mode or a scrape endpoint per worker: on Fly or Railway the
+workers run on other machines than the API, often with no port Prometheus can reach, while every
+process already shares Redis. So counters and histogram buckets are summed in one Redis hash
+(HINCRBYFLOAT, flushed every few seconds in one pipeline: nothing on the request path but a dict
+update), per-process gauges live in per-instance hashes that expire when the process is gone, and
+queue figures are read from Redis at scrape time. Every replica answers with the same numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+
+from service.store.connection import REDIS_DOWN
+
+log = structlog.get_logger("service.metrics")
+
+COUNTERS_KEY = "rs:metrics:counters"
+GAUGES_PREFIX = "rs:metrics:gauges:"
+GAUGE_TTL_SECONDS = 30
+FLUSH_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: str  # "counter" | "histogram" | "gauge"
+    help: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+FAMILIES = {
+    f.name: f
+    for f in (
+        Family("reports_submitted_total", "counter", "Report submissions by outcome", ("plan", "outcome")),
+        Family("http_requests_total", "counter", "HTTP requests answered", ("route", "method", "status")),
+        Family("http_request_duration_seconds", "histogram", "HTTP request time", ("route",), _SECONDS),
+        Family("jobs_finished_total", "counter", "Jobs that reached a final state", ("plan", "state")),
+        Family("job_retries_total", "counter", "Attempts put back, by reason", ("plan", "reason")),
+        Family("job_queue_wait_seconds", "histogram", "Submission to first start", ("plan",), _SECONDS),
+        Family("job_run_seconds", "histogram", "First start to completion", ("plan",), _SECONDS),
+        Family("llm_tokens_total", "counter", "Tokens the model provider billed", ("model", "kind")),
+        Family("llm_cost_usd_total", "counter", "Estimated provider cost in USD", ("model",)),
+        Family("llm_limiter_wait_seconds", "histogram", "Waiting for model capacity", ("model",), _SECONDS),
+        Family("provider_errors_total", "counter", "Provider error answers", ("model", "status")),
+        Family("worker_jobs_in_flight", "gauge", "Jobs a worker process is running", ("worker",)),
+        Family("sse_subscribers", "gauge", "Open event streams on an API process", ("instance",)),
+        Family("event_loop_lag_seconds", "gauge", "Event-loop lag p99, last window", ("process", "instance")),
+    )
+}
+PREFIX = "report_service_"
+
+
+def instance_name() -> str:
+    """Which process a gauge belongs to: host and pid (Fly and Railway set HOSTNAME per machine)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _field(name: str, labels: dict[str, str]) -> str:
+    return name + "\x1f" + orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def parse_field(field: str) -> tuple[str, dict[str, str]]:
+    name, _, labels = field.partition("\x1f")
+    parsed: dict[str, str] = orjson.loads(labels) if labels else {}
+    return name, parsed
+
+
+class MetricsBuffer:
+    """This process's increments since the last flush, and its current gauges."""
+
+    def __init__(self, instance: str | None = None) -> None:
+        self.instance = instance or instance_name()
+        self._counts: dict[str, float] = defaultdict(float)
+        self._gauges: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        # Read just before each flush, to refresh gauges (in-flight jobs, loop lag, subscribers).
+        self.gauge_sources: list[Callable[[MetricsBuffer], None]] = []
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        self._counts[_field(name, labels)] += value
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        buckets = FAMILIES[name].buckets
+        index = bisect_left(buckets, seconds)
+        le = str(buckets[index]) if index < len(buckets) else "+Inf"
+        self._counts[_field(name + "_bucket", {**labels, "le": le})] += 1  # cumulated when served
+        self._counts[_field(name + "_sum", labels)] += seconds
+        self._counts[_field(name + "_count", labels)] += 1
+
+    def set_gauge(self, name: str, value: float, **labels: str) -> None:
+        self._gauges[_field(name, labels)] = value
+
+    async def flush(self, redis: Redis) -> None:
+        for source in self.gauge_sources:
+            source(self)
+        counts, self._counts = self._counts, defaultdict(float)
+        async with redis.pipeline(transaction=False) as pipe:
+            for field, value in counts.items():
+                pipe.hincrbyfloat(COUNTERS_KEY, field, value)
+            if self._gauges:
+                key = GAUGES_PREFIX + self.instance
+                pipe.hset(key, mapping=self._gauges)
+                pipe.expire(key, GAUGE_TTL_SECONDS)
+            try:
+                await pipe.execute()
+            except REDIS_DOWN:
+                for field, value in counts.items():  # keep them for the next flush
+                    self._counts[field] += value
+                raise
+
+    def start(self, redis: Redis, every: float = FLUSH_SECONDS) -> None:
+        self._task = asyncio.create_task(self._flush_forever(redis, every), name="metrics-flush")
+
+    async def stop(self, redis: Redis) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(*REDIS_DOWN):
+            await self.flush(redis)
+
+    async def _flush_forever(self, redis: Redis, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.flush(redis)
+            except REDIS_DOWN as exc:
+                log.warning("metrics_flush_failed", error=type(exc).__name__)

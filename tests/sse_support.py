@@ -1,0 +1,141 @@
+"""Helpers for events tests: the API on a real uvicorn with its fan-out in reach, and an SSE reader."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import httpx
+import redis.asyncio as aioredis
+
+from service.app import create_app
+from service.fanout import EventFanout
+from service.offline import OfflineProvider
+from service.pdf import PdfRenderer
+from service.settings import Settings
+from service.sse_client import SseEvent, SseParser
+from service.store.job_types import Retention, StartPolicy
+from service.store.jobs import JobStore
+from tests.conftest import LiveServer, run_burst_worker, worker_deps
+
+RETENTION = Retention(seconds=600, count=1000)
+START = StartPolicy(max_crashes=3, cap_free=0, cap_pro=0, lease_ms=60_000)
+RESULT = {"model": "claude-test", "inputTokens": 120, "outputTokens": 30, "tokensUsed": 150}
+
+
+async def start(jobs: JobStore, job_id: str, *, stage: str = "fetching", progress: int = 10) -> None:
+    """Starts a job as a worker does (its first progress event)."""
+    outcome = await jobs.start(job_id, START, stage=stage, progress=progress)
+    assert outcome.proceed, outcome
+
+
+async def complete(jobs: JobStore, job_id: str) -> None:
+    period = datetime.now(UTC).strftime("%Y-%m")  # the usage period the worker would count it in
+    assert await jobs.complete(job_id, RESULT, pdf_key="reports/x.pdf", retention=RETENTION, period=period)
+
+
+async def fail(jobs: JobStore, job_id: str, reason: str) -> None:
+    assert await jobs.fail(job_id, reason, retention_seconds=RETENTION.seconds)
+
+
+async def cancel(jobs: JobStore, job_id: str) -> None:
+    assert await jobs.cancel(job_id, retention_seconds=RETENTION.seconds) in ("queued", "active")
+
+
+@dataclass
+class LiveApi:
+    url: str
+    client: httpx.AsyncClient
+    server: LiveServer
+
+    @property
+    def fanout(self) -> EventFanout:
+        """The running app's fan-out, as its lifespan handed it to the handlers."""
+        state = cast(dict[str, Any], self.server.server.lifespan.state)
+        fanout: EventFanout = state["fanout"]
+        return fanout
+
+
+@asynccontextmanager
+async def live_api(settings: Settings) -> AsyncIterator[LiveApi]:
+    app = create_app(settings, configure_logs=False)
+    async with LiveServer(app) as live, httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        yield LiveApi(live.url, client, live)
+
+
+class EventStream:
+    """Events of one open stream, read by a background task so waiting with a timeout never
+    cancels the read itself."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.parser = SseParser()
+        self.ended_cleanly: bool | None = None  # True: the server finished the body properly
+        self._queue: asyncio.Queue[SseEvent | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for line in self.response.aiter_lines():
+                event = self.parser.feed(line)
+                if event is not None:
+                    self._queue.put_nowait(event)
+            self.ended_cleanly = True
+        except httpx.TransportError:
+            self.ended_cleanly = False
+        finally:
+            self._queue.put_nowait(None)
+
+    async def next(self, timeout: float = 5.0) -> SseEvent:
+        event = await asyncio.wait_for(self._queue.get(), timeout)
+        assert event is not None, "the stream ended"
+        return event
+
+    async def until_end(self, timeout: float = 5.0) -> list[SseEvent]:
+        """Every further event; fails unless the server ends the stream within ``timeout``."""
+        events: list[SseEvent] = []
+        async with asyncio.timeout(timeout):
+            while (event := await self._queue.get()) is not None:
+                events.append(event)
+        return events
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.wait([self._task])
+
+
+@asynccontextmanager
+async def open_events(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[EventStream]:
+    async with client.stream("GET", path, headers=headers or {}) as response:
+        if response.status_code != 200:
+            await response.aread()
+            raise AssertionError(f"expected a stream, got {response.status_code}: {response.text}")
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = EventStream(response)
+        try:
+            yield stream
+        finally:
+            await stream.stop()
+
+
+def ids(events: list[SseEvent]) -> list[str | None]:
+    return [event.id for event in events]
+
+
+async def work_off_the_queue(settings: Settings, renderer: PdfRenderer) -> None:
+    """Waits for the CLI's job to be queued, then runs it with a burst worker (offline provider)."""
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        async with asyncio.timeout(20):
+            while not await client.zcard("arq:queue"):
+                await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+    async with worker_deps(settings, renderer, OfflineProvider(chunk_delay=0)) as deps:
+        await run_burst_worker(settings, deps)
