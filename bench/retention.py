@@ -56,6 +56,7 @@ async def fill(total: int, cap: int, step: int, concurrency: int = 50) -> list[d
                 await asyncio.gather(
                     *(one_job(redis, jobs, n, retention) for n in range(batch, batch + concurrency))
                 )
+            await jobs.compact_finished(older_than_seconds=0, limit=100_000)  # as the sweeper does
             memory = int((await redis.info("memory"))["used_memory"])
             points.append(
                 {"finished": start + step, "keys": await redis.dbsize(), "bytes": memory - baseline}

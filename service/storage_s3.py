@@ -92,6 +92,7 @@ class S3Config:
     secret_access_key: str | None = None
     prefix: str = ""
     attempts: int = 3  # botocore's tries per request (standard mode: jittered backoff), before ours
+    page_size: int = 1000  # keys per listing page (S3's maximum)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Config:
@@ -139,6 +140,7 @@ class S3Storage:
     def __init__(self, config: S3Config) -> None:
         self._bucket = config.bucket
         self._prefix = normalized_prefix(config.prefix)
+        self._page_size = config.page_size
         self._client = build_client(config)
         self._executor = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="s3")
 
@@ -203,7 +205,7 @@ class S3Storage:
             )
 
     async def sweep(self, prefix: str, older_than_seconds: float) -> int:
-        """Lists the prefix page by page (1,000 keys each) and deletes what is older: a cancelled sweep
+        """Lists the prefix page by page and deletes what is older as it goes: a cancelled sweep
         (the cron's timeout) stops between pages, and the next one carries on."""
         folder = self._name(prefix) + "/"
         cutoff = time.time() - older_than_seconds
@@ -221,7 +223,9 @@ class S3Storage:
 
     def _list_page(self, folder: str, token: str | None) -> dict[str, Any]:
         extra = {"ContinuationToken": token} if token else {}
-        page: dict[str, Any] = self._client.list_objects_v2(Bucket=self._bucket, Prefix=folder, **extra)
+        page: dict[str, Any] = self._client.list_objects_v2(
+            Bucket=self._bucket, Prefix=folder, MaxKeys=self._page_size, **extra
+        )
         return page
 
     def presigned_url(self, key: str, expires_in: int) -> str:

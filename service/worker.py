@@ -41,6 +41,8 @@ log = structlog.get_logger("service.worker")
 # arq's own timeout is a backstop only: our pipeline times itself out first (and retries),
 # and needs a moment after that to record the outcome.
 _ARQ_TIMEOUT_MARGIN_S = 2
+# A finished job's full event stream is kept this long for readers still catching up.
+STREAM_REPLAY_SECONDS = 60
 
 
 @asynccontextmanager
@@ -143,13 +145,17 @@ async def job_ended(ctx: dict[str, Any]) -> None:
 
 
 async def sweep_storage(ctx: dict[str, Any]) -> dict[str, int]:
-    """Periodic (arq cron, one worker per run): PDFs and uploads past their retention go."""
+    """Periodic (arq cron, one worker per run): PDFs and uploads past their retention go, and
+    finished jobs' event streams are compacted."""
     deps: WorkerDeps = ctx["deps"]
     settings = deps.settings
     removed = {
         "reports": await deps.storage.sweep("reports", settings.report_retention_seconds),
         "inputs": await deps.storage.sweep("inputs", settings.input_retention_seconds),
+        "streams_compacted": 0,
     }
+    while (compacted := await deps.jobs.compact_finished(STREAM_REPLAY_SECONDS)) > 0:
+        removed["streams_compacted"] += compacted
     log.info("storage_swept", **removed)
     return removed
 

@@ -146,9 +146,10 @@ async def test_stages_are_announced_in_order_with_rising_progress(
     client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     entries = await client.xrange(f"rs:job:{job_id}:events")
     await client.aclose()
-    # A finished job keeps only the end of its stream: the final progress, then the terminal event.
-    assert [fields["event"] for _, fields in entries] == ["progress", "completed"]
-    assert json.loads(entries[0][1]["data"]) == {"progress": 100, "state": "completed", "stage": "done"}
+    # The stream holds what a live reader saw: each announcement, then the final progress and the end.
+    names = [fields["event"] for _, fields in entries]
+    assert names[-2:] == ["progress", "completed"] and names.count("progress") == len(recording.announced) + 2
+    assert json.loads(entries[-2][1]["data"]) == {"progress": 100, "state": "completed", "stage": "done"}
 
 
 async def test_offline_provider_writes_a_clearly_marked_report(

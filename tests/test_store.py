@@ -103,13 +103,20 @@ async def test_completed_jobs_beyond_the_cap_are_dropped_oldest_first(redis: Red
     assert (await jobs.usage("user", "2026-11"))["reports"] == 5  # usage is history, not retention
 
 
-async def test_finished_records_expire_and_keep_only_the_end_of_their_stream(redis: Redis) -> None:
+async def test_finished_streams_stay_whole_then_compact_to_their_end_keeping_ids_and_expiry(
+    redis: Redis,
+) -> None:
     jobs = JobStore(redis)
     job_id = await finished_job(jobs, "short", Retention(seconds=120, count=10))
+    await jobs.advance(job_id, stage="late", progress=1)  # refused: the job is finished
+    whole = await redis.xrange(events_key(job_id))
+    assert [fields["event"] for _, fields in whole] == ["progress", "progress", "completed"]
+    assert await jobs.compact_finished(older_than_seconds=60) == 0  # too recent: readers may be behind
+    assert await jobs.compact_finished(older_than_seconds=0) == 1
+    assert await redis.xrange(events_key(job_id)) == whole[-2:]  # same ids: Last-Event-ID still works
     assert 0 < await redis.ttl(job_key(job_id)) <= 120
     assert 0 < await redis.ttl(events_key(job_id)) <= 120
-    entries = await redis.xrange(events_key(job_id))
-    assert [fields["event"] for _, fields in entries] == ["progress", "completed"]
+    assert await jobs.compact_finished(older_than_seconds=0) == 0
 
 
 async def test_cancelling_a_queued_job_removes_it_from_the_queue_in_the_same_step(redis: Redis) -> None:

@@ -76,6 +76,7 @@ class JobStore(RedisStore):
         self._fail = redis.register_script(scripts.FAIL)
         self._requeue = redis.register_script(scripts.REQUEUE)
         self._cancel = redis.register_script(scripts.CANCEL)
+        self._compact = redis.register_script(scripts.COMPACT)
 
     @translate_redis_errors
     async def submit(
@@ -176,6 +177,12 @@ class JobStore(RedisStore):
     async def cancel(self, job_id: str, *, retention_seconds: int) -> str:
         """Returns the state the job was in before; only 'queued' and 'active' were cancelled."""
         return str(await self._cancel(keys=[job_key(job_id)], args=[retention_seconds]))
+
+    @translate_redis_errors
+    async def compact_finished(self, older_than_seconds: float, limit: int = 500) -> int:
+        """Shrinks the event streams of jobs finished longer ago than that; returns how many."""
+        cutoff = now_ms() - int(older_than_seconds * 1000)
+        return int(await self._compact(keys=[], args=[cutoff, limit]))
 
     @translate_redis_errors
     async def usage(self, user_id: str, period: str) -> dict[str, int]:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 QUEUE = "arq:queue"
 WAKE_CHANNEL = "rs:wake"
+TO_COMPACT = "rs:to-compact"  # finished jobs whose event streams still hold every event
 
-COMMON = """
+COMMON = (
+    """
 local QUEUE = '@QUEUE@'
 local WAKE = '@WAKE@'
 -- How many jobs wait and run, per plan: kept by the scripts that move jobs between those states.
 local QUEUED, RUNNING = 'rs:queued', 'rs:running'
+local TO_COMPACT = '@TO_COMPACT@'
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -32,21 +35,13 @@ local function snapshot(job)
   local f = redis.call('HMGET', job, 'progress', 'state', 'stage')
   return {progress = tonumber(f[1]) or 0, state = f[2], stage = f[3]}
 end
--- A finished job's stream keeps only its ending (the final progress and the terminal event), in a
--- freshly built stream: trimming alone would keep the old ~4 kB node allocated for every job.
-local function compact(job)
-  local stream = events_of(job)
-  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 2)
-  redis.call('DEL', stream)
-  for i = #last, 1, -1 do
-    redis.call('XADD', stream, last[i][1], unpack(last[i][2]))
-  end
-end
+-- A finished job keeps its whole stream for a while (readers a little behind, or reconnecting,
+-- still get every event), then the sweeper compacts it (see COMPACT) to save memory.
 local function expire_finished(job, seconds)
-  compact(job)
   redis.call('DEL', job .. ':answer')
   redis.call('EXPIRE', job, seconds)
   redis.call('EXPIRE', events_of(job), seconds)
+  redis.call('ZADD', TO_COMPACT, now_ms(), job_id_of(job))
 end
 
 -- A job that stops running frees its user's slot; the user's oldest parked job (one that waited
@@ -76,4 +71,7 @@ local function release_budget(job, user)
     redis.call('HSET', job, 'budget_reserved', 0)
   end
 end
-""".replace("@QUEUE@", QUEUE).replace("@WAKE@", WAKE_CHANNEL)
+""".replace("@QUEUE@", QUEUE)
+    .replace("@WAKE@", WAKE_CHANNEL)
+    .replace("@TO_COMPACT@", TO_COMPACT)
+)

@@ -220,3 +220,29 @@ expire_finished(KEYS[1], ARGV[1])
 return state
 """
 )
+
+# ARGV: finished before this time (ms), most streams to compact in this call
+# A finished job's stream, once nobody can still be reading it live, keeps only its ending (the
+# final progress and the terminal event) in a freshly built stream: trimming alone would keep the
+# old ~4 kB node allocated, for every retained job. Returns how many were compacted.
+COMPACT = (
+    COMMON
+    + """
+local done = 0
+for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', TO_COMPACT, '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
+  local stream = 'rs:job:' .. job_id .. ':events'
+  local ttl = redis.call('PTTL', stream)
+  if ttl > 0 then
+    local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 2)
+    redis.call('DEL', stream)
+    for i = #last, 1, -1 do
+      redis.call('XADD', stream, last[i][1], unpack(last[i][2]))
+    end
+    redis.call('PEXPIRE', stream, ttl)
+    done = done + 1
+  end
+  redis.call('ZREM', TO_COMPACT, job_id)
+end
+return done
+"""
+)
