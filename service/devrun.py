@@ -60,7 +60,10 @@ def banner(base_url: str, keys: dict[str, str], settings: Settings, redis_note: 
     pro  (demo-pro):  {pro}
     free (demo-free): {free}
 
-  Try it in another terminal (README.md walks through it):
+  Open {base_url}/ in a browser and paste a key, or from another terminal:
+    REPORT_API_KEY={pro} .venv/bin/python -m service submit examples/sales.csv --follow --out report.pdf
+
+  Or with curl (README.md walks through it):
     export KEY={pro}
     curl -s -X POST {base_url}/api/inputs -H "Authorization: Bearer $KEY" \\
          -H 'Content-Type: text/csv' --data-binary @examples/sales.csv
