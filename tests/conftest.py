@@ -30,6 +30,7 @@ from service.store.keys import KeyStore
 from service.store.uploads import UploadStore
 from service.worker import provider_for, worker_options
 from tests.fake_anthropic import FakeAnthropic
+from tests.processes import ServiceProcess
 
 # Variables a developer's shell may carry that would leak into Settings() inside tests.
 _SETTINGS_ENV = [name.upper() for name in Settings.model_fields]
@@ -224,3 +225,12 @@ async def run_burst_worker(settings: Settings, deps: WorkerDeps) -> Worker:
     finally:
         await worker.close()
     return worker
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServiceProcess]]:
+    """Service subprocesses a test starts; whatever is still running at its end is killed."""
+    started: list[ServiceProcess] = []
+    yield started
+    for process in started:
+        process.stop()

@@ -8,7 +8,6 @@ import asyncio
 import io
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,14 +30,6 @@ def env(redis_url: str, tmp_path: Path, fake_anthropic: FakeAnthropic) -> dict[s
         ANTHROPIC_BASE_URL=fake_anthropic.base_url,
         WORKER_GRACE_SECONDS="10",
     )
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def new_key(env: dict[str, str], user: str, plan: str) -> str:

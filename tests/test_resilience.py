@@ -7,7 +7,6 @@ import asyncio
 import io
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,14 +34,6 @@ def env(redis_url: str, tmp_path: Path, fake_anthropic: FakeAnthropic) -> dict[s
         JOB_TIMEOUT_SECONDS=str(JOB_TIMEOUT),
         WORKER_GRACE_SECONDS="5",
     )
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 class Client:
