@@ -71,8 +71,16 @@ def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _field(name: str, labels: dict[str, str]) -> str:
-    return name + "\x1f" + orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
+Key = tuple[str, tuple[tuple[str, str], ...]]  # (name, sorted labels): cheap to build on a hot path
+
+
+def _key(name: str, labels: dict[str, str]) -> Key:
+    return name, tuple(sorted(labels.items()))
+
+
+def _field(key: Key) -> str:
+    """The Redis hash field for a key, built only when flushing."""
+    return key[0] + "\x1f" + orjson.dumps(dict(key[1])).decode()
 
 
 def parse_field(field: str) -> tuple[str, dict[str, str]]:
@@ -86,42 +94,42 @@ class MetricsBuffer:
 
     def __init__(self, instance: str | None = None) -> None:
         self.instance = instance or instance_name()
-        self._counts: dict[str, float] = defaultdict(float)
-        self._gauges: dict[str, float] = {}
+        self._counts: dict[Key, float] = defaultdict(float)
+        self._gauges: dict[Key, float] = {}
         self._task: asyncio.Task[None] | None = None
         # Read just before each flush, to refresh gauges (in-flight jobs, loop lag, subscribers).
         self.gauge_sources: list[Callable[[MetricsBuffer], None]] = []
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        self._counts[_field(name, labels)] += value
+        self._counts[_key(name, labels)] += value
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
         buckets = FAMILIES[name].buckets
         index = bisect_left(buckets, seconds)
         le = str(buckets[index]) if index < len(buckets) else "+Inf"
-        self._counts[_field(name + "_bucket", {**labels, "le": le})] += 1  # cumulated when served
-        self._counts[_field(name + "_sum", labels)] += seconds
-        self._counts[_field(name + "_count", labels)] += 1
+        self._counts[_key(name + "_bucket", {**labels, "le": le})] += 1  # cumulated when served
+        self._counts[_key(name + "_sum", labels)] += seconds
+        self._counts[_key(name + "_count", labels)] += 1
 
     def set_gauge(self, name: str, value: float, **labels: str) -> None:
-        self._gauges[_field(name, labels)] = value
+        self._gauges[_key(name, labels)] = value
 
     async def flush(self, redis: Redis) -> None:
         for source in self.gauge_sources:
             source(self)
         counts, self._counts = self._counts, defaultdict(float)
         async with redis.pipeline(transaction=False) as pipe:
-            for field, value in counts.items():
-                pipe.hincrbyfloat(COUNTERS_KEY, field, value)
+            for key, value in counts.items():
+                pipe.hincrbyfloat(COUNTERS_KEY, _field(key), value)
             if self._gauges:
-                key = GAUGES_PREFIX + self.instance
-                pipe.hset(key, mapping=self._gauges)
-                pipe.expire(key, GAUGE_TTL_SECONDS)
+                gauges_key = GAUGES_PREFIX + self.instance
+                pipe.hset(gauges_key, mapping={_field(key): value for key, value in self._gauges.items()})
+                pipe.expire(gauges_key, GAUGE_TTL_SECONDS)
             try:
                 await pipe.execute()
             except REDIS_DOWN:
-                for field, value in counts.items():  # keep them for the next flush
-                    self._counts[field] += value
+                for key, value in counts.items():  # keep them for the next flush
+                    self._counts[key] += value
                 raise
 
     def start(self, redis: Redis, every: float = FLUSH_SECONDS) -> None:
