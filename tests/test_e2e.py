@@ -165,3 +165,33 @@ async def test_sigterm_past_the_grace_hands_the_job_back_without_spending_an_att
         processes.append(successor)
         done = await wait_for_state(client, key, job_id, {"completed", "failed"})
         assert (done["state"], done["attempts"]) == ("completed", 1), successor.log()
+
+
+async def test_a_deploy_during_rendering_hands_back_and_the_model_is_not_called_again(
+    env: dict[str, str], processes: list[ServiceProcess], inputs: InputFiles, fake_anthropic: FakeAnthropic,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    parts = (f"## Part {i}\n\n" + "All figures rose. " * 120 for i in range(200))
+    long_report = "# Long report\n\n" + "\n\n".join(parts)
+    fake_anthropic.reply = lambda body: long_report  # about a second of rendering
+    env = {**env, "WORKER_GRACE_SECONDS": "0.1", "MAX_OUTPUT_TOKENS": "128000"}
+    key = new_key(env, "ivy", "pro")
+    headers = {"Authorization": f"Bearer {key}"}
+    api, url = await start_api(env, tmp_path / "logs")
+    processes.append(api)
+    worker = start_worker(env, tmp_path / "logs")
+    processes.append(worker)
+    source = inputs.add("long.csv", "a,b\n1,2\n")
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.post("/api/reports", json={"inputDataUrl": source}, headers=headers)
+        job_id = response.json()["jobId"]
+        while (await client.get(f"/api/reports/{job_id}", headers=headers)).json()["stage"] != "rendering":
+            await asyncio.sleep(0.02)
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait(10) == 0
+        assert (await wait_for_state(client, key, job_id, {"queued"}, timeout=1))["attempts"] == 0
+        successor = start_worker(env, tmp_path / "logs", name="successor")
+        processes.append(successor)
+        done = await wait_for_state(client, key, job_id, {"completed", "failed"})
+    assert (done["state"], done["attempts"]) == ("completed", 1)
+    assert fake_anthropic.call_count == 1  # the second attempt resumed from the saved answer
