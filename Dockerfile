@@ -8,12 +8,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 RUN python -m venv /venv
 # Dependencies first, in a layer of their own: code changes do not reinstall them. The runtime
-# dependencies come from pyproject.toml, pinned by requirements.lock (dev tools stay out).
-COPY requirements.lock pyproject.toml README.md ./
-RUN /venv/bin/pip install -c requirements.lock $(python -c \
-      "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))")
+# dependencies come from pyproject.toml, pinned by requirements.lock (dev tools stay out). Written to
+# a file, not spliced into the command line, where `redis[hiredis]` would be a shell glob.
+COPY requirements.lock pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt \
+ && /venv/bin/pip install -c requirements.lock -r /tmp/requirements.txt
+COPY README.md worker_settings.py ./
 COPY service ./service
-COPY worker_settings.py ./
 RUN /venv/bin/pip install --no-deps .
 
 FROM python:3.11-slim

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,9 +11,11 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from service import api_inputs, api_ops, api_reports, events, page
-from service.fanout import open_fanout
+from service.fanout import EventFanout, open_fanout
 from service.http_errors import EXCEPTION_HANDLERS
 from service.logs import configure_logging
+from service.loop_lag import LoopLagMonitor
+from service.metrics import MetricsBuffer
 from service.middleware import RequestContextMiddleware
 from service.services import open_api_services
 from service.settings import Settings
@@ -34,6 +36,18 @@ ROUTES: list[BaseRoute] = [
 ]
 
 
+def api_gauges(fanout: EventFanout, lag: LoopLagMonitor) -> Callable[[MetricsBuffer], None]:
+    """What this API process reports with every metrics flush."""
+
+    def gauges(buffer: MetricsBuffer) -> None:
+        buffer.set_gauge("sse_subscribers", fanout.subscriber_count, node=buffer.instance)
+        buffer.set_gauge(
+            "event_loop_lag_seconds", lag.summary()["p99_ms"] / 1000, process="api", node=buffer.instance
+        )
+
+    return gauges
+
+
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Starlette:
     """Builds the API. Called by uvicorn (``--factory``) with no arguments, by tests with settings."""
     settings = settings if settings is not None else Settings()
@@ -46,7 +60,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             open_api_services(settings) as services,
             open_fanout(services.redis, settings.redis_url) as fanout,
         ):
-            yield {"services": services, "fanout": fanout}
+            lag = LoopLagMonitor(report_every=settings.loop_lag_report_seconds)
+            lag.start()
+            services.metrics.gauge_sources.append(api_gauges(fanout, lag))
+            try:
+                yield {"services": services, "fanout": fanout}
+            finally:
+                await lag.stop()
 
     return Starlette(
         routes=ROUTES,

@@ -59,15 +59,16 @@ FAMILIES = {
         Family("llm_limiter_wait_seconds", "histogram", "Waiting for model capacity", ("model",), _SECONDS),
         Family("provider_errors_total", "counter", "Provider error answers", ("model", "status")),
         Family("worker_jobs_in_flight", "gauge", "Jobs a worker process is running", ("worker",)),
-        Family("sse_subscribers", "gauge", "Open event streams on an API process", ("instance",)),
-        Family("event_loop_lag_seconds", "gauge", "Event-loop lag p99, last window", ("process", "instance")),
+        Family("sse_subscribers", "gauge", "Open event streams on an API process", ("node",)),
+        Family("event_loop_lag_seconds", "gauge", "Event-loop lag p99, last window", ("process", "node")),
     )
 }
 PREFIX = "report_service_"
 
 
 def instance_name() -> str:
-    """Which process a gauge belongs to: host and pid (Fly and Railway set HOSTNAME per machine)."""
+    """Which process a gauge belongs to (its ``node`` label: Prometheus keeps ``instance`` for the
+    scrape target): host and pid (Fly and Railway set HOSTNAME per machine)."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

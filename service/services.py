@@ -46,6 +46,7 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
     redis = open_redis(settings.redis_url, fail_fast=True)
     metrics = MetricsBuffer()
     metrics.start(redis, every=settings.metrics_flush_seconds)
+    storage = storage_from(settings)
     try:
         yield ApiServices(
             settings=settings,
@@ -53,10 +54,11 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
             keys=KeyStore(redis, cache_seconds=settings.auth_cache_seconds, deadline=API_OPERATION_DEADLINE),
             jobs=JobStore(redis, deadline=API_OPERATION_DEADLINE),
             uploads=UploadStore(redis, deadline=API_OPERATION_DEADLINE),
-            storage=storage_from(settings),
+            storage=storage,
             metrics=metrics,
         )
     finally:
+        await storage.aclose()
         await metrics.stop(redis)
         await redis.aclose()
 

@@ -35,6 +35,9 @@ class Storage(Protocol):
     async def sweep(self, prefix: str, older_than_seconds: float) -> int:
         """Deletes objects under ``prefix`` older than that; returns how many went."""
 
+    async def aclose(self) -> None:
+        """Releases connections and threads, once the process is done with the store."""
+
 
 @runtime_checkable
 class DirectDownloads(Protocol):
@@ -60,6 +63,9 @@ class LocalStorage:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    async def aclose(self) -> None:
+        return None  # nothing held open
 
     async def sweep(self, prefix: str, older_than_seconds: float) -> int:
         return await asyncio.to_thread(self._sweep, self._root / check_key(prefix), older_than_seconds)

@@ -243,7 +243,6 @@ class S3Storage:
         return await self._run("sign a download link", functools.partial(self.presigned_url, key, expires_in))
 
     async def aclose(self) -> None:
-        """Lets running requests finish, then closes the pooled connections (tests; a process's store
-        otherwise lives as long as the process)."""
+        """Lets running requests finish, then closes the pooled connections."""
         await asyncio.to_thread(self._executor.shutdown, wait=True)
         self._client.close()

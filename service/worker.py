@@ -67,6 +67,7 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
         stack.push_async_callback(input_client.aclose)
         renderer = PdfRenderer(processes=1)
         storage = storage_from(settings)
+        stack.push_async_callback(storage.aclose)
         stack.callback(renderer.close)
         metrics = MetricsBuffer()
         metrics.start(redis, every=settings.metrics_flush_seconds)
@@ -114,7 +115,7 @@ def watch_worker(worker: Worker, metrics: MetricsBuffer, settings: Settings) -> 
     def gauges(buffer: MetricsBuffer) -> None:
         buffer.set_gauge("worker_jobs_in_flight", len(worker.job_tasks), worker=buffer.instance)
         p99 = lag.summary()["p99_ms"] / 1000
-        buffer.set_gauge("event_loop_lag_seconds", p99, process="worker", instance=buffer.instance)
+        buffer.set_gauge("event_loop_lag_seconds", p99, process="worker", node=buffer.instance)
 
     metrics.gauge_sources.append(gauges)
     return lag

@@ -202,6 +202,7 @@ async def worker_deps(
         stack.push_async_callback(redis_client.aclose)
         http = build_input_client(settings)
         storage = storage_from(settings)
+        stack.push_async_callback(storage.aclose)
         stack.push_async_callback(http.aclose)
         if provider is None:
             provider = await stack.enter_async_context(provider_for(settings))

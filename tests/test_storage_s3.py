@@ -23,10 +23,19 @@ from service.embedded_redis import free_port
 from service.errors import TransientJobError, Unavailable
 from service.http_errors import error_response
 from service.pdf import PdfRenderer
+from service.pipeline import RetryLater, run_report_job
 from service.settings import Settings
 from service.storage import LocalStorage, storage_from
 from service.storage_s3 import ObjectStoreUnavailable, S3Config, S3Storage
-from tests.conftest import LiveServer, bearer, create_key, make_settings, run_burst_worker, worker_deps
+from tests.conftest import (
+    InputFiles,
+    LiveServer,
+    bearer,
+    create_key,
+    make_settings,
+    run_burst_worker,
+    worker_deps,
+)
 
 KEY_ID, SECRET = "test-key", "test-secret"
 CSV = "region,revenue\nnorth,1200\nsouth,980\n"
@@ -243,6 +252,24 @@ async def test_a_report_job_keeps_input_and_pdf_in_the_bucket_and_pdf_url_downlo
     report_id = accepted.json()["reportId"]
     assert bucket_keys(s3_server, bucket) == [f"svc/inputs/{input_id}", f"svc/reports/{report_id}.pdf"]
     assert not (tmp_path / "data").exists()  # nothing went to local disk
+
+
+async def test_a_store_failure_while_storing_the_pdf_retries_the_job(
+    api: httpx.AsyncClient, settings: Settings, renderer: PdfRenderer, inputs: InputFiles
+) -> None:
+    key = bearer(await create_key(settings, "alice", "pro"))
+    accepted = await api.post(
+        "/api/reports", json={"inputDataUrl": inputs.add("sales.csv", CSV)}, headers=key
+    )
+    job_id = accepted.json()["jobId"]
+    broken = settings.model_copy(update={"s3_bucket": "no-such-bucket-here"})
+    async with worker_deps(broken, renderer) as deps:
+        with pytest.raises(RetryLater) as retry:
+            await run_report_job(deps, job_id)
+        record = await deps.jobs.get(job_id) or {}
+    assert retry.value.defer_seconds >= 5  # the store's Retry-After is the floor of the backoff
+    assert (record["state"], record["attempts"]) == ("queued", "1")
+    assert "object store refused to store an object (404 NoSuchBucket)" in record["last_error"]
 
 
 async def test_the_api_answers_503_when_the_bucket_is_missing(
