@@ -11,19 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import logging
-import math
 import re
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import uvicorn
 from starlette.applications import Starlette
@@ -31,7 +28,46 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-Body = dict[str, Any]
+from tests.fake_errors import (
+    Disconnect,
+    Failure,
+    HttpFailure,
+    StreamFailure,
+    bad_request,
+    invalid_api_key,
+    model_not_found,
+    overloaded,
+    permission_denied,
+    rate_limited,
+    request_too_large,
+    server_error,
+    tier_spend_limit_reached,
+    usage_limit_400,
+    usage_limit_429,
+)
+from tests.fake_limits import Admission, FakeLimits, ModelBuckets
+from tests.fake_wire import (
+    Body,
+    SimulatedDisconnect,
+    base_headers,
+    error_response,
+    estimate_tokens,
+    message_body,
+    prompt_text,
+    rate_limited_response,
+    sse,
+    stream_ending,
+    text_chunks,
+)
+
+# the failures, limits and token counting live in their own modules; tests import them from here
+__all__ = [
+    "Disconnect", "Failure", "FakeAnthropic", "FakeLimits", "HttpFailure", "RecordedCall", "StreamFailure",
+    "bad_request", "default_reply", "estimate_tokens", "invalid_api_key", "model_not_found", "overloaded",
+    "permission_denied", "prompt_text", "rate_limited", "request_too_large", "server_error", "sized_reply",
+    "tier_spend_limit_reached", "usage_limit_400", "usage_limit_429",
+]  # fmt: skip
+
 ReplyFn = Callable[[Body], str]
 
 MARKER_PATTERN = re.compile(r"MARKER-[A-Za-z0-9_-]+")
@@ -58,118 +94,7 @@ class RecordedCall:
         return token if scheme.lower() == "bearer" and token else None
 
 
-@dataclass(frozen=True)
-class HttpFailure:
-    """Answer the next call with an error status and the real error JSON shape."""
-
-    status: int
-    error_type: str
-    message: str
-    retry_after: str | None = None  # sent verbatim as the retry-after header
-    error_code: str | None = None  # sent as error.details.error_code, as the API does for some errors
-    reset_in: float | None = None  # marks the request limit exhausted, resetting this many seconds from now
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StreamFailure:
-    """Start a streamed answer, then send an ``error`` event after ``after_chunks`` text deltas."""
-
-    after_chunks: int = 2
-    error_type: str = "overloaded_error"
-    message: str = "Overloaded"
-
-
-@dataclass(frozen=True)
-class Disconnect:
-    """Start a streamed answer, then drop the connection after ``after_chunks`` text deltas."""
-
-    after_chunks: int = 2
-
-
-Failure = HttpFailure | StreamFailure | Disconnect
-
-
-# --- the real API's error answers ---------------------------------------------------------------
-
-
-def overloaded(retry_after: str | None = None) -> HttpFailure:
-    return HttpFailure(529, "overloaded_error", "Overloaded", retry_after=retry_after)
-
-
-def server_error() -> HttpFailure:
-    return HttpFailure(500, "api_error", "Internal server error")
-
-
-def rate_limited(retry_after: str | None = "7", reset_in: float | None = None) -> HttpFailure:
-    message = (
-        "This request would exceed the rate limit for your organization of 50,000 input tokens per "
-        "minute. For details, refer to: https://docs.claude.com/en/api/rate-limits."
-    )
-    return HttpFailure(429, "rate_limit_error", message, retry_after=retry_after, reset_in=reset_in)
-
-
-def tier_spend_limit_reached() -> HttpFailure:
-    """The usage tier's monthly cap: a 429 with no retry-after, told apart by ``error_code``."""
-    message = "Your organization has reached its monthly spend limit for its usage tier."
-    return HttpFailure(429, "rate_limit_error", message, error_code="enforced_spend_limit_reached")
-
-
-def usage_limit_429() -> HttpFailure:
-    """A spend limit reported as a bare 429 (no details), as the Claude Code workspace does."""
-    message = (
-        "You have reached your specified workspace API usage limits. You will regain access on 2026-12-01."
-    )
-    return HttpFailure(429, "rate_limit_error", message, retry_after="3600")
-
-
-def usage_limit_400() -> HttpFailure:
-    """A spend limit the organization set itself: the API answers 400 invalid_request_error."""
-    message = (
-        "You have reached your specified API usage limits. You will regain access on 2026-12-01 at 00:00 UTC."
-    )
-    return HttpFailure(400, "invalid_request_error", message)
-
-
-def invalid_api_key() -> HttpFailure:
-    return HttpFailure(401, "authentication_error", "invalid x-api-key")
-
-
-def permission_denied() -> HttpFailure:
-    message = "Your API key does not have permission to use the specified resource."
-    return HttpFailure(403, "permission_error", message)
-
-
-def model_not_found(model: str) -> HttpFailure:
-    return HttpFailure(404, "not_found_error", f"model: {model}")
-
-
-def request_too_large() -> HttpFailure:
-    return HttpFailure(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
-
-
-def bad_request(message: str = "max_tokens: Field required") -> HttpFailure:
-    return HttpFailure(400, "invalid_request_error", message)
-
-
 # --- replies ------------------------------------------------------------------------------------
-
-
-def prompt_text(body: Body) -> str:
-    """System prompt plus every text part of every message: what the API counts as input."""
-    parts: list[str] = []
-    system = body.get("system")
-    if isinstance(system, str):
-        parts.append(system)
-    elif isinstance(system, list):
-        parts.extend(str(block.get("text", "")) for block in system if isinstance(block, dict))
-    for message in body.get("messages") or []:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(str(block.get("text", "")) for block in content if isinstance(block, dict))
-    return "\n".join(parts)
 
 
 def default_reply(body: Body) -> str:
@@ -191,175 +116,15 @@ def default_reply(body: Body) -> str:
     )
 
 
-def estimate_tokens(text: str) -> int:
-    return len(text) // 4
-
-
 def sized_reply(tokens: int) -> ReplyFn:
     """A reply of about ``tokens`` output tokens (4 characters each), to size the output in benchmarks."""
     text = ("# Executive report\n\n" + "Revenue grew steadily. " * (tokens * 4 // 23 + 1))[: tokens * 4]
     return lambda body: text
 
 
-# --- rate limits, enforced as the real API does -------------------------------------------------
-
-_UNLIMITED = 10**12  # a limit left unset never binds
-
-
-@dataclass(frozen=True)
-class FakeLimits:
-    """Per-model limits, as an API tier sets them: requests, input and output tokens per minute."""
-
-    requests_per_minute: int = _UNLIMITED
-    input_tokens_per_minute: int = _UNLIMITED
-    output_tokens_per_minute: int = _UNLIMITED
-
-
-class _Bucket:
-    """One limit as the API applies it: holds a minute's worth, refills continuously, starts full."""
-
-    def __init__(self, name: str, per_minute: int, now: float) -> None:
-        self.name, self.capacity, self.level, self._updated = name, float(per_minute), float(per_minute), now
-
-    def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self._updated) * self.capacity / 60)
-        self._updated = now
-
-    def wait_for(self, amount: int) -> float:
-        # A request larger than the whole bucket goes through once the bucket is full (overdrawing
-        # it), as service.limiter assumes; otherwise such a request could never be served.
-        return max(0.0, (min(amount, self.capacity) - self.level) * 60 / self.capacity)
-
-    def headers(self, name: str | None = None) -> dict[str, str]:
-        prefix = f"anthropic-ratelimit-{name or self.name}"
-        return {
-            f"{prefix}-limit": str(int(self.capacity)),
-            f"{prefix}-remaining": str(max(0, math.floor(self.level))),
-            f"{prefix}-reset": _rfc3339((self.capacity - self.level) * 60 / self.capacity),  # full again
-        }
-
-
-class _ModelBuckets:
-    """One model's three buckets. Output is reserved from ``max_tokens`` until the answer ends."""
-
-    def __init__(self, limits: FakeLimits, now: float) -> None:
-        self.requests = _Bucket("requests", limits.requests_per_minute, now)
-        self.input = _Bucket("input-tokens", limits.input_tokens_per_minute, now)
-        self.output = _Bucket("output-tokens", limits.output_tokens_per_minute, now)
-
-    def admit(self, input_tokens: int, max_tokens: int, now: float) -> tuple[float, _Bucket]:
-        """Takes a request, its input and ``max_tokens`` when all three fit and answers a wait of 0;
-        else takes nothing and answers the wait and the bucket that binds longest."""
-        needs = ((self.requests, 1), (self.input, input_tokens), (self.output, max_tokens))
-        for bucket, _ in needs:
-            bucket.refill(now)
-        wait, binding = max(
-            ((bucket.wait_for(amount), bucket) for bucket, amount in needs), key=lambda w: w[0]
-        )
-        if wait == 0:
-            for bucket, amount in needs:
-                bucket.level -= amount
-        return wait, binding
-
-    def settle(self, reserved: int, used: int, now: float) -> None:
-        """The answer ended: the output bucket is charged what was generated instead of ``max_tokens``."""
-        self.output.refill(now)
-        self.output.level = min(self.output.capacity, self.output.level + reserved - used)
-
-    def headers(self) -> dict[str, str]:
-        # tokens-* is the most restrictive of the token limits, as the API documents it
-        tightest = min(self.input, self.output, key=lambda bucket: bucket.level / bucket.capacity)
-        return {**self.requests.headers(), **self.input.headers(), **self.output.headers(),
-                **tightest.headers("tokens")}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Admission:
-    """A call let in under the limits: its output reservation, to settle when the answer ends."""
-
-    buckets: _ModelBuckets
-    reserved: int
-    headers: dict[str, str]
-
-
-def _rate_limited_response(
-    request_id: str, wait: float, binding: _Bucket, headers: dict[str, str]
-) -> Response:
-    what = binding.name.replace("-", " ")
-    message = (
-        f"This request would exceed your organization's rate limit of {int(binding.capacity):,} {what} "
-        "per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits."
-    )
-    retry_after = str(math.ceil(wait))  # the API sends whole seconds
-    return _error_response(
-        HttpFailure(429, "rate_limit_error", message, retry_after, headers=headers), request_id
-    )
-
-
 # --- the app ------------------------------------------------------------------------------------
 
 _ids = itertools.count(1)
-
-
-class _SimulatedDisconnect(Exception):
-    """Raised inside a streamed body so uvicorn drops the connection mid-answer."""
-
-
-def _sse(event: str, data: Body) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
-
-
-def _rfc3339(seconds_from_now: float) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat().replace("+00:00", "Z")
-
-
-def _base_headers(request_id: str, exhausted_in: float | None = None) -> dict[str, str]:
-    remaining = "0" if exhausted_in is not None else "49"
-    reset = _rfc3339(exhausted_in if exhausted_in is not None else 1.0)
-    return {
-        "request-id": request_id,
-        "anthropic-organization-id": "00000000-0000-4000-8000-000000000000",
-        "anthropic-ratelimit-requests-limit": "50",
-        "anthropic-ratelimit-requests-remaining": remaining,
-        "anthropic-ratelimit-requests-reset": reset,
-        "anthropic-ratelimit-tokens-limit": "100000",
-        "anthropic-ratelimit-tokens-remaining": "99000",
-        "anthropic-ratelimit-tokens-reset": _rfc3339(0.5),
-    }
-
-
-def _error_response(failure: HttpFailure, request_id: str) -> JSONResponse:
-    error: Body = {"type": failure.error_type, "message": failure.message}
-    if failure.error_code is not None:
-        error["details"] = {"error_code": failure.error_code}
-    headers = _base_headers(request_id, failure.reset_in)
-    if failure.retry_after is not None:
-        headers["retry-after"] = failure.retry_after
-    retryable = failure.status in (408, 409, 429) or failure.status >= 500
-    headers["x-should-retry"] = "true" if retryable else "false"
-    headers.update(failure.headers)
-    body = {"type": "error", "error": error, "request_id": request_id}
-    return JSONResponse(body, status_code=failure.status, headers=headers)
-
-
-def _message(body: Body, text: str, stop_reason: str | None, msg_id: str, model: str) -> Body:
-    return {
-        "id": msg_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}] if stop_reason is not None else [],
-        "stop_reason": stop_reason,
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": estimate_tokens(prompt_text(body)),
-            "output_tokens": estimate_tokens(text) if stop_reason is not None else 1,
-        },
-    }
-
-
-def _chunks(text: str, size: int) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _validate(body: object, headers: Mapping[str, str]) -> HttpFailure | None:
@@ -381,7 +146,7 @@ class _DropDisconnectTracebacks(logging.Filter):
     """Keeps the traceback of a drop we simulate on purpose out of the test output."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], _SimulatedDisconnect))
+        return not (record.exc_info and isinstance(record.exc_info[1], SimulatedDisconnect))
 
 
 class FakeAnthropic:
@@ -418,7 +183,7 @@ class FakeAnthropic:
         self._call_total = 0
         self._failures: deque[Failure] = deque()
         self._default_limits = self._limits = limits
-        self._buckets: dict[str, _ModelBuckets] = {}
+        self._buckets: dict[str, ModelBuckets] = {}
         self._rate_limited = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -546,7 +311,7 @@ class FakeAnthropic:
             self._call_total += 1
             return self._failures.popleft() if self._failures else None
 
-    def _admit(self, body: Body, request_id: str) -> _Admission | Response | None:
+    def _admit(self, body: Body, request_id: str) -> Admission | Response | None:
         """Charges the call to its model's buckets at its start, like the API; None without limits."""
         input_tokens, max_tokens = estimate_tokens(prompt_text(body)), int(body["max_tokens"])
         with self._lock:
@@ -555,16 +320,16 @@ class FakeAnthropic:
             now = time.monotonic()
             buckets = self._buckets.get(str(body["model"]))
             if buckets is None:
-                buckets = self._buckets[str(body["model"])] = _ModelBuckets(self._limits, now)
+                buckets = self._buckets[str(body["model"])] = ModelBuckets(self._limits, now)
             wait, binding = buckets.admit(input_tokens, max_tokens, now)
             headers = buckets.headers()
             if wait > 0:
                 self._rate_limited += 1
         if wait > 0:
-            return _rate_limited_response(request_id, wait, binding, headers)
-        return _Admission(buckets, max_tokens, headers)
+            return rate_limited_response(request_id, wait, binding, headers)
+        return Admission(buckets, max_tokens, headers)
 
-    def _settle(self, admission: _Admission | None, output_tokens: int) -> None:
+    def _settle(self, admission: Admission | None, output_tokens: int) -> None:
         if admission is not None:
             with self._lock:
                 admission.buckets.settle(admission.reserved, output_tokens, time.monotonic())
@@ -580,7 +345,7 @@ class FakeAnthropic:
         problem = failure if isinstance(failure, HttpFailure) else _validate(body, headers)
         if problem is not None:
             await asyncio.sleep(self.first_byte_delay)
-            return _error_response(problem, request_id)
+            return error_response(problem, request_id)
         assert isinstance(body, dict)  # _validate checked it
         assert not isinstance(failure, HttpFailure)
         admission = self._admit(body, request_id)
@@ -590,16 +355,16 @@ class FakeAnthropic:
         text, stop_reason = self._answer(body)
         model = self.served_model or str(body["model"])
         msg_id = f"msg_fake{next(_ids):08d}"
-        answer_headers = {**_base_headers(request_id), **(admission.headers if admission else {})}
+        answer_headers = {**base_headers(request_id), **(admission.headers if admission else {})}
         if body.get("stream") is True:
             events = self._events(body, text, stop_reason, msg_id, model, failure, admission)
             answer_headers["cache-control"] = "no-cache"
             return StreamingResponse(events, media_type="text/event-stream", headers=answer_headers)
         if failure is not None:
             self._settle(admission, 0)
-            return _error_response(server_error(), request_id)
-        await asyncio.sleep(self.chunk_delay * len(_chunks(text, self.chunk_chars)))
-        answer = _message(body, text, stop_reason, msg_id, model)
+            return error_response(server_error(), request_id)
+        await asyncio.sleep(self.chunk_delay * len(text_chunks(text, self.chunk_chars)))
+        answer = message_body(body, text, stop_reason, msg_id, model)
         self._settle(admission, answer["usage"]["output_tokens"])
         return JSONResponse(answer, headers=answer_headers)
 
@@ -618,23 +383,23 @@ class FakeAnthropic:
         msg_id: str,
         model: str,
         failure: StreamFailure | Disconnect | None,
-        admission: _Admission | None,
+        admission: Admission | None,
     ) -> AsyncIterator[bytes]:
-        start = _message(body, "", None, msg_id, model)
-        yield _sse("message_start", {"type": "message_start", "message": start})
+        start = message_body(body, "", None, msg_id, model)
+        yield sse("message_start", {"type": "message_start", "message": start})
         block = {"type": "text", "text": ""}
-        yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
-        yield _sse("ping", {"type": "ping"})
+        yield sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
+        yield sse("ping", {"type": "ping"})
         sent = ""
         try:  # however the answer ends (done, failed, dropped, client gone), output is what was sent
-            for n, chunk in enumerate(_chunks(text, self.chunk_chars)):
+            for n, chunk in enumerate(text_chunks(text, self.chunk_chars)):
                 if failure is not None and n == failure.after_chunks:
                     break
                 await asyncio.sleep(self.chunk_delay)
                 delta = {"type": "text_delta", "text": chunk}
-                yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+                yield sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
                 sent += chunk
-            for event in _ending(failure, stop_reason, text):
+            for event in stream_ending(failure, stop_reason, text):
                 yield event
         finally:
             self._settle(admission, estimate_tokens(sent))
@@ -652,22 +417,6 @@ class FakeAnthropic:
 
     async def _stats_endpoint(self, request: Request) -> Response:
         return JSONResponse({"calls": self.call_count, "rate_limited": self.rate_limited_count})
-
-
-def _ending(failure: StreamFailure | Disconnect | None, stop_reason: str, text: str) -> list[bytes]:
-    """The events after the text: the scripted failure, or the normal end with the real usage."""
-    if isinstance(failure, StreamFailure):
-        error = {"type": failure.error_type, "message": failure.message}
-        return [_sse("error", {"type": "error", "error": error})]
-    if isinstance(failure, Disconnect):
-        raise _SimulatedDisconnect("connection dropped on purpose")
-    delta_end = {"stop_reason": stop_reason, "stop_sequence": None}
-    usage = {"output_tokens": estimate_tokens(text)}
-    return [
-        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _sse("message_delta", {"type": "message_delta", "delta": delta_end, "usage": usage}),
-        _sse("message_stop", {"type": "message_stop"}),
-    ]
 
 
 def _limits_from_args(args: argparse.Namespace) -> FakeLimits | None:

@@ -1,0 +1,315 @@
+"""The PDF's layout: Markdown blocks broken into lines of same-font runs and placed on A4 pages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from service import markdown as md
+from service.pdf_encoding import pdf_text
+
+PAGE_WIDTH, PAGE_HEIGHT = 595, 842  # A4 in points
+MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 56, 60, 64
+TEXT_WIDTH = PAGE_WIDTH - 2 * MARGIN_X
+OFFLINE_NOTICE = "Written offline \u2014 no language model was used"
+
+_HEADINGS = {1: (16.0, 21.0, 16.0), 2: (13.5, 18.0, 13.0), 3: (11.5, 15.0, 10.0)}  # size, leading, space
+_BULLETS = ("\u2022", "\u2013", "\u00b7")
+_TOKEN = re.compile(r"[^ ]+| +")
+
+
+@dataclass(frozen=True)
+class ReportDocument:
+    """Everything the PDF shows: the header block on page 1 and the model's Markdown below it."""
+
+    title: str
+    created_at: datetime  # timezone-aware UTC
+    model: str  # e.g. "claude-opus-4-7" or "offline"
+    markdown: str  # the model's answer
+    source: str  # short description of the input, e.g. "sales.csv (12.3 kB)"
+    offline: bool  # True: written by the offline provider, which page 1 and every footer say plainly
+
+
+@dataclass(slots=True)
+class Run:
+    x: float
+    text: str  # already pdf_text()
+    font: str
+    size: float
+    color: str
+    width: float
+
+
+@dataclass(slots=True)
+class Line:
+    """One line of the flow: runs of text, background boxes (x, y down from top, w, h, color)."""
+
+    height: float
+    baseline: float  # from the top of the line
+    runs: list[Run] = field(default_factory=list)
+    boxes: list[tuple[float, float, float, float, str]] = field(default_factory=list)
+    space_before: float = 0.0
+    keep_with_next: bool = False  # headings, table header rows and multi-line table rows
+
+
+def _font_for(span: md.Span, bold: bool) -> str:
+    if span.code:
+        return "mono"
+    if span.bold or bold:
+        return "bold_italic" if span.italic else "bold"
+    return "italic" if span.italic else "regular"
+
+
+def _spans(spans: md.Spans, bold: bool = False) -> list[tuple[str, str]]:
+    return [(span.text, _font_for(span, bold)) for span in spans]
+
+
+def _rule() -> list[Line]:
+    return [Line(14.0, 0.0, boxes=[(0.0, 7.0, TEXT_WIDTH, 0.75, "rule")], space_before=4.0)]
+
+
+class Typesetter:
+    """Lays reports out with the given font metrics: per font key ("regular", "bold", "italic", "bold_italic",
+    "mono"), glyph widths in points at size 1 by WinAnsi code; ``service.pdf`` measures them with borb."""
+
+    def __init__(self, widths: Mapping[str, tuple[float, ...]]) -> None:
+        self._widths = widths
+
+    def pages(self, document: ReportDocument) -> list[list[tuple[float, Line]]]:
+        """The front matter and the Markdown placed on pages; ``footer`` adds each page's footer."""
+        lines = self._front_matter(document)
+        for block in md.parse_markdown(document.markdown):
+            lines += self._block_lines(block)
+        return _paginate(lines)
+
+    def _text_width(self, text: str, font: str, size: float) -> float:
+        return sum(map(self._widths[font].__getitem__, text.encode("latin-1"))) * size
+
+    def _wrap(
+        self, pieces: Iterable[tuple[str, str]], size: float, width: float, color: str
+    ) -> list[list[Run]]:
+        """Break (text, font) pieces into lines of runs no wider than ``width``; x starts at 0."""
+        lines: list[list[Run]] = [[]]
+        x, pending_space = 0.0, False
+        for text, font in pieces:
+            for token in _TOKEN.findall(pdf_text(text)):
+                if token[0] == " ":
+                    pending_space = bool(lines[-1])
+                    continue
+                for part in self._split_long_word(token, font, size, width):
+                    w = self._text_width(part, font, size)
+                    last = lines[-1][-1] if lines[-1] else None
+                    space = self._text_width(" ", last.font, size) if last and pending_space else 0.0
+                    if last is not None and x + space + w > width:
+                        lines.append([])
+                        x, last, space = 0.0, None, 0.0
+                    if last is not None and space:
+                        last.text, last.width, x = last.text + " ", last.width + space, x + space
+                    if last is not None and last.font == font:
+                        last.text, last.width = last.text + part, last.width + w
+                    else:
+                        lines[-1].append(Run(x, part, font, size, color, w))
+                    x, pending_space = x + w, False
+        return lines
+
+    def _split_long_word(self, word: str, font: str, size: float, width: float) -> list[str]:
+        """A word wider than the line (a URL, a hash) is cut where it has to be."""
+        if self._text_width(word, font, size) <= width:
+            return [word]
+        parts, current, current_width = [], "", 0.0
+        for char in word:
+            char_width = self._widths[font][ord(char)] * size
+            if current and current_width + char_width > width:
+                parts.append(current)
+                current, current_width = "", 0.0
+            current, current_width = current + char, current_width + char_width
+        return [*parts, current]
+
+    def _text_lines(self, pieces: Iterable[tuple[str, str]], size: float, leading: float, *,
+                    indent: float = 0.0, color: str = "text",
+                    space_before: float = 0.0) -> list[Line]:  # fmt: skip
+        """Wrapped text as flow lines, the first one ``space_before`` below the previous block."""
+        lines = []
+        for runs in self._wrap(pieces, size, TEXT_WIDTH - indent, color):
+            for run in runs:
+                run.x += indent
+            lines.append(Line(leading, (leading + 0.7 * size) / 2, runs))
+        lines[0].space_before = space_before
+        return lines
+
+    def _heading(self, block: md.Heading) -> list[Line]:
+        size, leading, space = _HEADINGS.get(block.level, (10.5, 14.0, 9.0))
+        pieces = _spans(block.spans, bold=True)
+        lines = self._text_lines(pieces, size, leading, color="heading", space_before=space)
+        for line in lines:
+            line.keep_with_next = True  # never leave a heading alone at the bottom of a page
+        return lines
+
+    def _list(self, block: md.BulletList) -> list[Line]:
+        lines: list[Line] = []
+        for index, item in enumerate(block.items):
+            label = f"{item.number}." if item.ordered else _BULLETS[item.depth % len(_BULLETS)]
+            label_width = self._text_width(pdf_text(label), "regular", 10)
+            indent = 16.0 * item.depth + max(14.0, label_width + 5)
+            item_lines = self._text_lines(
+                _spans(item.spans), 10, 14, indent=indent, space_before=7 if index == 0 else 3
+            )
+            label_x = indent - max(14.0, label_width + 5)
+            item_lines[0].runs.insert(0, Run(label_x, pdf_text(label), "regular", 10, "text", label_width))
+            lines += item_lines
+        return lines
+
+    def _code(self, block: md.CodeBlock) -> list[Line]:
+        size, leading, pad = 8.5, 11.0, 5.0
+        mono = self._widths["mono"]
+        per_line = max(1, int((TEXT_WIDTH - 2 * pad) / (mono[ord("m")] * size)))
+        lines = []
+        for source_line in block.text.split("\n"):
+            text = pdf_text(source_line).rstrip()
+            for start in range(0, max(len(text), 1), per_line):
+                part = text[start : start + per_line]
+                run = Run(pad, part, "mono", size, "text", len(part) * mono[32] * size)
+                lines.append(Line(leading, (leading + 0.7 * size) / 2, [run] if part else []))
+        first = lines[0]
+        first.space_before, first.height, first.baseline = 8.0, leading + pad, first.baseline + pad
+        lines[-1].height += pad
+        for line in lines:
+            line.boxes.append((0.0, 0.0, TEXT_WIDTH, line.height, "code"))
+        return lines
+
+    def _quote(self, block: md.Quote) -> list[Line]:
+        lines: list[Line] = []
+        for index, spans in enumerate(block.paragraphs or ((md.Span(""),),)):
+            pieces = _spans(tuple(md.Span(s.text, s.bold, True, s.code) for s in spans))
+            space_before = 7 if index == 0 else 4
+            lines += self._text_lines(pieces, 10, 14, indent=12, color="muted", space_before=space_before)
+        for line in lines:
+            line.boxes.append((0.0, 0.0, 2.5, line.height + 0.5, "rule"))
+        return lines
+
+    def _table(self, block: md.Table) -> list[Line]:
+        size, pad = 9.0, 4.0
+        rows = [(block.header, True), *((row, False) for row in block.rows)]
+        pieces = [[_spans(cell, header) for cell in cells] for cells, header in rows]
+        widths = self._column_widths(pieces, size, pad)
+        lines: list[Line] = []
+        for cells, header in rows:
+            row = [_spans(cell, header) for cell in cells]
+            lines += self._table_row(row, header, widths, block.align, size, pad)
+        lines[0].space_before = 8.0
+        return lines
+
+    def _column_widths(self, rows: list[list[list[tuple[str, str]]]], size: float, pad: float) -> list[float]:
+        """Natural widths when they fit; otherwise narrow columns keep theirs and wide ones share the rest."""
+        natural = [2 * pad + 1.0] * len(rows[0])
+        for cells in rows:
+            for index, pieces in enumerate(cells):
+                text_width = sum(self._text_width(pdf_text(text), font, size) for text, font in pieces)
+                natural[index] = max(natural[index], text_width + 2 * pad + 1)
+        share = TEXT_WIDTH / len(natural)
+        wide = sum(width for width in natural if width > share)
+        room = TEXT_WIDTH - sum(width for width in natural if width <= share)
+        fits = sum(natural) <= TEXT_WIDTH
+        return [width if fits or width <= share else room * width / wide for width in natural]
+
+    def _table_row(self, cells: list[list[tuple[str, str]]], header: bool, widths: list[float],
+                   align: tuple[str, ...], size: float, pad: float) -> list[Line]:  # fmt: skip
+        """One table row as flow lines: the k-th line of every cell side by side, kept together."""
+        wrapped = [
+            self._wrap(pieces, size, width - 2 * pad, "text")
+            for pieces, width in zip(cells, widths, strict=True)
+        ]
+        baseline = (12.0 + 0.7 * size) / 2
+        lines = [Line(12.0, baseline, keep_with_next=True) for _ in range(max(map(len, wrapped)))]
+        x = 0.0
+        for cell_lines, width, alignment in zip(wrapped, widths, align, strict=True):
+            for line, runs in zip(lines, cell_lines, strict=False):
+                free = width - 2 * pad - (runs[-1].x + runs[-1].width if runs else 0.0)
+                shift = x + pad + {"right": free, "center": free / 2}.get(alignment, 0.0)
+                for run in runs:
+                    run.x += shift
+                line.runs += runs
+            x += width
+        lines[0].height, lines[0].baseline = lines[0].height + pad, lines[0].baseline + pad
+        lines[-1].height += pad
+        lines[-1].keep_with_next = header  # a header row stays with the first body row
+        for line in lines:
+            line.boxes += [(0.0, 0.0, x, line.height, "header")] if header else []
+        lines[-1].boxes.append((0.0, lines[-1].height - 0.5, x, 0.5, "rule"))
+        return lines
+
+    def _front_matter(self, document: ReportDocument) -> list[Line]:
+        """Title, creation date, model and source; the offline notice right below them when it applies."""
+        lines = self._text_lines([(document.title or "Report", "bold")], 20, 25, color="heading")
+        meta = {"Created": f"{utc(document.created_at):%Y-%m-%d %H:%M} UTC", "Model": document.model,
+                "Source": document.source}  # fmt: skip
+        for index, (label, value) in enumerate(meta.items()):
+            pieces = [(f"{label}: ", "bold"), (value, "regular")]
+            lines += self._text_lines(pieces, 9, 12.5, color="muted", space_before=6 if index == 0 else 0)
+        if document.offline:
+            notice = self._text_lines(
+                [(OFFLINE_NOTICE, "bold")], 11, 15, indent=8, color="warn", space_before=10
+            )
+            notice[0].height, notice[0].baseline, notice[-1].height = 20, 12.5, notice[-1].height + 5
+            for line in notice:
+                line.boxes.append((0.0, 0.0, TEXT_WIDTH, line.height, "notice"))
+            lines += notice
+        return [*lines, *_rule()]
+
+    def _block_lines(self, block: md.Block) -> list[Line]:
+        match block:
+            case md.Heading():
+                return self._heading(block)
+            case md.Paragraph():
+                return self._text_lines(_spans(block.spans), 10, 14, space_before=7)
+            case md.BulletList():
+                return self._list(block)
+            case md.CodeBlock():
+                return self._code(block)
+            case md.Quote():
+                return self._quote(block)
+            case md.Table():
+                return self._table(block)
+        return _rule()
+
+    def footer(self, document: ReportDocument, number: int, total: int) -> tuple[float, Line]:
+        """The notice (offline) or the title on the left, "Page N of M" on the right, under a thin rule."""
+        right = f"Page {number} of {total}"
+        right_width = self._text_width(right, "regular", 8)
+        font, color = ("bold", "warn") if document.offline else ("regular", "muted")
+        left = pdf_text(OFFLINE_NOTICE if document.offline else document.title)
+        if self._text_width(left, font, 8) > TEXT_WIDTH - right_width - 24:
+            while left and self._text_width(left + "...", font, 8) > TEXT_WIDTH - right_width - 24:
+                left = left[:-1]
+            left += "..."
+        runs = [
+            Run(0.0, left, font, 8, color, 0.0),
+            Run(TEXT_WIDTH - right_width, right, "regular", 8, "muted", 0.0),
+        ]
+        return MARGIN_BOTTOM - 24, Line(12.0, 9.0, runs, [(0.0, -6.0, TEXT_WIDTH, 0.5, "rule")])
+
+
+def _paginate(lines: list[Line]) -> list[list[tuple[float, Line]]]:
+    """Place lines top-down (y of each line's top); a line and what it keeps with move to the next page."""
+    top, bottom = float(PAGE_HEIGHT - MARGIN_TOP), float(MARGIN_BOTTOM)
+    chain = [line.height for line in lines]  # height of a line plus the lines it must stay with
+    for i in range(len(lines) - 2, -1, -1):
+        if lines[i].keep_with_next:
+            chain[i] += lines[i + 1].space_before + chain[i + 1]
+    pages: list[list[tuple[float, Line]]] = [[]]
+    y = top
+    for line, needed in zip(lines, chain, strict=True):
+        gap = line.space_before if pages[-1] else 0.0
+        chain_fits = needed > top - bottom or y - gap - needed >= bottom  # over-tall chains break anyway
+        if pages[-1] and (not chain_fits or y - gap - line.height < bottom):
+            pages.append([])
+            y, gap = top, 0.0
+        pages[-1].append((y - gap, line))
+        y -= gap + line.height
+    return pages
+
+
+def utc(moment: datetime) -> datetime:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
