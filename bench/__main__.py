@@ -50,8 +50,11 @@ def enqueue_section() -> str:
 Measured {machine()}.
 One uvicorn process each (httptools, uvloop), same embedded Redis, {r["connections"]} keep-alive
 connections from `bench/loadgen.py` in its own process, {r["seconds_per_run"]:g} s per run, the two
-servers alternating for {r["rounds"]} rounds. Every request carries a fresh `Idempotency-Key`; the
-service logs one JSON access line per request, as in production. Command: `python -m bench enqueue`.
+servers alternating for {r["rounds"]} rounds. Every request carries a fresh `Idempotency-Key`. Per
+request the service authenticates the key (cached), validates the body and the URL, and runs one
+Lua script that checks the user's submission rate and token budget, writes the record and arq's
+queue entry, counts the lane and publishes a wake-up; it logs one JSON access line and counts the
+request in its metrics, as in production. Command: `python -m bench enqueue`.
 
 | server | requests/s (median) | p50 ms | p99 ms | errors |
 |---|---|---|---|---|

@@ -14,7 +14,7 @@ from service import api_inputs, api_ops, api_reports, events, page
 from service.fanout import EventFanout, open_fanout
 from service.http_errors import EXCEPTION_HANDLERS
 from service.logs import configure_logging
-from service.loop_lag import LoopLagMonitor
+from service.loop_lag import LoopLagMonitor, calm_garbage_collector
 from service.metrics import MetricsBuffer
 from service.middleware import RequestContextMiddleware
 from service.services import open_api_services
@@ -62,6 +62,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         ):
             lag = LoopLagMonitor(report_every=settings.loop_lag_report_seconds)
             lag.start()
+            if configure_logs:  # a server process of its own, not a test building many apps
+                calm_garbage_collector()
             services.metrics.gauge_sources.append(api_gauges(fanout, lag))
             try:
                 yield {"services": services, "fanout": fanout}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -23,7 +22,7 @@ from service.inputs import InputSource
 from service.limiter import LlmLimiter, limits_from
 from service.llm import AnthropicProvider, Provider, build_anthropic_client
 from service.logs import configure_logging
-from service.loop_lag import LoopLagMonitor
+from service.loop_lag import LoopLagMonitor, calm_garbage_collector
 from service.metrics import MetricsBuffer
 from service.offline import OfflineProvider
 from service.pdf import PdfRenderer
@@ -119,15 +118,6 @@ def watch_worker(worker: Worker, metrics: MetricsBuffer, settings: Settings) -> 
 
     metrics.gauge_sources.append(gauges)
     return lag
-
-
-def calm_garbage_collector() -> None:
-    """Full collections walk every live object: with a thousand jobs in flight that was a 300 ms
-    pause every few seconds (measured). Objects alive after start-up (modules, borb's tables, clients)
-    are frozen out of collection, and young objects are collected less eagerly; the loop-lag monitor
-    reports full collections and their longest pause."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
