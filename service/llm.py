@@ -62,11 +62,6 @@ class Provider(Protocol):
         ...
 
 
-def estimate_tokens(text: str) -> int:
-    """The usual rough rule for English text: about four characters a token."""
-    return len(text) // CHARS_PER_TOKEN
-
-
 class ProgressThrottle:
     """Passes running token counts on at most once per ``interval``, then the final count once."""
 
