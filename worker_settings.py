@@ -3,7 +3,7 @@
 Settings are read from the environment here because this module is where the worker process starts.
 """
 
-from service.settings import Settings
-from service.worker import worker_options
+from service.core.settings import Settings
+from service.worker.options import worker_options
 
 WorkerSettings = worker_options(Settings())

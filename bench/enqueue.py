@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.settings import Settings
+from service.core.settings import Settings
+from service.dev.embedded_redis import EmbeddedRedis, free_port
 from service.store.connection import open_redis
 from service.store.keys import KeyStore
 

@@ -21,13 +21,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.streams import fake_stats
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.policies import queue_score
-from service.settings import Settings
-from service.storage import LocalStorage
+from service.core.settings import Settings
+from service.dev.embedded_redis import EmbeddedRedis, free_port
+from service.storage.local import LocalStorage
 from service.store.connection import open_redis
 from service.store.job_types import NewJob, SubmitPolicy
 from service.store.jobs import JobStore, derive_job_id
+from service.store.policies import queue_score
 from service.store.uploads import Upload, UploadStore, new_upload_id, storage_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +125,7 @@ def measure_fleet() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", appendonly=False) as redis:
         data_dir, port = Path(tmp) / "data", free_port()
         fake_url = f"http://127.0.0.1:{port}"
-        fake_command = [sys.executable, "-m", "tests.fake_anthropic", "--port", str(port),
+        fake_command = [sys.executable, "-m", "tests.fakes.anthropic", "--port", str(port),
                         "--first-byte-delay", "2", "--reply-tokens", "300", "--chunk-chars", "200",
                         "--rpm", str(RPM), "--itpm", str(ITPM), "--otpm", str(OTPM)]  # fmt: skip
         fake = subprocess.Popen(fake_command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

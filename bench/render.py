@@ -13,7 +13,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from service.pdf import ReportDocument, render_pdf
+from service.report.painter import ReportDocument, render_pdf
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English prose with Claude's tokenizer
 

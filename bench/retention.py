@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.embedded_redis import EmbeddedRedis
+from service.dev.embedded_redis import EmbeddedRedis
 from service.store.connection import open_redis
 from service.store.job_types import NewJob, Retention, StartPolicy, SubmitPolicy
 from service.store.jobs import JobStore, derive_job_id

@@ -23,7 +23,7 @@ import httpx
 import redis
 
 from bench.enqueue import mint_key, start_server
-from service.embedded_redis import EmbeddedRedis
+from service.dev.embedded_redis import EmbeddedRedis
 from service.store.connection import open_redis
 from service.store.job_types import StartPolicy
 from service.store.jobs import JobStore

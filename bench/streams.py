@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.storage import LocalStorage
+from service.dev.embedded_redis import EmbeddedRedis, free_port
+from service.storage.local import LocalStorage
 from service.store.connection import open_redis
 from service.store.job_types import NewJob, SubmitPolicy
 from service.store.jobs import JobStore, derive_job_id
@@ -90,7 +90,7 @@ def measure_streams(jobs: int = 1000, seconds: float = 30.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", appendonly=False) as redis:
         data_dir, port = Path(tmp) / "data", free_port()
         fake_url = f"http://127.0.0.1:{port}"
-        fake_command = [sys.executable, "-m", "tests.fake_anthropic", "--port", str(port),
+        fake_command = [sys.executable, "-m", "tests.fakes.anthropic", "--port", str(port),
                         "--chunk-chars", str(chunk_chars), "--chunk-delay", f"{chunk_delay:.4f}",
                         "--reply-tokens", str(reply_tokens), "--max-recorded", "10"]  # fmt: skip
         fake = subprocess.Popen(fake_command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -17,7 +17,7 @@ from arq.connections import ArqRedis, create_pool
 from arq.connections import RedisSettings as ArqRedisSettings
 
 from bench.efficiency_workers import MODEL_CALL_SECONDS
-from service.embedded_redis import EmbeddedRedis
+from service.dev.embedded_redis import EmbeddedRedis
 from service.store.connection import open_redis
 from service.store.job_types import NewJob, SubmitPolicy
 from service.store.jobs import JobStore, derive_job_id, dumps_job, loads_job

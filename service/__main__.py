@@ -1,4 +1,4 @@
-"""The command line: manage API keys, and run everything locally (`make run`)."""
+"""``python -m service``: the command line. Manage API keys, run everything locally (`make run`), submit."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from service.client_cli import add_submit_parser, run_submit
-from service.settings import Settings
+from service.client.cli import add_submit_parser, run_submit
+from service.core.settings import Settings
 from service.store.connection import open_redis
 from service.store.keys import PLANS, KeyInfo, KeyStore, check_user_id
 
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "submit":
         return run_submit(args)
     if args.command == "dev":
-        from service.devrun import run_dev  # imported late: only `make run` needs it
+        from service.dev.run import run_dev  # imported late: only `make run` needs it
 
         return run_dev()
     try:
@@ -76,3 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a CLI answers with one clear line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,15 +10,19 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from service import api_inputs, api_ops, api_reports, events, page
-from service.fanout import EventFanout, open_fanout
-from service.http_errors import EXCEPTION_HANDLERS
-from service.logs import configure_logging
-from service.loop_lag import LoopLagMonitor, calm_garbage_collector
-from service.metrics import MetricsBuffer
-from service.middleware import RequestContextMiddleware
-from service.services import open_api_services
-from service.settings import Settings
+from service.api import ops as api_ops
+from service.api import page
+from service.api import reports as api_reports
+from service.api import uploads as api_inputs
+from service.api.errors import EXCEPTION_HANDLERS
+from service.api.events import endpoint as events
+from service.api.events.fanout import EventFanout, open_fanout
+from service.api.middleware import RequestContextMiddleware
+from service.api.resources import open_api_services
+from service.core.settings import Settings
+from service.telemetry.logs import configure_logging
+from service.telemetry.loop_lag import LoopLagMonitor, calm_garbage_collector
+from service.telemetry.metrics import MetricsBuffer
 
 # Hottest first: Starlette tries routes in order.
 ROUTES: list[BaseRoute] = [

@@ -15,22 +15,22 @@ import uvicorn
 from arq.worker import Worker
 
 from service.app import create_app
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.fetch import InputFetcher, build_input_client
-from service.inputs import InputSource
-from service.limiter import LlmLimiter, limits_from
-from service.llm import Provider
-from service.pdf import PdfRenderer
-from service.pipeline import WorkerDeps
-from service.settings import Settings
-from service.storage import storage_from
+from service.core.settings import Settings
+from service.dev.embedded_redis import EmbeddedRedis, free_port
+from service.inputs.fetch import InputFetcher, build_input_client
+from service.inputs.source import InputSource
+from service.providers.anthropic.provider import Provider
+from service.report.painter import PdfRenderer
+from service.storage.local import storage_from
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
+from service.store.limiter import LlmLimiter, limits_from
 from service.store.uploads import UploadStore
-from service.worker import provider_for, worker_options
-from tests.fake_anthropic import FakeAnthropic
-from tests.processes import ServiceProcess
+from service.worker.options import provider_for, worker_options
+from service.worker.pipeline import WorkerDeps
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.processes import ServiceProcess
 
 # Variables a developer's shell may carry that would leak into Settings() inside tests.
 _SETTINGS_ENV = [name.upper() for name in Settings.model_fields]

@@ -14,7 +14,7 @@ import pytest
 from starlette.routing import Route
 
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

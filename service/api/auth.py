@@ -6,10 +6,10 @@ import time
 
 from starlette.requests import Request
 
-from service.errors import Unauthorized
-from service.services import ApiServices
+from service.api.resources import ApiServices
+from service.api.tokens import sign_events_token, verify_events_token
+from service.core.errors import Unauthorized
 from service.store.keys import Caller
-from service.tokens import sign_events_token, verify_events_token
 
 
 def bearer_key(request: Request) -> str | None:

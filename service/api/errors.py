@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
-from service.errors import ApiError, NotFound
-from service.responses import JSONResponse
+from service.api.responses import JSONResponse
+from service.core.errors import ApiError, NotFound
 
 log = structlog.get_logger(__name__)
 

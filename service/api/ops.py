@@ -9,13 +9,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.auth import bearer_key, require_caller
-from service.errors import NotFound, Unauthorized, Unavailable
-from service.metrics_export import render
-from service.policies import budget_of, budget_period
-from service.responses import JSONResponse
-from service.services import services
+from service.api.auth import bearer_key, require_caller
+from service.api.resources import services
+from service.api.responses import JSONResponse
+from service.core.errors import NotFound, Unauthorized, Unavailable
 from service.store.connection import API_OPERATION_DEADLINE, REDIS_DOWN, UNAVAILABLE_RETRY_AFTER
+from service.store.policies import budget_of, budget_period
+from service.telemetry.export import render
 
 
 async def healthz(request: Request) -> Response:

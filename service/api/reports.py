@@ -9,20 +9,27 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.auth import events_token, require_caller
-from service.clock import now_ms
-from service.errors import BadRequest, BudgetExceeded, Conflict, IdempotencyKeyMismatch, NotFound, RateLimited
-from service.fetch import check_input_url
-from service.payloads import ReportCreate, parse, read_json
-from service.policies import queue_score, submit_policy
-from service.responses import JSONResponse
-from service.services import ApiServices, services
-from service.storage import DirectDownloads
+from service.api.auth import events_token, require_caller
+from service.api.bodies import ReportCreate, parse, read_json
+from service.api.resources import ApiServices, services
+from service.api.responses import JSONResponse
+from service.core.clock import now_ms
+from service.core.errors import (
+    BadRequest,
+    BudgetExceeded,
+    Conflict,
+    IdempotencyKeyMismatch,
+    NotFound,
+    RateLimited,
+)
+from service.inputs.fetch import check_input_url
+from service.storage.local import DirectDownloads
 from service.store.job_types import NewJob, SubmitOutcome
 from service.store.jobs import derive_job_id, fingerprint
 from service.store.keys import Caller
+from service.store.policies import queue_score, submit_policy
 from service.store.uploads import UPLOAD_SCHEME, upload_id_from_url
-from service.views import report_paths, status_view
+from service.store.views import report_paths, status_view
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 

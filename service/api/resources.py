@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from starlette.requests import Request
 
-from service.metrics import MetricsBuffer
-from service.settings import Settings
-from service.storage import Storage, storage_from
+from service.core.settings import Settings
+from service.storage.local import Storage, storage_from
 from service.store.connection import API_OPERATION_DEADLINE, open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
 from service.store.secrets import shared_signing_secret
 from service.store.uploads import UploadStore
+from service.telemetry.metrics import MetricsBuffer
 
 
 @dataclass

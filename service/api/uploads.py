@@ -7,13 +7,13 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import input_text
-from service.auth import require_caller
-from service.clock import iso_from_ms, now_ms
-from service.errors import BadRequest, InputRejected
-from service.payloads import read_body, require_media_type
-from service.responses import JSONResponse
-from service.services import services
+from service.api.auth import require_caller
+from service.api.bodies import read_body, require_media_type
+from service.api.resources import services
+from service.api.responses import JSONResponse
+from service.core.clock import iso_from_ms, now_ms
+from service.core.errors import BadRequest, InputRejected
+from service.inputs import text as input_text
 from service.store.uploads import Upload, new_upload_id, storage_key
 
 UPLOAD_TYPES = ("text/csv", "text/plain", "application/json")

@@ -15,7 +15,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from service.sse_client import TERMINAL_EVENTS, SseEvent, StreamRefused, follow
+from service.client.sse import TERMINAL_EVENTS, SseEvent, StreamRefused, follow
 
 DEFAULT_API = "http://127.0.0.1:8000"
 REMOTE_SCHEMES = ("http://", "https://", "input://")

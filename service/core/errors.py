@@ -22,7 +22,7 @@
 
 Vendor errors (httpx, anthropic, redis, borb) are translated into these inside the one adapter
 module that talks to that vendor, so nothing above the adapters ever sees a vendor exception.
-The API turns ``ApiError`` into the contract's JSON in one place (``service.http_errors``).
+The API turns ``ApiError`` into the contract's JSON in one place (``service.api.errors``).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from service.embedded_redis import EmbeddedRedis
-from service.settings import Settings
+from service.core.settings import Settings
+from service.dev.embedded_redis import EmbeddedRedis
 from service.store.connection import open_redis
 from service.store.keys import KeyStore
 

@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from service import input_text
-from service.errors import InputRejected, InputUnavailable
-from service.netguard import (
+from service.core.errors import InputRejected, InputUnavailable
+from service.core.settings import Settings
+from service.inputs import text as input_text
+from service.inputs.guard import (
     AddressPolicy,
     AddressRefused,
     GuardedBackend,
@@ -25,7 +26,6 @@ from service.netguard import (
     Resolver,
     literal_address,
 )
-from service.settings import Settings
 
 MAX_URL_LENGTH = 2048
 USER_AGENT = "report-service/0.1 (input fetcher)"

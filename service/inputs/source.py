@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from service import input_text
-from service.errors import InputRejected
-from service.fetch import FetchedInput, InputFetcher
-from service.storage import Storage
+from service.core.errors import InputRejected
+from service.inputs import text as input_text
+from service.inputs.fetch import FetchedInput, InputFetcher
+from service.storage.local import Storage
 from service.store.uploads import UploadStore, storage_key, upload_id_from_url
 
 

@@ -7,7 +7,7 @@ import json
 import re
 import zlib
 
-from service.errors import InputRejected
+from service.core.errors import InputRejected
 
 CSV, JSON, PLAIN = "text/csv", "application/json", "text/plain"
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from service import markdown as md
-from service.pdf_encoding import pdf_text
+from service.report import markdown as md
+from service.report.encoding import pdf_text
 
 PAGE_WIDTH, PAGE_HEIGHT = 595, 842  # A4 in points
 MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 56, 60, 64
@@ -71,8 +71,9 @@ def _rule() -> list[Line]:
 
 
 class Typesetter:
-    """Lays reports out with the given font metrics: per font key ("regular", "bold", "italic", "bold_italic",
-    "mono"), glyph widths in points at size 1 by WinAnsi code; ``service.pdf`` measures them with borb."""
+    """Lays reports out with the given font metrics: per font key ("regular", "bold", "italic",
+    "bold_italic", "mono"), glyph widths in points at size 1 by WinAnsi code; ``service.report.painter``
+    measures them with borb."""
 
     def __init__(self, widths: Mapping[str, tuple[float, ...]]) -> None:
         self._widths = widths

@@ -2,10 +2,10 @@
 
 borb 3 lays out one element at a time and can neither split an element over pages nor shrink one that is
 too wide (it asserts), and its paragraphs paint one borb ``Chunk`` per word. So we break lines and
-paginate ourselves (``service.pdf_layout``) and hand borb one ``Chunk`` per same-font run of a line: every
+paginate ourselves (``service.report.layout``) and hand borb one ``Chunk`` per same-font run of a line: every
 line fits by construction, long reports flow over pages, and a 4,000-token report renders in ~35 ms instead
 of ~290 ms (``python -m bench.render``). Text is encoded for the standard fonts' WinAnsi encoding (cp1252,
-``service.pdf_encoding``): curly quotes, dashes and bullets survive, other characters are transliterated or
+``service.report.encoding``): curly quotes, dashes and bullets survive, other characters are transliterated or
 become '?', so rendering never fails on what a model writes.
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 from borb.pdf import Chunk, Document, HexColor, LayoutElement, Page, Standard14Fonts
 from borb.pdf.visitor.write_new.facade_visitor import FacadeVisitor
 
-from service.errors import PermanentJobError, TransientJobError
-from service.pdf_encoding import pdf_text
-from service.pdf_layout import (
+from service.core.errors import PermanentJobError, TransientJobError
+from service.report.encoding import pdf_text
+from service.report.layout import (
     MARGIN_TOP,
     MARGIN_X,
     PAGE_HEIGHT,

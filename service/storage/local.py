@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from service.core.settings import Settings
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,3}$")
 
@@ -109,7 +109,7 @@ class LocalStorage:
 def storage_from(settings: Settings) -> Storage:
     """The object store when ``S3_BUCKET`` is set (hosts share nothing else), else a local directory."""
     if settings.s3_bucket:
-        from service.storage_s3 import S3Storage  # boto3 costs ~0.2 s to import: only when it is used
+        from service.storage.s3 import S3Storage  # boto3 costs ~0.2 s to import: only when it is used
 
         return S3Storage.from_settings(settings)
     return LocalStorage(settings.storage_root)

@@ -26,9 +26,9 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from service.errors import TransientJobError, Unavailable
-from service.settings import Settings
-from service.storage import check_key
+from service.core.errors import TransientJobError, Unavailable
+from service.core.settings import Settings
+from service.storage.local import check_key
 
 log = structlog.get_logger(__name__)
 

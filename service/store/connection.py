@@ -14,7 +14,7 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.errors import Unavailable
+from service.core.errors import Unavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")

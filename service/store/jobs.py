@@ -13,7 +13,7 @@ from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from service.clock import now_ms
+from service.core.clock import now_ms
 from service.store import scripts
 from service.store.connection import RedisStore, translate_redis_errors
 from service.store.job_types import (

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from service.clock import iso_from_ms, now_ms
+from service.core.clock import iso_from_ms, now_ms
 from service.store.connection import RedisStore, translate_redis_errors
 
 PLANS = ("free", "pro")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from service.settings import Settings
+from service.core.settings import Settings
 from service.store import limiter_scripts
 from service.store.connection import RedisStore, translate_redis_errors
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from service.settings import Settings
+from service.core.settings import Settings
 from service.store.job_types import Retention, StartPolicy, SubmitPolicy
 
 # After an attempt times out at JOB_TIMEOUT_SECONDS the worker needs a moment to record it; a slot

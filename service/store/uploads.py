@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from service.clock import now_ms
+from service.core.clock import now_ms
 from service.store.connection import RedisStore, translate_redis_errors
 
 UPLOAD_SCHEME = "input://"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from service.clock import iso_from_ms
+from service.core.clock import iso_from_ms
 
 
 def _ms(record: dict[str, str], field: str) -> int | None:

@@ -17,8 +17,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
-from service.metrics import COUNTERS_KEY, FAMILIES, GAUGES_PREFIX, PREFIX, parse_field
 from service.store.lua import QUEUE
+from service.telemetry.metrics import COUNTERS_KEY, FAMILIES, GAUGES_PREFIX, PREFIX, parse_field
 
 Labels = tuple[tuple[str, str], ...]
 

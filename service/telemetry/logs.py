@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import structlog
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 # Field names that must never reach a log line, whatever a caller binds by mistake.
 _REDACTED_FIELDS = frozenset({"api_key", "authorization", "token", "input_text", "prompt", "secret"})

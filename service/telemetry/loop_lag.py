@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-log = structlog.get_logger("service.loop_lag")
+log = structlog.get_logger("service.telemetry.loop_lag")
 
 
 class LoopLagMonitor:

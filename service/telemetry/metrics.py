@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from service.store.connection import REDIS_DOWN
 
-log = structlog.get_logger("service.metrics")
+log = structlog.get_logger("service.telemetry.metrics")
 
 COUNTERS_KEY = "rs:metrics:counters"
 GAUGES_PREFIX = "rs:metrics:gauges:"

@@ -8,12 +8,18 @@ import time
 
 import structlog
 
-from service.errors import ProviderRejected, ProviderUnavailable
-from service.limiter import Grant, LlmLimiter
-from service.llm import OutputProgress, Provider, ReportAnswer, ReportRequest, request_input_tokens
-from service.metrics import MetricsBuffer
+from service.core.errors import ProviderRejected, ProviderUnavailable
+from service.providers.anthropic.provider import (
+    OutputProgress,
+    Provider,
+    ReportAnswer,
+    ReportRequest,
+    request_input_tokens,
+)
+from service.store.limiter import Grant, LlmLimiter
+from service.telemetry.metrics import MetricsBuffer
 
-log = structlog.get_logger("service.capacity")
+log = structlog.get_logger("service.worker.capacity")
 
 # Waits up to this long are slept through in place; longer ones hand the job back to the queue
 # (no attempt spent) so it does not hold a worker slot while the provider's minute refills.

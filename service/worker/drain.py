@@ -17,9 +17,9 @@ import time
 import structlog
 from arq.worker import Worker
 
-from service.worker_loop import running_worker
+from service.worker.poll_loop import running_worker
 
-log = structlog.get_logger("service.drain")
+log = structlog.get_logger("service.worker.drain")
 
 
 def install_drain(grace_seconds: float) -> None:

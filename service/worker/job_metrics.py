@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 
-from service.metrics import MetricsBuffer
-from service.pricing import cost_usd
+from service.telemetry.metrics import MetricsBuffer
+from service.telemetry.pricing import cost_usd
 
 # The plan of the job this task is running: jobs run in tasks of their own, so it cannot leak.
 _plan: ContextVar[str] = ContextVar("job_plan", default="")

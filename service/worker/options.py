@@ -16,26 +16,26 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.drain import install_drain
-from service.fetch import InputFetcher, build_input_client
-from service.inputs import InputSource
-from service.limiter import LlmLimiter, limits_from
-from service.llm import AnthropicProvider, Provider, build_anthropic_client
-from service.logs import configure_logging
-from service.loop_lag import LoopLagMonitor, calm_garbage_collector
-from service.metrics import MetricsBuffer
-from service.offline import OfflineProvider
-from service.pdf import PdfRenderer
-from service.pipeline import RetryLater, WorkerDeps, run_report_job
-from service.policies import LEASE_MARGIN_SECONDS
-from service.settings import Settings
-from service.storage import storage_from
+from service.core.settings import Settings
+from service.inputs.fetch import InputFetcher, build_input_client
+from service.inputs.source import InputSource
+from service.providers.anthropic.provider import AnthropicProvider, Provider, build_anthropic_client
+from service.providers.offline.provider import OfflineProvider
+from service.report.painter import PdfRenderer
+from service.storage.local import storage_from
 from service.store.connection import open_redis
 from service.store.jobs import JobStore, dumps_job, loads_job
+from service.store.limiter import LlmLimiter, limits_from
+from service.store.policies import LEASE_MARGIN_SECONDS
 from service.store.uploads import UploadStore
-from service.worker_loop import WakeSignal, drive_poll_loop, running_worker
+from service.telemetry.logs import configure_logging
+from service.telemetry.loop_lag import LoopLagMonitor, calm_garbage_collector
+from service.telemetry.metrics import MetricsBuffer
+from service.worker.drain import install_drain
+from service.worker.pipeline import RetryLater, WorkerDeps, run_report_job
+from service.worker.poll_loop import WakeSignal, drive_poll_loop, running_worker
 
-log = structlog.get_logger("service.worker")
+log = structlog.get_logger("service.worker.options")
 
 # arq's own timeout is a backstop only: our pipeline times itself out first (and retries),
 # and needs a moment after that to record the outcome.
@@ -195,7 +195,7 @@ def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
         "keep_result": 0,
         "allow_abort_jobs": True,
         "handle_signals": False,
-        "poll_delay": 0,  # the wait between polls is ours: see service.worker_loop
+        "poll_delay": 0,  # the wait between polls is ours: see service.worker.poll_loop
         "job_serializer": dumps_job,
         "job_deserializer": loads_job,
     }

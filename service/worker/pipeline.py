@@ -1,7 +1,7 @@
 """One report job, start to finish: fetch, summarise, render, store — resumable from its checkpoint.
 
 Plain async functions over injected dependencies: testable without an arq Worker. The arq glue in
-``service.worker`` turns ``RetryLater`` into arq's ``Retry``.
+``service.worker.options`` turns ``RetryLater`` into arq's ``Retry``.
 """
 
 from __future__ import annotations
@@ -17,23 +17,23 @@ from typing import Any
 
 import structlog
 
-from service.capacity import DEFAULT_PAUSE_S, CapacityWait, call_model, is_throttle
-from service.errors import PermanentJobError, TransientJobError, Unavailable
-from service.input_text import human_size
-from service.inputs import InputSource
-from service.job_metrics import job_finished, job_retried, job_started, model_billed
-from service.limiter import LlmLimiter
-from service.llm import Provider, ReportRequest
-from service.metrics import MetricsBuffer
-from service.pdf import PdfRenderer, ReportDocument
-from service.policies import budget_period, retention, start_policy
-from service.retry import backoff_seconds
-from service.settings import Settings
-from service.storage import Storage
+from service.core.errors import PermanentJobError, TransientJobError, Unavailable
+from service.core.retry import backoff_seconds
+from service.core.settings import Settings
+from service.inputs.source import InputSource
+from service.inputs.text import human_size
+from service.providers.anthropic.provider import Provider, ReportRequest
+from service.report.painter import PdfRenderer, ReportDocument
+from service.storage.local import Storage
 from service.store.job_types import Checkpoint
 from service.store.jobs import JobStore
+from service.store.limiter import LlmLimiter
+from service.store.policies import budget_period, retention, start_policy
+from service.telemetry.metrics import MetricsBuffer
+from service.worker.capacity import DEFAULT_PAUSE_S, CapacityWait, call_model, is_throttle
+from service.worker.job_metrics import job_finished, job_retried, job_started, model_billed
 
-log = structlog.get_logger("service.pipeline")
+log = structlog.get_logger("service.worker.pipeline")
 
 STAGE_PROGRESS = {"fetching": 10, "summarizing": 30, "rendering": 70, "storing": 90, "done": 100}
 # Output tokens at which summarising progress is halfway from 30 to 70 (it only approaches 70).

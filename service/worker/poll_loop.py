@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from service.store.connection import REDIS_DOWN, open_redis
 from service.store.lua import WAKE_CHANNEL
 
-log = structlog.get_logger("service.worker_loop")
+log = structlog.get_logger("service.worker.poll_loop")
 
 
 def running_worker() -> Worker:

@@ -13,11 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, async_playwright
 
-from service.pdf import PdfRenderer
-from service.settings import Settings
+from service.core.settings import Settings
+from service.report.painter import PdfRenderer
 from service.store.jobs import JobStore
+from tests.api.events.support import LiveApi, fail, live_api, start, work_off_the_queue
 from tests.conftest import create_key
-from tests.sse_support import LiveApi, fail, live_api, start, work_off_the_queue
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.conftest import bearer, create_key
 
 URL = "https://example.com/data/sales.csv"

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from pypdf import PdfReader
 
-from service.offline import OfflineProvider
-from service.pdf import PdfRenderer
-from service.settings import Settings
+from service.core.settings import Settings
+from service.providers.offline.provider import OfflineProvider
+from service.report.painter import PdfRenderer
 from tests.conftest import bearer, create_key, run_burst_worker, worker_deps
 
 

@@ -13,13 +13,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from service.pdf import PdfRenderer
-from service.settings import Settings
-from service.sse_client import SseEvent, follow
+from service.client.sse import SseEvent, follow
+from service.core.settings import Settings
+from service.report.painter import PdfRenderer
 from service.store.jobs import JobStore
+from tests.api.events.support import complete, ids, live_api, start, work_off_the_queue
 from tests.conftest import InputFiles, bearer, create_key
-from tests.processes import ROOT
-from tests.sse_support import complete, ids, live_api, start, work_off_the_queue
+from tests.fakes.processes import ROOT
 
 CSV = "region,revenue,units\nnorth,1200.50,10\nsouth,980.25,8\n"
 

@@ -15,8 +15,15 @@ import pytest
 from pypdf import PdfReader
 
 from tests.conftest import InputFiles
-from tests.fake_anthropic import FakeAnthropic
-from tests.processes import ServiceProcess, cli, service_env, start_api, start_worker, wait_for_worker_ready
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.processes import (
+    ServiceProcess,
+    cli,
+    service_env,
+    start_api,
+    start_worker,
+    wait_for_worker_ready,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import InputFiles
-from tests.fake_anthropic import FakeAnthropic, FakeLimits
-from tests.processes import ServiceProcess, cli, service_env, start_api, start_worker
+from tests.fakes.anthropic import FakeAnthropic, FakeLimits
+from tests.fakes.processes import ServiceProcess, cli, service_env, start_api, start_worker
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,17 @@ import pytest
 import redis.asyncio as aioredis
 from pypdf import PdfReader
 
-from service.embedded_redis import EmbeddedRedis
+from service.dev.embedded_redis import EmbeddedRedis
 from tests.conftest import InputFiles
-from tests.fake_anthropic import FakeAnthropic
-from tests.processes import ServiceProcess, cli, service_env, start_api, start_worker, wait_for_worker_ready
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.processes import (
+    ServiceProcess,
+    cli,
+    service_env,
+    start_api,
+    start_worker,
+    wait_for_worker_ready,
+)
 
 pytestmark = pytest.mark.slow
 

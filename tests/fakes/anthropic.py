@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fake_errors import (
+from tests.fakes.anthropic_errors import (
     Disconnect,
     Failure,
     HttpFailure,
@@ -45,8 +45,8 @@ from tests.fake_errors import (
     usage_limit_400,
     usage_limit_429,
 )
-from tests.fake_limits import Admission, FakeLimits, ModelBuckets
-from tests.fake_wire import (
+from tests.fakes.anthropic_limits import Admission, FakeLimits, ModelBuckets
+from tests.fakes.anthropic_wire import (
     Body,
     SimulatedDisconnect,
     base_headers,
@@ -427,7 +427,7 @@ def _limits_from_args(args: argparse.Namespace) -> FakeLimits | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.fake_anthropic --port N``: serve until interrupted (for benchmarks)."""
+    """``python -m tests.fakes.anthropic --port N``: serve until interrupted (for benchmarks)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

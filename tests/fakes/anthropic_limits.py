@@ -30,7 +30,7 @@ class Bucket:
 
     def wait_for(self, amount: int) -> float:
         # A request larger than the whole bucket goes through once the bucket is full (overdrawing
-        # it), as service.limiter assumes; otherwise such a request could never be served.
+        # it), as service.store.limiter assumes; otherwise such a request could never be served.
         return max(0.0, (min(amount, self.capacity) - self.level) * 60 / self.capacity)
 
     def headers(self, name: str | None = None) -> dict[str, str]:

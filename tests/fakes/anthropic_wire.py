@@ -8,8 +8,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from tests.fake_errors import Disconnect, HttpFailure, StreamFailure
-from tests.fake_limits import Bucket, rfc3339
+from tests.fakes.anthropic_errors import Disconnect, HttpFailure, StreamFailure
+from tests.fakes.anthropic_limits import Bucket, rfc3339
 
 Body = dict[str, Any]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from service.embedded_redis import free_port
+from service.dev.embedded_redis import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def service_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:

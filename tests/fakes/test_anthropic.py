@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from service.errors import ProviderUnavailable
-from service.llm import AnthropicProvider, ReportRequest, build_anthropic_client
-from service.settings import Settings
-from tests.fake_anthropic import FakeAnthropic, FakeLimits, estimate_tokens, prompt_text
+from service.core.errors import ProviderUnavailable
+from service.core.settings import Settings
+from service.providers.anthropic.provider import AnthropicProvider, ReportRequest, build_anthropic_client
+from tests.fakes.anthropic import FakeAnthropic, FakeLimits, estimate_tokens, prompt_text
 
 API_KEY = "sk-ant-test-fake-limits"
 MODEL = "claude-test"
@@ -206,7 +206,7 @@ def test_the_counted_input_is_the_prompt_text() -> None:
 
 
 def test_the_command_line_serves_with_limits() -> None:
-    command = [sys.executable, "-m", "tests.fake_anthropic", "--rpm", "1", "--reply-tokens", "50"]
+    command = [sys.executable, "-m", "tests.fakes.anthropic", "--rpm", "1", "--reply-tokens", "50"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None

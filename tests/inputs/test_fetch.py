@@ -13,11 +13,11 @@ from urllib.parse import quote
 
 import pytest
 
-from service.errors import InputRejected, InputUnavailable
-from service.fetch import FetchedInput, InputFetcher, build_input_client
-from service.netguard import AddressPolicy, HostNotFound, IPAddress, ResolutionFailed, Resolver
-from service.settings import Settings
-from tests.fetch_server import CAP, Servers, gzip_bomb, running_servers
+from service.core.errors import InputRejected, InputUnavailable
+from service.core.settings import Settings
+from service.inputs.fetch import FetchedInput, InputFetcher, build_input_client
+from service.inputs.guard import AddressPolicy, HostNotFound, IPAddress, ResolutionFailed, Resolver
+from tests.fakes.input_server import CAP, Servers, gzip_bomb, running_servers
 
 ONLY_LOOPBACK = AddressPolicy(extra_allowed=frozenset({ip_address("127.0.0.1")}))  # the test server alone
 

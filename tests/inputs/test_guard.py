@@ -6,8 +6,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from service.fetch import check_input_url
-from service.netguard import AddressPolicy, is_public_address, literal_address, system_resolve
+from service.inputs.fetch import check_input_url
+from service.inputs.guard import AddressPolicy, is_public_address, literal_address, system_resolve
 
 PUBLIC = [
     "8.8.8.8",

@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 
-from service.errors import ProviderRejected, ProviderUnavailable
-from service.llm import (
+from service.core.errors import ProviderRejected, ProviderUnavailable
+from service.core.settings import Settings
+from service.providers.anthropic.provider import (
     AnthropicProvider,
     ProgressThrottle,
     ReportRequest,
     build_anthropic_client,
     retry_after_seconds,
 )
-from service.llm_prompt import (
+from service.providers.prompt import (
     INPUT_BUDGET_CHARS,
     SYSTEM_PROMPT,
     build_user_message,
@@ -27,9 +28,8 @@ from service.llm_prompt import (
     safe_name,
     truncate_input,
 )
-from service.settings import Settings
-from tests import fake_anthropic as fa
-from tests.fake_anthropic import FakeAnthropic, prompt_text
+from tests.fakes import anthropic as fa
+from tests.fakes.anthropic import FakeAnthropic, prompt_text
 
 API_KEY = "sk-test-0123456789abcdef"
 MODEL = "claude-haiku-4-5-20251001"

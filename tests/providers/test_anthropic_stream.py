@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from service.llm_stream import StreamedAnswer
+from service.providers.anthropic.stream import StreamedAnswer
 
 
 def feed(answer: StreamedAnswer, event: str, body: object) -> None:

@@ -11,13 +11,18 @@ from typing import Any
 
 import pytest
 
-from service.llm import ReportRequest
-from service.offline import OFFLINE_NOTICE, OfflineProvider, detect_format, render_offline_report
-from service.offline_columns import profile_column
-from service.offline_common import fmt_number, inline, parse_number
-from service.offline_csv import summarize_csv
-from service.offline_json import outline, summarize_json
-from service.offline_text import text_stats
+from service.providers.anthropic.provider import ReportRequest
+from service.providers.offline.columns import profile_column
+from service.providers.offline.common import fmt_number, inline, parse_number
+from service.providers.offline.csv_summary import summarize_csv
+from service.providers.offline.json_summary import outline, summarize_json
+from service.providers.offline.provider import (
+    OFFLINE_NOTICE,
+    OfflineProvider,
+    detect_format,
+    render_offline_report,
+)
+from service.providers.offline.text_summary import text_stats
 
 SALES = """region,units,price,date,active,comment
 North,10,2.50,2024-01-01,yes,first

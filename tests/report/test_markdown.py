@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.markdown import (
+from service.report.markdown import (
     BulletList,
     CodeBlock,
     Heading,

@@ -16,10 +16,10 @@ from typing import Any, cast
 import pytest
 from pypdf import PdfReader
 
-import service.pdf as pdf_module
+import service.report.painter as pdf_module
 from bench.render import sample_document, sample_report_markdown
-from service.errors import PermanentJobError, TransientJobError
-from service.pdf import PdfRenderer, ReportDocument, pdf_text, render_pdf
+from service.core.errors import PermanentJobError, TransientJobError
+from service.report.painter import PdfRenderer, ReportDocument, pdf_text, render_pdf
 
 REPORT = """# Quarterly review
 

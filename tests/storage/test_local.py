@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.storage import LocalStorage
+from service.storage.local import LocalStorage
 
 
 async def test_put_then_get_round_trips_and_leaves_no_temporary_files(tmp_path: Path) -> None:

@@ -18,15 +18,15 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from service.api.errors import error_response
 from service.app import create_app
-from service.embedded_redis import free_port
-from service.errors import TransientJobError, Unavailable
-from service.http_errors import error_response
-from service.pdf import PdfRenderer
-from service.pipeline import RetryLater, run_report_job
-from service.settings import Settings
-from service.storage import LocalStorage, storage_from
-from service.storage_s3 import ObjectStoreUnavailable, S3Config, S3Storage
+from service.core.errors import TransientJobError, Unavailable
+from service.core.settings import Settings
+from service.dev.embedded_redis import free_port
+from service.report.painter import PdfRenderer
+from service.storage.local import LocalStorage, storage_from
+from service.storage.s3 import ObjectStoreUnavailable, S3Config, S3Storage
+from service.worker.pipeline import RetryLater, run_report_job
 from tests.conftest import (
     InputFiles,
     LiveServer,

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from service.errors import Unavailable
-from service.limiter import Grant, LlmLimiter, LlmLimits, buckets_key, limits_from
-from service.settings import Settings
+from service.core.errors import Unavailable
+from service.core.settings import Settings
 from service.store.connection import open_redis
+from service.store.limiter import Grant, LlmLimiter, LlmLimits, buckets_key, limits_from
 
 MODEL = "claude-test"
 BIG = 10_000_000  # a limit that never binds in these tests

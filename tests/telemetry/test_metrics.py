@@ -10,11 +10,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
-from service.metrics import MetricsBuffer
-from service.metrics_export import render
-from service.pdf import PdfRenderer
-from service.settings import Settings
+from service.core.settings import Settings
+from service.report.painter import PdfRenderer
 from service.store.connection import open_redis
+from service.telemetry.export import render
+from service.telemetry.metrics import MetricsBuffer
 from tests.conftest import (
     InputFiles,
     LiveServer,
@@ -24,7 +24,7 @@ from tests.conftest import (
     run_burst_worker,
     worker_deps,
 )
-from tests.fake_anthropic import FakeAnthropic, overloaded
+from tests.fakes.anthropic import FakeAnthropic, overloaded
 
 TOKEN = "metrics-token-for-tests-0123456789"
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import structlog
 
-from service.pdf import PdfRenderer
-from service.settings import Settings
+from service.core.settings import Settings
+from service.report.painter import PdfRenderer
 from tests.conftest import InputFiles, bearer, create_key, make_settings, run_burst_worker, worker_deps
-from tests.fake_anthropic import FakeAnthropic
+from tests.fakes.anthropic import FakeAnthropic
 
 
 @pytest.fixture

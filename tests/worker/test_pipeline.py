@@ -12,14 +12,14 @@ import pytest
 import redis.asyncio as aioredis
 from pypdf import PdfReader
 
-from service.errors import TransientJobError
-from service.offline import OfflineProvider
-from service.pdf import PdfRenderer, ReportDocument
-from service.pipeline import run_report_job
-from service.settings import Settings
+from service.core.errors import TransientJobError
+from service.core.settings import Settings
+from service.providers.offline.provider import OfflineProvider
+from service.report.painter import PdfRenderer, ReportDocument
 from service.store.jobs import JobStore
+from service.worker.pipeline import run_report_job
 from tests.conftest import InputFiles, bearer, create_key, make_settings, run_burst_worker, worker_deps
-from tests.fake_anthropic import (
+from tests.fakes.anthropic import (
     FakeAnthropic,
     invalid_api_key,
     overloaded,

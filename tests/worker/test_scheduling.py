@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from service.app import create_app
-from service.llm import ReportAnswer, ReportRequest
-from service.offline import OfflineProvider
-from service.pdf import PdfRenderer
-from service.settings import Settings
+from service.core.settings import Settings
+from service.providers.anthropic.provider import ReportAnswer, ReportRequest
+from service.providers.offline.provider import OfflineProvider
+from service.report.painter import PdfRenderer
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
 from tests.conftest import (

@@ -10,12 +10,12 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.auth import require_caller, token_allows
-from service.errors import NotFound, Unauthorized
-from service.event_subscriber import Subscriber
-from service.fanout import EventFanout
-from service.job_events import valid_event_id
-from service.services import ApiServices, services
+from service.api.auth import require_caller, token_allows
+from service.api.events.fanout import EventFanout
+from service.api.events.subscriber import Subscriber
+from service.api.events.wire import valid_event_id
+from service.api.resources import ApiServices, services
+from service.core.errors import NotFound, Unauthorized
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 # After the server's shutdown is noticed, how long a stream may take to send what it has queued;

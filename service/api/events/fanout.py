@@ -31,9 +31,9 @@ import structlog
 from redis.asyncio import Redis
 from redis.typing import KeyT, StreamIdT
 
-from service.errors import Unavailable
-from service.event_subscriber import Subscriber
-from service.job_events import NO_ID, Opening, encode_entry, plan_start, stream_id
+from service.api.events.subscriber import Subscriber
+from service.api.events.wire import NO_ID, Opening, encode_entry, plan_start, stream_id
+from service.core.errors import Unavailable
 from service.store.connection import API_OPERATION_DEADLINE, REDIS_DOWN, UNAVAILABLE_RETRY_AFTER
 from service.store.jobs import events_key, job_key
 

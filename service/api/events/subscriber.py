@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from service.job_events import stream_id
+from service.api.events.wire import stream_id
 
 BACKLOG_LIMIT = 1_000  # events queued for one slow client before it is told to reconnect and catch up
 

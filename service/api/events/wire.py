@@ -1,6 +1,6 @@
 """The events contract: how a job's record and its Redis stream entries become Server-Sent Events.
 
-Pure functions, no I/O: the shared reader (``service.fanout``) feeds them what it read from Redis.
+Pure functions, no I/O: the shared reader (``service.api.events.fanout``) feeds them what it read from Redis.
 Stream entry ids are the SSE ids, so ``Last-Event-ID`` is a position in the job's stream.
 """
 
@@ -15,7 +15,7 @@ import orjson
 from sse_starlette import ServerSentEvent
 
 from service.store.jobs import TERMINAL_STATES
-from service.views import error_view, report_paths, result_view
+from service.store.views import error_view, report_paths, result_view
 
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
 # The id of "nothing yet": a queued job's stream may not exist (the submit script writes no event).

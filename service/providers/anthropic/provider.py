@@ -1,6 +1,6 @@
 """The model provider boundary: the Anthropic Messages API, streamed, and its errors in our terms.
 
-This is the only module that imports ``anthropic``; the prompt text lives in ``service.llm_prompt``.
+This is the only module that imports ``anthropic``; the prompt text lives in ``service.providers.prompt``.
 Everything it raises on purpose is a ``JobError``: ``ProviderUnavailable`` when another attempt may
 succeed, ``ProviderRejected`` when it cannot. Prompts and input data are never logged, and no error
 reason carries the API key or the input.
@@ -23,10 +23,10 @@ import httpx2  # the SDK's transport: a stream cut mid-answer surfaces as its er
 import orjson
 from anthropic import AsyncAnthropic, AsyncStream
 
-from service.errors import JobError, ProviderRejected, ProviderUnavailable
-from service.llm_prompt import SYSTEM_PROMPT, build_user_message
-from service.llm_stream import StreamedAnswer
-from service.settings import Settings
+from service.core.errors import JobError, ProviderRejected, ProviderUnavailable
+from service.core.settings import Settings
+from service.providers.anthropic.stream import StreamedAnswer
+from service.providers.prompt import SYSTEM_PROMPT, build_user_message
 
 PROGRESS_INTERVAL_SECONDS = 0.25
 CHARS_PER_TOKEN = 4
@@ -294,7 +294,7 @@ class AnthropicProvider:
         )
         streamed = StreamedAnswer()
         try:
-            # The raw events, not the SDK's typed ones: see service.llm_stream for why.
+            # The raw events, not the SDK's typed ones: see service.providers.anthropic.stream for why.
             async for sse in AsyncStream.raw_events(stream.response):
                 if sse.event == "error":
                     body = _json_or_text(sse.data)

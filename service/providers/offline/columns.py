@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from service.offline_common import (
+from service.providers.offline.common import (
     NumericStats,
     Section,
     fmt_number,

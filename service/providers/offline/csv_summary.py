@@ -7,7 +7,7 @@ import io
 import re
 from collections import Counter
 
-from service.offline_columns import (
+from service.providers.offline.columns import (
     ColumnProfile,
     categories_section,
     column_findings,
@@ -16,7 +16,7 @@ from service.offline_columns import (
     overview_section,
     profile_column,
 )
-from service.offline_common import NotParsed, Section, Summary, inline, parse_number, plural, table
+from service.providers.offline.common import NotParsed, Section, Summary, inline, parse_number, plural, table
 
 SNIFF_CHARS = 8_192
 SAMPLE_ROWS = 5

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from service.offline_columns import (
+from service.providers.offline.columns import (
     categories_section,
     column_findings,
     column_notes,
@@ -15,7 +15,7 @@ from service.offline_columns import (
     overview_section,
     profile_column,
 )
-from service.offline_common import NotParsed, Section, Summary, fmt_number, inline, plural
+from service.providers.offline.common import NotParsed, Section, Summary, fmt_number, inline, plural
 
 SAMPLE = 1_000  # values looked at per level of the outline: enough for the shape, bounded on big files
 MAX_OUTLINE_LINES = 40

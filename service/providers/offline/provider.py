@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import asyncio
 
-from service.llm import CHARS_PER_TOKEN, OutputProgress, ProgressThrottle, ReportAnswer, ReportRequest
-from service.offline_common import NotParsed, Summary, inline
-from service.offline_csv import summarize_csv
-from service.offline_json import summarize_json
-from service.offline_text import summarize_text
+from service.providers.anthropic.provider import (
+    CHARS_PER_TOKEN,
+    OutputProgress,
+    ProgressThrottle,
+    ReportAnswer,
+    ReportRequest,
+)
+from service.providers.offline.common import NotParsed, Summary, inline
+from service.providers.offline.csv_summary import summarize_csv
+from service.providers.offline.json_summary import summarize_json
+from service.providers.offline.text_summary import summarize_text
 
 OFFLINE_MODEL = "offline"
 CHUNK_CHARS = 160  # ~40 tokens a chunk: a few KB of report streams in one or two seconds

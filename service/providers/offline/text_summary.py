@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from service.offline_common import Section, Summary, fenced, inline, plural, table
+from service.providers.offline.common import Section, Summary, fenced, inline, plural, table
 
 TOP_TERMS = 15
 EXCERPT_LINES = 8

@@ -12,12 +12,12 @@ from typing import Any, cast
 import httpx
 import redis.asyncio as aioredis
 
+from service.api.events.fanout import EventFanout
 from service.app import create_app
-from service.fanout import EventFanout
-from service.offline import OfflineProvider
-from service.pdf import PdfRenderer
-from service.settings import Settings
-from service.sse_client import SseEvent, SseParser
+from service.client.sse import SseEvent, SseParser
+from service.core.settings import Settings
+from service.providers.offline.provider import OfflineProvider
+from service.report.painter import PdfRenderer
 from service.store.job_types import Retention, StartPolicy
 from service.store.jobs import JobStore
 from tests.conftest import LiveServer, run_burst_worker, worker_deps

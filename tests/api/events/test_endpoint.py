@@ -11,13 +11,23 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from service.job_events import stream_id
-from service.settings import Settings
+from service.api.events.wire import stream_id
+from service.api.tokens import sign_events_token
+from service.core.settings import Settings
 from service.store.jobs import JobStore, events_key
 from service.store.secrets import shared_signing_secret
-from service.tokens import sign_events_token
+from tests.api.events.support import (
+    RESULT,
+    LiveApi,
+    cancel,
+    complete,
+    fail,
+    ids,
+    live_api,
+    open_events,
+    start,
+)
 from tests.conftest import bearer, create_key, make_settings
-from tests.sse_support import RESULT, LiveApi, cancel, complete, fail, ids, live_api, open_events, start
 
 URL = "https://example.com/data/sales.csv"
 

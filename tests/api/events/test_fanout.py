@@ -15,16 +15,16 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from service.embedded_redis import free_port
-from service.event_subscriber import BACKLOG_LIMIT, Subscriber
-from service.job_events import stream_id
-from service.settings import Settings
-from service.sse_client import SseEvent
+from service.api.events.subscriber import BACKLOG_LIMIT, Subscriber
+from service.api.events.wire import stream_id
+from service.api.tokens import sign_events_token
+from service.client.sse import SseEvent
+from service.core.settings import Settings
+from service.dev.embedded_redis import free_port
 from service.store.jobs import JobStore, events_key
-from service.tokens import sign_events_token
+from tests.api.events.support import EventStream, LiveApi, complete, ids, live_api, open_events, start
 from tests.conftest import bearer, create_key, make_settings
-from tests.processes import service_env, start_api
-from tests.sse_support import EventStream, LiveApi, complete, ids, live_api, open_events, start
+from tests.fakes.processes import service_env, start_api
 
 URL = "https://example.com/data/sales.csv"
 

@@ -1,0 +1,1 @@
+"""Live progress over Server-Sent Events: the endpoint, the per-process fan-out and the wire format."""

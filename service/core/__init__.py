@@ -1,0 +1,1 @@
+"""The core every layer may import: settings, the error tree, time, and when to retry."""

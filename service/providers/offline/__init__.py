@@ -1,0 +1,1 @@
+"""The offline provider: a statistical summary of the input, written without a language model."""

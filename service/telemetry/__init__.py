@@ -1,0 +1,1 @@
+"""What the service tells operators: structured logs, fleet metrics, event-loop lag and model prices."""
