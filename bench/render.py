@@ -13,7 +13,8 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from service.report.painter import ReportDocument, render_pdf
+from service.report.document import ReportDocument
+from service.report.painter import render_pdf
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English prose with Claude's tokenizer
 

@@ -19,8 +19,8 @@ from service.core.settings import Settings
 from service.dev.embedded_redis import EmbeddedRedis, free_port
 from service.inputs.fetch import InputFetcher, build_input_client
 from service.inputs.source import InputSource
-from service.providers.anthropic.provider import Provider
-from service.report.painter import PdfRenderer
+from service.providers.base import Provider
+from service.report.renderer import PdfRenderer
 from service.storage.local import storage_from
 from service.store.connection import open_redis
 from service.store.jobs import JobStore

@@ -22,7 +22,7 @@ from service.core.errors import (
     NotFound,
     RateLimited,
 )
-from service.inputs.fetch import check_input_url
+from service.inputs.urls import check_input_url
 from service.storage.local import DirectDownloads
 from service.store.job_types import NewJob, SubmitOutcome
 from service.store.jobs import derive_job_id, fingerprint

@@ -3,102 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import re
 import ssl
-import time
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
 from service.core.errors import InputRejected, InputUnavailable
+from service.core.retry import parse_retry_after
 from service.core.settings import Settings
 from service.inputs import text as input_text
-from service.inputs.guard import (
-    AddressPolicy,
-    AddressRefused,
-    GuardedBackend,
-    HostNotFound,
-    ResolutionFailed,
-    Resolver,
-    literal_address,
-)
+from service.inputs.addresses import AddressPolicy
+from service.inputs.guard import AddressRefused, GuardedBackend, HostNotFound, ResolutionFailed, Resolver
+from service.inputs.urls import INVALID_URL, PRIVATE_ADDRESS, checked_url_text
 
-MAX_URL_LENGTH = 2048
 USER_AGENT = "report-service/0.1 (input fetcher)"
 _REDIRECTS = {301, 302, 303, 307, 308}
 _TRANSIENT_4XX = {408, 425, 429}
-_MAX_RETRY_AFTER = 3600.0
-_PRIVATE = "the input URL {} a private or local address, which is not allowed; use a publicly reachable URL"
-
-
-def check_input_url(url: str, *, allow_private: bool = False) -> str:
-    """The URL, stripped, if a job may use it; ``ValueError`` with a reason the user can act on if not.
-
-    Syntax only, no DNS (the API answers in milliseconds): literal addresses, including the numeric
-    forms the resolver accepts, and ``localhost`` names are refused here; names that resolve to private
-    addresses are refused by the fetcher at connect time, which is the check that counts.
-
-    It splits the URL with the standard library, several times faster than httpx's parser on the
-    API's hot path. That is safe because this check is advice, not the guard: the fetcher parses
-    with httpx, re-checks everything, and refuses private addresses when it connects.
-    """
-    host = _split_url(url)
-    literal = literal_address(host)
-    if not allow_private:
-        if literal is not None and not AddressPolicy().permits(literal):
-            raise ValueError(_PRIVATE.format("points to"))
-        if host == "localhost" or host.endswith(".localhost"):
-            raise ValueError(_PRIVATE.format("points to"))
-    elif literal is not None and not AddressPolicy(allow_private=True).permits(literal):
-        raise ValueError("the input URL points to an address that is never allowed (metadata or broadcast)")
-    return url.strip()
-
-
-_INVALID = "the input URL is not a valid URL (check its host name and port)"
-_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
-
-
-def _checked_text(url: str) -> str:
-    candidate = url.strip()
-    if not candidate:
-        raise ValueError("the input URL is empty")
-    if len(candidate) > MAX_URL_LENGTH:
-        raise ValueError(f"the input URL is longer than {MAX_URL_LENGTH} characters")
-    if _SPACE_OR_CONTROL.search(candidate):
-        raise ValueError("the input URL contains spaces or control characters; percent-encode them")
-    return candidate
-
-
-def _split_url(url: str) -> str:
-    """The host of an acceptable http(s) URL, lower-cased and without a trailing dot."""
-    try:
-        parts = urlsplit(_checked_text(url))
-        port = parts.port  # raises ValueError for a port out of range or not a number
-    except ValueError as exc:
-        raise ValueError(str(exc) if "input URL" in str(exc) else _INVALID) from exc
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError("the input URL must start with http:// or https://")
-    if not parts.hostname:
-        raise ValueError("the input URL has no host name")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("the input URL must not contain a user name or password (user:pass@...)")
-    if port == 0:
-        raise ValueError("the input URL's port must be between 1 and 65535")
-    return parts.hostname.rstrip(".")
+# An input host's Retry-After defers the job at most this long: a host must not park a job for an
+# hour, and the job's attempts and deadline stay ours to spend.
+MAX_RETRY_AFTER_SECONDS = 60.0
 
 
 def _parse_url(url: str) -> httpx.URL:
     """Parses with httpx itself, so this check and the request can never read a URL differently."""
-    candidate = _checked_text(url)
+    candidate = checked_url_text(url)
     try:
         parsed = httpx.URL(candidate)
     except httpx.InvalidURL as exc:
         # httpx's message can quote parts of the URL: not repeated, the URL may carry a token.
-        raise ValueError(_INVALID) from exc
+        raise ValueError(INVALID_URL) from exc
     if parsed.scheme not in ("http", "https"):
         raise ValueError("the input URL must start with http:// or https://")
     if not parsed.host:
@@ -280,7 +215,7 @@ def _raise_for_status(response: httpx.Response) -> None:
     if code >= 500 or code in _TRANSIENT_4XX:
         raise InputUnavailable(
             f"the input host answered {_status(response)}; try again later",
-            retry_after=_retry_after(response),
+            retry_after=parse_retry_after(response.headers.get("retry-after"), cap=MAX_RETRY_AFTER_SECONDS),
         )
     raise InputRejected(f"the input URL answered {_status(response)}")
 
@@ -291,21 +226,10 @@ def _status(response: httpx.Response) -> str:
     return f"{response.status_code} {phrase}".strip()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return min(float(value), _MAX_RETRY_AFTER)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(when.timestamp() - time.time(), 0.0), _MAX_RETRY_AFTER)
-
-
 def _translate(exc: Exception) -> InputRejected | InputUnavailable:
     """Our error for a transport failure; reasons never include the URL (it may carry a token)."""
     if isinstance(exc, AddressRefused):
-        return InputRejected(_PRIVATE.format("resolves to"))
+        return InputRejected(PRIVATE_ADDRESS.format("resolves to"))
     if isinstance(exc, HostNotFound):
         return InputRejected("the input URL's host name does not exist (DNS lookup found no address)")
     if isinstance(exc, ResolutionFailed):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from service.report import markdown as md
+from service.report import document as doc
+from service.report.document import ReportDocument, utc
 from service.report.encoding import pdf_text
+from service.report.markdown import parse_markdown
 
 PAGE_WIDTH, PAGE_HEIGHT = 595, 842  # A4 in points
 MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 56, 60, 64
@@ -18,18 +19,6 @@ OFFLINE_NOTICE = "Written offline \u2014 no language model was used"
 _HEADINGS = {1: (16.0, 21.0, 16.0), 2: (13.5, 18.0, 13.0), 3: (11.5, 15.0, 10.0)}  # size, leading, space
 _BULLETS = ("\u2022", "\u2013", "\u00b7")
 _TOKEN = re.compile(r"[^ ]+| +")
-
-
-@dataclass(frozen=True)
-class ReportDocument:
-    """Everything the PDF shows: the header block on page 1 and the model's Markdown below it."""
-
-    title: str
-    created_at: datetime  # timezone-aware UTC
-    model: str  # e.g. "claude-opus-4-7" or "offline"
-    markdown: str  # the model's answer
-    source: str  # short description of the input, e.g. "sales.csv (12.3 kB)"
-    offline: bool  # True: written by the offline provider, which page 1 and every footer say plainly
 
 
 @dataclass(slots=True)
@@ -54,7 +43,7 @@ class Line:
     keep_with_next: bool = False  # headings, table header rows and multi-line table rows
 
 
-def _font_for(span: md.Span, bold: bool) -> str:
+def _font_for(span: doc.Span, bold: bool) -> str:
     if span.code:
         return "mono"
     if span.bold or bold:
@@ -62,7 +51,7 @@ def _font_for(span: md.Span, bold: bool) -> str:
     return "italic" if span.italic else "regular"
 
 
-def _spans(spans: md.Spans, bold: bool = False) -> list[tuple[str, str]]:
+def _spans(spans: doc.Spans, bold: bool = False) -> list[tuple[str, str]]:
     return [(span.text, _font_for(span, bold)) for span in spans]
 
 
@@ -81,7 +70,7 @@ class Typesetter:
     def pages(self, document: ReportDocument) -> list[list[tuple[float, Line]]]:
         """The front matter and the Markdown placed on pages; ``footer`` adds each page's footer."""
         lines = self._front_matter(document)
-        for block in md.parse_markdown(document.markdown):
+        for block in parse_markdown(document.markdown):
             lines += self._block_lines(block)
         return _paginate(lines)
 
@@ -140,7 +129,7 @@ class Typesetter:
         lines[0].space_before = space_before
         return lines
 
-    def _heading(self, block: md.Heading) -> list[Line]:
+    def _heading(self, block: doc.Heading) -> list[Line]:
         size, leading, space = _HEADINGS.get(block.level, (10.5, 14.0, 9.0))
         pieces = _spans(block.spans, bold=True)
         lines = self._text_lines(pieces, size, leading, color="heading", space_before=space)
@@ -148,7 +137,7 @@ class Typesetter:
             line.keep_with_next = True  # never leave a heading alone at the bottom of a page
         return lines
 
-    def _list(self, block: md.BulletList) -> list[Line]:
+    def _list(self, block: doc.BulletList) -> list[Line]:
         lines: list[Line] = []
         for index, item in enumerate(block.items):
             label = f"{item.number}." if item.ordered else _BULLETS[item.depth % len(_BULLETS)]
@@ -162,7 +151,7 @@ class Typesetter:
             lines += item_lines
         return lines
 
-    def _code(self, block: md.CodeBlock) -> list[Line]:
+    def _code(self, block: doc.CodeBlock) -> list[Line]:
         size, leading, pad = 8.5, 11.0, 5.0
         mono = self._widths["mono"]
         per_line = max(1, int((TEXT_WIDTH - 2 * pad) / (mono[ord("m")] * size)))
@@ -180,17 +169,17 @@ class Typesetter:
             line.boxes.append((0.0, 0.0, TEXT_WIDTH, line.height, "code"))
         return lines
 
-    def _quote(self, block: md.Quote) -> list[Line]:
+    def _quote(self, block: doc.Quote) -> list[Line]:
         lines: list[Line] = []
-        for index, spans in enumerate(block.paragraphs or ((md.Span(""),),)):
-            pieces = _spans(tuple(md.Span(s.text, s.bold, True, s.code) for s in spans))
+        for index, spans in enumerate(block.paragraphs or ((doc.Span(""),),)):
+            pieces = _spans(tuple(doc.Span(s.text, s.bold, True, s.code) for s in spans))
             space_before = 7 if index == 0 else 4
             lines += self._text_lines(pieces, 10, 14, indent=12, color="muted", space_before=space_before)
         for line in lines:
             line.boxes.append((0.0, 0.0, 2.5, line.height + 0.5, "rule"))
         return lines
 
-    def _table(self, block: md.Table) -> list[Line]:
+    def _table(self, block: doc.Table) -> list[Line]:
         size, pad = 9.0, 4.0
         rows = [(block.header, True), *((row, False) for row in block.rows)]
         pieces = [[_spans(cell, header) for cell in cells] for cells, header in rows]
@@ -259,19 +248,19 @@ class Typesetter:
             lines += notice
         return [*lines, *_rule()]
 
-    def _block_lines(self, block: md.Block) -> list[Line]:
+    def _block_lines(self, block: doc.Block) -> list[Line]:
         match block:
-            case md.Heading():
+            case doc.Heading():
                 return self._heading(block)
-            case md.Paragraph():
+            case doc.Paragraph():
                 return self._text_lines(_spans(block.spans), 10, 14, space_before=7)
-            case md.BulletList():
+            case doc.BulletList():
                 return self._list(block)
-            case md.CodeBlock():
+            case doc.CodeBlock():
                 return self._code(block)
-            case md.Quote():
+            case doc.Quote():
                 return self._quote(block)
-            case md.Table():
+            case doc.Table():
                 return self._table(block)
         return _rule()
 
@@ -310,7 +299,3 @@ def _paginate(lines: list[Line]) -> list[list[tuple[float, Line]]]:
         pages[-1].append((y - gap, line))
         y -= gap + line.height
     return pages
-
-
-def utc(moment: datetime) -> datetime:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)

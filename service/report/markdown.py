@@ -8,88 +8,21 @@ only bold / italic / code flags, which is all the PDF renderer can draw cheaply 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-__all__ = [
-    "Block",
-    "BulletList",
-    "CodeBlock",
-    "Heading",
-    "ListItem",
-    "Paragraph",
-    "Quote",
-    "Rule",
-    "Span",
-    "Table",
-    "parse_inline",
-    "parse_markdown",
-    "plain_text",
-]
-
-
-@dataclass(frozen=True)
-class Span:
-    """A run of text in one style."""
-
-    text: str
-    bold: bool = False
-    italic: bool = False
-    code: bool = False
-
-
-Spans = tuple[Span, ...]
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int  # 1-6, as many '#' as the source had
-    spans: Spans
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    spans: Spans
-
-
-@dataclass(frozen=True)
-class ListItem:
-    depth: int  # 0 for top-level items, 1 for items nested once, ...
-    ordered: bool
-    number: int  # the number the source wrote for ordered items, 0 for bullets
-    spans: Spans
-
-
-@dataclass(frozen=True)
-class BulletList:
-    """Consecutive list items, bullets and numbered ones, at any nesting depth."""
-
-    items: tuple[ListItem, ...]
-
-
-@dataclass(frozen=True)
-class CodeBlock:
-    text: str
-    language: str = ""
-
-
-@dataclass(frozen=True)
-class Quote:
-    paragraphs: tuple[Spans, ...]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A horizontal rule (``---``)."""
-
-
-@dataclass(frozen=True)
-class Table:
-    header: tuple[Spans, ...]
-    rows: tuple[tuple[Spans, ...], ...]  # every row has exactly len(header) cells
-    align: tuple[str, ...]  # "left", "center" or "right" per column
-
-
-Block = Heading | Paragraph | BulletList | CodeBlock | Quote | Rule | Table
+from service.report.document import (
+    Block,
+    BulletList,
+    CodeBlock,
+    Heading,
+    ListItem,
+    Paragraph,
+    Quote,
+    Rule,
+    Span,
+    Spans,
+    Table,
+    plain_text,
+)
 
 _MAX_DEPTH = 5  # deeper nesting is drawn at this depth: the page is only so wide
 _MAX_INLINE_NESTING = 4  # emphasis inside emphasis deeper than this is kept as literal text
@@ -319,8 +252,3 @@ def _append(spans: list[Span], span: Span) -> None:
         spans[-1] = Span(last.text + span.text, span.bold, span.italic, span.code)
     else:
         spans.append(span)
-
-
-def plain_text(spans: Spans) -> str:
-    """The text of ``spans`` without any styling."""
-    return "".join(span.text for span in spans)

@@ -9,13 +9,8 @@ import time
 import structlog
 
 from service.core.errors import ProviderRejected, ProviderUnavailable
-from service.providers.anthropic.provider import (
-    OutputProgress,
-    Provider,
-    ReportAnswer,
-    ReportRequest,
-    request_input_tokens,
-)
+from service.providers.base import OutputProgress, Provider, ReportAnswer, ReportRequest
+from service.providers.prompt import request_input_tokens
 from service.store.limiter import Grant, LlmLimiter
 from service.telemetry.metrics import MetricsBuffer
 

@@ -19,9 +19,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from service.core.settings import Settings
 from service.inputs.fetch import InputFetcher, build_input_client
 from service.inputs.source import InputSource
-from service.providers.anthropic.provider import AnthropicProvider, Provider, build_anthropic_client
+from service.providers.anthropic.provider import AnthropicProvider, build_anthropic_client
+from service.providers.base import Provider
 from service.providers.offline.provider import OfflineProvider
-from service.report.painter import PdfRenderer
+from service.report.renderer import PdfRenderer
 from service.storage.local import storage_from
 from service.store.connection import open_redis
 from service.store.jobs import JobStore, dumps_job, loads_job

@@ -22,8 +22,9 @@ from service.core.retry import backoff_seconds
 from service.core.settings import Settings
 from service.inputs.source import InputSource
 from service.inputs.text import human_size
-from service.providers.anthropic.provider import Provider, ReportRequest
-from service.report.painter import PdfRenderer, ReportDocument
+from service.providers.base import Provider, ReportRequest
+from service.report.document import ReportDocument
+from service.report.renderer import PdfRenderer
 from service.storage.local import Storage
 from service.store.job_types import Checkpoint
 from service.store.jobs import JobStore

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, async_playwright
 
 from service.core.settings import Settings
-from service.report.painter import PdfRenderer
+from service.report.renderer import PdfRenderer
 from service.store.jobs import JobStore
 from tests.api.events.support import LiveApi, fail, live_api, start, work_off_the_queue
 from tests.conftest import create_key

@@ -11,7 +11,7 @@ from pypdf import PdfReader
 
 from service.core.settings import Settings
 from service.providers.offline.provider import OfflineProvider
-from service.report.painter import PdfRenderer
+from service.report.renderer import PdfRenderer
 from tests.conftest import bearer, create_key, run_burst_worker, worker_deps
 
 

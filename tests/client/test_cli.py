@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from service.client.sse import SseEvent, follow
 from service.core.settings import Settings
-from service.report.painter import PdfRenderer
+from service.report.renderer import PdfRenderer
 from service.store.jobs import JobStore
 from tests.api.events.support import complete, ids, live_api, start, work_off_the_queue
 from tests.conftest import InputFiles, bearer, create_key

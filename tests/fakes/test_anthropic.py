@@ -16,7 +16,8 @@ import pytest
 
 from service.core.errors import ProviderUnavailable
 from service.core.settings import Settings
-from service.providers.anthropic.provider import AnthropicProvider, ReportRequest, build_anthropic_client
+from service.providers.anthropic.provider import AnthropicProvider, build_anthropic_client
+from service.providers.base import ReportRequest
 from tests.fakes.anthropic import FakeAnthropic, FakeLimits, estimate_tokens, prompt_text
 
 API_KEY = "sk-ant-test-fake-limits"

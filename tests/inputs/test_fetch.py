@@ -15,8 +15,9 @@ import pytest
 
 from service.core.errors import InputRejected, InputUnavailable
 from service.core.settings import Settings
+from service.inputs.addresses import AddressPolicy, IPAddress
 from service.inputs.fetch import FetchedInput, InputFetcher, build_input_client
-from service.inputs.guard import AddressPolicy, HostNotFound, IPAddress, ResolutionFailed, Resolver
+from service.inputs.guard import HostNotFound, ResolutionFailed, Resolver
 from tests.fakes.input_server import CAP, Servers, gzip_bomb, running_servers
 
 ONLY_LOOPBACK = AddressPolicy(extra_allowed=frozenset({ip_address("127.0.0.1")}))  # the test server alone

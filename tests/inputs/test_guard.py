@@ -6,8 +6,9 @@ from ipaddress import ip_address
 
 import pytest
 
-from service.inputs.fetch import check_input_url
-from service.inputs.guard import AddressPolicy, is_public_address, literal_address, system_resolve
+from service.inputs.addresses import AddressPolicy, is_public_address, literal_address
+from service.inputs.guard import system_resolve
+from service.inputs.urls import check_input_url
 
 PUBLIC = [
     "8.8.8.8",

@@ -13,13 +13,9 @@ import pytest
 
 from service.core.errors import ProviderRejected, ProviderUnavailable
 from service.core.settings import Settings
-from service.providers.anthropic.provider import (
-    AnthropicProvider,
-    ProgressThrottle,
-    ReportRequest,
-    build_anthropic_client,
-    retry_after_seconds,
-)
+from service.providers.anthropic.errors import MAX_PAUSE_SECONDS, retry_after_seconds
+from service.providers.anthropic.provider import AnthropicProvider, build_anthropic_client
+from service.providers.base import ProgressThrottle, ReportRequest
 from service.providers.prompt import (
     INPUT_BUDGET_CHARS,
     SYSTEM_PROMPT,
@@ -404,9 +400,22 @@ def test_retry_after_reads_ms_then_seconds_then_a_date() -> None:
     assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}, now) == 1.5
     assert retry_after_seconds({"Retry-After": "12"}, now) == 12.0
     assert retry_after_seconds({"retry-after": formatdate(now + 20, usegmt=True)}, now) == 20.0
-    assert retry_after_seconds({"retry-after": "-5"}, now) == 0.0
-    assert retry_after_seconds({"retry-after": "soon"}, now) is None
+    assert retry_after_seconds({"retry-after": formatdate(now - 20, usegmt=True)}, now) == 0.0
+    for nonsense in ("-5", "soon", "\u00b2", "\u0663", "1e3", "nan"):
+        assert retry_after_seconds({"retry-after": nonsense, "retry-after-ms": nonsense}, now) is None
     assert retry_after_seconds({}, now) is None
+
+
+def test_a_retry_after_of_a_day_pauses_the_fleet_for_a_minute_at_most() -> None:
+    now = 1_000_000.0
+    assert retry_after_seconds({"retry-after": "86400"}, now) == MAX_PAUSE_SECONDS
+    assert retry_after_seconds({"retry-after-ms": "86400000"}, now) == MAX_PAUSE_SECONDS
+    assert retry_after_seconds({"retry-after": formatdate(now + 86400, usegmt=True)}, now) == MAX_PAUSE_SECONDS
+    exhausted = {
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2099-01-01T00:00:00Z",
+    }
+    assert retry_after_seconds(exhausted, now) == MAX_PAUSE_SECONDS
 
 
 def test_retry_after_falls_back_to_the_latest_reset_among_exhausted_limits_only() -> None:

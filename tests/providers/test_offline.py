@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.providers.anthropic.provider import ReportRequest
+from service.providers.base import ReportRequest
 from service.providers.offline.columns import profile_column
 from service.providers.offline.common import fmt_number, inline, parse_number
 from service.providers.offline.csv_summary import summarize_csv

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.report.markdown import (
+from service.report.document import (
     BulletList,
     CodeBlock,
     Heading,
@@ -16,10 +16,9 @@ from service.report.markdown import (
     Rule,
     Span,
     Table,
-    parse_inline,
-    parse_markdown,
     plain_text,
 )
+from service.report.markdown import parse_inline, parse_markdown
 
 
 def test_headings_of_every_level_keep_their_level_and_lose_closing_hashes() -> None:

@@ -19,7 +19,11 @@ from pypdf import PdfReader
 import service.report.painter as pdf_module
 from bench.render import sample_document, sample_report_markdown
 from service.core.errors import PermanentJobError, TransientJobError
-from service.report.painter import PdfRenderer, ReportDocument, pdf_text, render_pdf
+from service.report import layout
+from service.report.document import ReportDocument
+from service.report.encoding import pdf_text
+from service.report.painter import render_pdf
+from service.report.renderer import PdfRenderer
 
 REPORT = """# Quarterly review
 
@@ -130,10 +134,8 @@ def test_text_stays_inside_the_page_margins_even_for_huge_words_and_wide_tables(
             visitor_text=lambda text, cm, tm, *_: positions.append((tm[4], tm[5])) if text.strip() else None
         )
     assert positions
-    assert all(
-        pdf_module.MARGIN_X - 0.5 <= x < pdf_module.PAGE_WIDTH - pdf_module.MARGIN_X for x, _ in positions
-    )
-    assert all(0 < y < pdf_module.PAGE_HEIGHT - pdf_module.MARGIN_TOP for _, y in positions)
+    assert all(layout.MARGIN_X - 0.5 <= x < layout.PAGE_WIDTH - layout.MARGIN_X for x, _ in positions)
+    assert all(0 < y < layout.PAGE_HEIGHT - layout.MARGIN_TOP for _, y in positions)
 
 
 def test_a_table_longer_than_a_page_continues_on_the_next_page() -> None:

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.core.settings import Settings
-from service.report.painter import PdfRenderer
+from service.report.renderer import PdfRenderer
 from service.store.connection import open_redis
 from service.telemetry.export import render
 from service.telemetry.metrics import MetricsBuffer

@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from service.core.settings import Settings
-from service.report.painter import PdfRenderer
+from service.report.renderer import PdfRenderer
 from tests.conftest import InputFiles, bearer, create_key, make_settings, run_burst_worker, worker_deps
 from tests.fakes.anthropic import FakeAnthropic
 

@@ -15,7 +15,8 @@ from pypdf import PdfReader
 from service.core.errors import TransientJobError
 from service.core.settings import Settings
 from service.providers.offline.provider import OfflineProvider
-from service.report.painter import PdfRenderer, ReportDocument
+from service.report.document import ReportDocument
+from service.report.renderer import PdfRenderer
 from service.store.jobs import JobStore
 from service.worker.pipeline import run_report_job
 from tests.conftest import InputFiles, bearer, create_key, make_settings, run_burst_worker, worker_deps

@@ -12,9 +12,9 @@ import pytest
 
 from service.app import create_app
 from service.core.settings import Settings
-from service.providers.anthropic.provider import ReportAnswer, ReportRequest
+from service.providers.base import ReportAnswer, ReportRequest
 from service.providers.offline.provider import OfflineProvider
-from service.report.painter import PdfRenderer
+from service.report.renderer import PdfRenderer
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
 from tests.conftest import (

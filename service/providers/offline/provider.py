@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.providers.anthropic.provider import (
+from service.providers.base import (
     CHARS_PER_TOKEN,
     OutputProgress,
     ProgressThrottle,

@@ -17,7 +17,7 @@ from service.app import create_app
 from service.client.sse import SseEvent, SseParser
 from service.core.settings import Settings
 from service.providers.offline.provider import OfflineProvider
-from service.report.painter import PdfRenderer
+from service.report.renderer import PdfRenderer
 from service.store.job_types import Retention, StartPolicy
 from service.store.jobs import JobStore
 from tests.conftest import LiveServer, run_burst_worker, worker_deps
