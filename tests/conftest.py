@@ -21,7 +21,7 @@ from service.inputs.fetch import InputFetcher, build_input_client
 from service.inputs.source import InputSource
 from service.providers.base import Provider
 from service.report.renderer import PdfRenderer
-from service.storage.local import storage_from
+from service.storage.factory import storage_from
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore

@@ -23,7 +23,7 @@ from service.core.errors import (
     RateLimited,
 )
 from service.inputs.urls import check_input_url
-from service.storage.local import DirectDownloads
+from service.storage.base import DirectDownloads
 from service.store.job_types import NewJob, SubmitOutcome
 from service.store.jobs import derive_job_id, fingerprint
 from service.store.keys import Caller

@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 from starlette.requests import Request
 
 from service.core.settings import Settings
-from service.storage.local import Storage, storage_from
+from service.storage.base import Storage
+from service.storage.factory import storage_from
 from service.store.connection import API_OPERATION_DEADLINE, open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore

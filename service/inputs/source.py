@@ -5,7 +5,7 @@ from __future__ import annotations
 from service.core.errors import InputRejected
 from service.inputs import text as input_text
 from service.inputs.fetch import FetchedInput, InputFetcher
-from service.storage.local import Storage
+from service.storage.base import Storage
 from service.store.uploads import UploadStore, storage_key, upload_id_from_url
 
 

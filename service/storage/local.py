@@ -1,49 +1,15 @@
-"""Where PDFs and uploads live: the interface, a local-directory backend, and the factory choosing one."""
+"""Local storage: a directory on this host (one machine, or a volume shared by API and workers)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from service.core.settings import Settings
-
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,3}$")
-
-
-def check_key(key: str) -> str:
-    """Keys are ours (report ids), but a path check costs nothing and stops traversal for good."""
-    if not _SAFE_KEY.match(key) or ".." in key:
-        raise ValueError(f"unsafe storage key: {key!r}")
-    return key
-
-
-class Storage(Protocol):
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Stores all of ``data`` or nothing: a reader never sees a partial object."""
-
-    async def get(self, key: str) -> bytes | None: ...
-
-    async def delete(self, key: str) -> None: ...
-
-    async def sweep(self, prefix: str, older_than_seconds: float) -> int:
-        """Deletes objects under ``prefix`` older than that; returns how many went."""
-
-    async def aclose(self) -> None:
-        """Releases connections and threads, once the process is done with the store."""
-
-
-@runtime_checkable
-class DirectDownloads(Protocol):
-    """A store a client can download from itself, through a link that expires (S3's pre-signed URLs)."""
-
-    async def download_url(self, key: str, expires_in: int) -> str: ...
+from service.storage.base import check_key
 
 
 class LocalStorage:
@@ -104,12 +70,3 @@ class LocalStorage:
             return path.read_bytes()
         except FileNotFoundError:
             return None
-
-
-def storage_from(settings: Settings) -> Storage:
-    """The object store when ``S3_BUCKET`` is set (hosts share nothing else), else a local directory."""
-    if settings.s3_bucket:
-        from service.storage.s3 import S3Storage  # boto3 costs ~0.2 s to import: only when it is used
-
-        return S3Storage.from_settings(settings)
-    return LocalStorage(settings.storage_root)

@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from service.core.errors import TransientJobError, Unavailable
 from service.core.settings import Settings
-from service.storage.local import check_key
+from service.storage.base import check_key
 
 log = structlog.get_logger(__name__)
 

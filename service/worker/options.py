@@ -23,7 +23,7 @@ from service.providers.anthropic.provider import AnthropicProvider, build_anthro
 from service.providers.base import Provider
 from service.providers.offline.provider import OfflineProvider
 from service.report.renderer import PdfRenderer
-from service.storage.local import storage_from
+from service.storage.factory import storage_from
 from service.store.connection import open_redis
 from service.store.jobs import JobStore, dumps_job, loads_job
 from service.store.limiter import LlmLimiter, limits_from

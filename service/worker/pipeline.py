@@ -25,7 +25,7 @@ from service.inputs.text import human_size
 from service.providers.base import Provider, ReportRequest
 from service.report.document import ReportDocument
 from service.report.renderer import PdfRenderer
-from service.storage.local import Storage
+from service.storage.base import Storage
 from service.store.job_types import Checkpoint
 from service.store.jobs import JobStore
 from service.store.limiter import LlmLimiter

@@ -410,7 +410,9 @@ def test_a_retry_after_of_a_day_pauses_the_fleet_for_a_minute_at_most() -> None:
     now = 1_000_000.0
     assert retry_after_seconds({"retry-after": "86400"}, now) == MAX_PAUSE_SECONDS
     assert retry_after_seconds({"retry-after-ms": "86400000"}, now) == MAX_PAUSE_SECONDS
-    assert retry_after_seconds({"retry-after": formatdate(now + 86400, usegmt=True)}, now) == MAX_PAUSE_SECONDS
+    assert (
+        retry_after_seconds({"retry-after": formatdate(now + 86400, usegmt=True)}, now) == MAX_PAUSE_SECONDS
+    )
     exhausted = {
         "anthropic-ratelimit-requests-remaining": "0",
         "anthropic-ratelimit-requests-reset": "2099-01-01T00:00:00Z",

@@ -24,7 +24,8 @@ from service.core.errors import TransientJobError, Unavailable
 from service.core.settings import Settings
 from service.dev.embedded_redis import free_port
 from service.report.renderer import PdfRenderer
-from service.storage.local import LocalStorage, storage_from
+from service.storage.factory import storage_from
+from service.storage.local import LocalStorage
 from service.storage.s3 import ObjectStoreUnavailable, S3Config, S3Storage
 from service.worker.pipeline import RetryLater, run_report_job
 from tests.conftest import (
