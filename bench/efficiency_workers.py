@@ -19,12 +19,14 @@ from arq.connections import RedisSettings
 from arq.worker import func
 
 from service.core.settings import Settings
+from service.store.arq_wire import JOB_FUNCTION, dumps_job, loads_job
 from service.store.connection import open_redis
 from service.store.job_types import Retention
-from service.store.jobs import JOB_FUNCTION, JobStore, dumps_job, loads_job
+from service.store.jobs import JobStore
 from service.store.policies import start_policy
 from service.telemetry.metrics import MetricsBuffer
-from service.worker.options import startup, worker_options
+from service.worker.lifecycle import startup
+from service.worker.options import worker_options
 
 MODEL_CALL_SECONDS = 0.05
 RESULT = {"model": "bench", "inputTokens": 10, "outputTokens": 5, "tokensUsed": 15}

@@ -18,9 +18,10 @@ from arq.connections import RedisSettings as ArqRedisSettings
 
 from bench.efficiency_workers import MODEL_CALL_SECONDS
 from service.dev.embedded_redis import EmbeddedRedis
+from service.store.arq_wire import dumps_job, loads_job
 from service.store.connection import open_redis
 from service.store.job_types import NewJob, SubmitPolicy
-from service.store.jobs import JobStore, derive_job_id, dumps_job, loads_job
+from service.store.jobs import JobStore, derive_job_id
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 50

@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with (
             open_api_services(settings) as services,
-            open_fanout(services.redis, settings.redis_url) as fanout,
+            open_fanout(services.redis, settings) as fanout,
         ):
             lag = LoopLagMonitor(report_every=settings.loop_lag_report_seconds)
             lag.start()

@@ -27,8 +27,8 @@ from service.store.jobs import JobStore
 from service.store.keys import KeyStore
 from service.store.limiter import LlmLimiter, limits_from
 from service.store.uploads import UploadStore
-from service.worker.options import provider_for, worker_options
-from service.worker.pipeline import WorkerDeps
+from service.worker.options import worker_options
+from service.worker.resources import WorkerDeps, provider_for
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.processes import ServiceProcess
 

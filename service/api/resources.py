@@ -6,15 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from starlette.requests import Request
 
 from service.core.settings import Settings
 from service.storage.base import Storage
 from service.storage.factory import storage_from
-from service.store.connection import API_OPERATION_DEADLINE, open_redis
+from service.store.connection import API_OPERATION_DEADLINE, Health, RedisClient, open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
+from service.store.metrics import MetricsStore
 from service.store.secrets import shared_signing_secret
 from service.store.uploads import UploadStore
 from service.telemetry.metrics import MetricsBuffer
@@ -23,11 +23,13 @@ from service.telemetry.metrics import MetricsBuffer
 @dataclass
 class ApiServices:
     settings: Settings
-    redis: Redis
+    redis: RedisClient  # the pool the stores share; handed to the events fan-out
+    health: Health
     keys: KeyStore
     jobs: JobStore
     uploads: UploadStore
     storage: Storage
+    metrics_store: MetricsStore
     metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
     _signing_secret: bytes | None = field(default=None, repr=False)
 
@@ -45,22 +47,26 @@ class ApiServices:
 @asynccontextmanager
 async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
     redis = open_redis(settings.redis_url, fail_fast=True)
+    # A scrape reads the whole fleet's figures: twice the deadline of one request's operations.
+    metrics_store = MetricsStore(redis, deadline=API_OPERATION_DEADLINE * 2)
     metrics = MetricsBuffer()
-    metrics.start(redis, every=settings.metrics_flush_seconds)
+    metrics.start(metrics_store, every=settings.metrics_flush_seconds)
     storage = storage_from(settings)
     try:
         yield ApiServices(
             settings=settings,
             redis=redis,
+            health=Health(redis, deadline=API_OPERATION_DEADLINE),
             keys=KeyStore(redis, cache_seconds=settings.auth_cache_seconds, deadline=API_OPERATION_DEADLINE),
             jobs=JobStore(redis, deadline=API_OPERATION_DEADLINE),
             uploads=UploadStore(redis, deadline=API_OPERATION_DEADLINE),
             storage=storage,
+            metrics_store=metrics_store,
             metrics=metrics,
         )
     finally:
         await storage.aclose()
-        await metrics.stop(redis)
+        await metrics.stop(metrics_store)
         await redis.aclose()
 
 

@@ -1,11 +1,16 @@
-"""Opening Redis and translating its failures into the service's own errors."""
+"""Opening Redis, and the one path from "Redis is unreachable" to the service's own ``Unavailable``.
+
+Every Redis client the service uses comes from ``open_redis``; every store operation goes through
+``translate_redis_errors``, so no caller above ``service.store`` ever sees a redis-py exception,
+and the API's ``503 unavailable`` is built in one place (``redis_unavailable``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -19,6 +24,9 @@ from service.core.errors import Unavailable
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# The client type, for the few places above the store that hand a client on without using it.
+RedisClient = Redis
+
 # Failures that say "Redis is not there right now" (down, restarting, failing over), as opposed to
 # a bug in a command, which must surface as one.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
@@ -26,33 +34,56 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnl
 # How long a client should wait before trying again when Redis is unreachable.
 UNAVAILABLE_RETRY_AFTER = 2
 
-
 # The API's bound on one store operation: a Redis that accepts connections but never answers
 # (a partition, a frozen host) still gets a 503 in time. One deadline per operation is also
 # cheaper than redis-py's per-read and per-write socket timeouts on the hot path.
 API_OPERATION_DEADLINE = 1.5
 
 
-def open_redis(url: str, *, fail_fast: bool) -> Redis:
+def open_redis(
+    url: str, *, fail_fast: bool, role: str | None = None, blocking_ms: int | None = None
+) -> Redis:
     """A client for the service's own keys (strings, not bytes).
 
     The API fails fast (with ``API_OPERATION_DEADLINE`` on its stores), so a request answers 503
     within about two seconds when Redis is down instead of hanging; workers ride out short blips
-    with a few jittered reconnect attempts.
+    with a few jittered reconnect attempts. A ``role`` gets one dedicated connection, named so in
+    ``CLIENT LIST``; ``blocking_ms`` is how long its commands may block (its socket waits longer).
     """
     # One retry even when failing fast: after a Redis restart every pooled connection is stale,
     # and the retry reconnects at once instead of answering 503 once per connection.
-    retries = 1 if fail_fast else 6
+    retries = 0 if role is not None else 1 if fail_fast else 6
+    socket_timeout = None if fail_fast else 5.0
+    if blocking_ms is not None:
+        socket_timeout = blocking_ms / 1000 + 5
     client: Redis = Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=1.0,
-        socket_timeout=None if fail_fast else 5.0,
+        socket_timeout=socket_timeout,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=15,
+        single_connection_client=role is not None,
+        client_name=f"rs-{role}" if role is not None else None,
     )
     return client
+
+
+def worker_retry_options() -> dict[str, Any]:
+    """redis-py retry settings for arq's own connection (``RedisSettings`` attributes): arq's poll
+    loop dies on the first Redis error unless its commands retry, so ride out a restart or failover
+    of up to about half a minute, then let the platform restart the process."""
+    return {
+        "conn_retries": 10,
+        "retry_on_timeout": True,
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, BusyLoadingError],
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), 20),
+    }
+
+
+def redis_unavailable() -> Unavailable:
+    return Unavailable("the job store is unreachable; retry shortly", retry_after=UNAVAILABLE_RETRY_AFTER)
 
 
 class RedisStore:
@@ -68,16 +99,32 @@ def translate_redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitab
 
     On a ``RedisStore`` method it also enforces the store's deadline (a timeout is an OSError).
     """
+    return _translating(fn, bounded=True)
 
+
+def translate_blocking_redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """The same for an operation meant to block (a blocking read): no store deadline; its
+    connection's socket timeout bounds a Redis that stops answering."""
+    return _translating(fn, bounded=False)
+
+
+def _translating(fn: Callable[P, Awaitable[T]], *, bounded: bool) -> Callable[P, Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        deadline = args[0].deadline if args and isinstance(args[0], RedisStore) else None
+        store = args[0] if args and isinstance(args[0], RedisStore) else None
+        deadline = store.deadline if store is not None and bounded else None
         try:
             async with asyncio.timeout(deadline):
                 return await fn(*args, **kwargs)
         except REDIS_DOWN as exc:
-            raise Unavailable(
-                "the job store is unreachable; retry shortly", retry_after=UNAVAILABLE_RETRY_AFTER
-            ) from exc
+            raise redis_unavailable() from exc
 
     return wrapper
+
+
+class Health(RedisStore):
+    """``GET /readyz``'s question: does Redis answer within the deadline?"""
+
+    @translate_redis_errors
+    async def ping(self) -> None:
+        await self._redis.ping()

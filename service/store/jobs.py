@@ -6,15 +6,14 @@ import hashlib
 import json
 import math
 import secrets
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from arq.constants import job_key_prefix
-from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from service.core.clock import now_ms
-from service.store import scripts
+from service.store import names, scripts
+from service.store.arq_wire import queue_entry
 from service.store.connection import RedisStore, translate_redis_errors
 from service.store.job_types import (
     Checkpoint,
@@ -26,25 +25,7 @@ from service.store.job_types import (
     SubmitPolicy,
 )
 
-JOB_FUNCTION = "generate_report"
-COMPLETED_INDEX = "rs:completed"  # job ids by finish time, to cap how many completed jobs are kept
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
-
-
-def job_key(job_id: str) -> str:
-    return f"rs:job:{job_id}"
-
-
-def events_key(job_id: str) -> str:
-    return f"rs:job:{job_id}:events"
-
-
-def checkpoint_key(job_id: str) -> str:
-    return f"rs:job:{job_id}:answer"
-
-
-def usage_key(user_id: str, period: str) -> str:
-    return f"rs:usage:{user_id}:{period}"
 
 
 def derive_job_id(user_id: str, idempotency_key: str) -> str:
@@ -55,15 +36,6 @@ def derive_job_id(user_id: str, idempotency_key: str) -> str:
 def fingerprint(*fields: str) -> str:
     """What "the same payload" means for idempotency: the request's fields, in order."""
     return hashlib.sha256("\x00".join(fields).encode()).hexdigest()
-
-
-def dumps_job(data: dict[str, Any]) -> bytes:
-    """arq's job serializer: JSON, so the API can write queue entries in its own atomic script."""
-    return orjson.dumps(data)
-
-
-def loads_job(raw: bytes) -> dict[str, Any]:
-    return cast(dict[str, Any], json.loads(raw))
 
 
 class JobStore(RedisStore):
@@ -88,7 +60,7 @@ class JobStore(RedisStore):
         """
         now = now_ms()
         report_id = "rep_" + secrets.token_hex(12)
-        payload = serialize_job(JOB_FUNCTION, (job.job_id,), {}, None, now, serializer=dumps_job)
+        payload = queue_entry(job.job_id, now)
         fields = {
             "job_id": job.job_id,
             "fingerprint": job.fingerprint,
@@ -111,12 +83,12 @@ class JobStore(RedisStore):
             policy.period,
         ]
         args: list[bytes | str | int] = [payload, score_ms, arq_ttl_ms, orjson.dumps(fields), *limits]
-        reply = await self._submit(keys=[job_key(job.job_id), job_key_prefix + job.job_id], args=args)
+        reply = await self._submit(keys=[names.job(job.job_id), names.arq_job(job.job_id)], args=args)
         return _submit_outcome(reply, report_id, job.fingerprint)
 
     @translate_redis_errors
     async def get(self, job_id: str) -> dict[str, str] | None:
-        fields: dict[str, str] = await self._redis.hgetall(job_key(job_id))  # type: ignore[misc]
+        fields: dict[str, str] = await self._redis.hgetall(names.job(job_id))  # type: ignore[misc]
         return fields or None
 
     @translate_redis_errors
@@ -129,7 +101,7 @@ class JobStore(RedisStore):
             policy.cap_pro,
             policy.lease_ms,
         ]
-        reply = await self._start(keys=[job_key(job_id)], args=args)
+        reply = await self._start(keys=[names.job(job_id)], args=args)
         flat = reply[3] if len(reply) > 3 else []
         record = dict(zip(flat[::2], flat[1::2], strict=True))
         first = len(reply) > 4 and int(reply[4]) == 1
@@ -137,17 +109,17 @@ class JobStore(RedisStore):
 
     @translate_redis_errors
     async def advance(self, job_id: str, *, stage: str, progress: int) -> bool:
-        return bool(await self._advance(keys=[job_key(job_id)], args=[stage, progress]))
+        return bool(await self._advance(keys=[names.job(job_id)], args=[stage, progress]))
 
     @translate_redis_errors
     async def load_checkpoint(self, job_id: str) -> Checkpoint | None:
-        raw = await self._redis.get(checkpoint_key(job_id))
+        raw = await self._redis.get(names.job_answer(job_id))
         return Checkpoint(**json.loads(raw)) if raw else None
 
     @translate_redis_errors
     async def save_checkpoint(self, job_id: str, checkpoint: Checkpoint, *, ttl_seconds: int) -> None:
         body = json.dumps(checkpoint.__dict__)
-        await self._redis.set(checkpoint_key(job_id), body, ex=ttl_seconds)
+        await self._redis.set(names.job_answer(job_id), body, ex=ttl_seconds)
 
     @translate_redis_errors
     async def complete(
@@ -163,20 +135,22 @@ class JobStore(RedisStore):
             retention.count,
             period,
         ]
-        return bool(await self._complete(keys=[job_key(job_id), COMPLETED_INDEX], args=args))
+        return bool(await self._complete(keys=[names.job(job_id), names.COMPLETED_INDEX], args=args))
 
     @translate_redis_errors
     async def fail(self, job_id: str, reason: str, *, retention_seconds: int) -> bool:
-        return bool(await self._fail(keys=[job_key(job_id)], args=[reason, retention_seconds]))
+        return bool(await self._fail(keys=[names.job(job_id)], args=[reason, retention_seconds]))
 
     @translate_redis_errors
     async def requeue(self, job_id: str, reason: str, *, count_attempt: bool) -> bool:
-        return bool(await self._requeue(keys=[job_key(job_id)], args=[reason, "1" if count_attempt else "0"]))
+        return bool(
+            await self._requeue(keys=[names.job(job_id)], args=[reason, "1" if count_attempt else "0"])
+        )
 
     @translate_redis_errors
     async def cancel(self, job_id: str, *, retention_seconds: int) -> str:
         """Returns the state the job was in before; only 'queued' and 'active' were cancelled."""
-        return str(await self._cancel(keys=[job_key(job_id)], args=[retention_seconds]))
+        return str(await self._cancel(keys=[names.job(job_id)], args=[retention_seconds]))
 
     @translate_redis_errors
     async def compact_finished(self, older_than_seconds: float, limit: int = 500) -> int:
@@ -186,7 +160,7 @@ class JobStore(RedisStore):
 
     @translate_redis_errors
     async def usage(self, user_id: str, period: str) -> dict[str, int]:
-        raw: dict[str, str] = await self._redis.hgetall(usage_key(user_id, period))  # type: ignore[misc]
+        raw: dict[str, str] = await self._redis.hgetall(names.usage(user_id, period))  # type: ignore[misc]
         return {name: int(value) for name, value in raw.items()}
 
 

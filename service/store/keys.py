@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from service.core.clock import iso_from_ms, now_ms
+from service.store import names
 from service.store.connection import RedisStore, translate_redis_errors
 
 PLANS = ("free", "pro")
 KEY_PREFIX = "rsk_"
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-_DIGEST = "rs:apikey:{digest}"
-_INDEX = "rs:apikeys"  # key id -> digest, for listing and revoking without the key itself
 
 
 @dataclass(frozen=True)
@@ -77,10 +76,10 @@ class KeyStore(RedisStore):
         created = now_ms()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
-                _DIGEST.format(digest=digest),
+                names.api_key(digest),
                 mapping={"key_id": key_id, "user_id": user_id, "plan": plan, "created_ms": created},
             )
-            pipe.hset(_INDEX, key_id, digest)
+            pipe.hset(names.API_KEYS_INDEX, key_id, digest)
             await pipe.execute()
         return api_key, KeyInfo(key_id, user_id, plan, iso_from_ms(created), None)
 
@@ -92,7 +91,7 @@ class KeyStore(RedisStore):
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        fields = await self._redis.hgetall(_DIGEST.format(digest=digest))  # type: ignore[misc]
+        fields = await self._redis.hgetall(names.api_key(digest))  # type: ignore[misc]
         if not fields or fields.get("revoked_ms"):
             self._cache.pop(digest, None)
             return None
@@ -109,10 +108,10 @@ class KeyStore(RedisStore):
 
     @translate_redis_errors
     async def list(self) -> list[KeyInfo]:
-        digests = await self._redis.hgetall(_INDEX)  # type: ignore[misc]
+        digests = await self._redis.hgetall(names.API_KEYS_INDEX)  # type: ignore[misc]
         async with self._redis.pipeline(transaction=False) as pipe:
             for digest in digests.values():
-                pipe.hgetall(_DIGEST.format(digest=digest))
+                pipe.hgetall(names.api_key(digest))
             rows: list[dict[str, str]] = await pipe.execute()
         infos = [_key_info(row) for row in rows if row]
         return sorted(infos, key=lambda info: (info.user_id, info.created_at or ""))
@@ -121,10 +120,10 @@ class KeyStore(RedisStore):
     async def revoke(self, key_or_id: str) -> KeyInfo | None:
         """Revokes by key id (as `keys list` shows it) or by the key itself."""
         key_id = digest_of(key_or_id)[:12] if key_or_id.startswith(KEY_PREFIX) else key_or_id
-        digest = await self._redis.hget(_INDEX, key_id)  # type: ignore[misc]
+        digest = await self._redis.hget(names.API_KEYS_INDEX, key_id)  # type: ignore[misc]
         if digest is None:
             return None
-        record = _DIGEST.format(digest=digest)
+        record = names.api_key(digest)
         await self._redis.hsetnx(record, "revoked_ms", str(now_ms()))  # type: ignore[misc]
         return _key_info(await self._redis.hgetall(record))  # type: ignore[misc]
 

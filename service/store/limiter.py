@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from service.core.settings import Settings
-from service.store import limiter_scripts
+from service.store import limiter_scripts, names
 from service.store.connection import RedisStore, translate_redis_errors
 
 _MICROS = 1_000_000
@@ -64,11 +64,6 @@ def limits_from(settings: Settings) -> LlmLimits:
     )
 
 
-def buckets_key(model: str) -> str:
-    # One key per model holds all its state, so every script touches one key (cluster-safe too).
-    return f"rs:llm:{model}:buckets"
-
-
 def _check_tokens(*counts: int) -> None:
     if any(count < 0 for count in counts):
         raise ValueError("token counts cannot be negative")
@@ -105,7 +100,7 @@ class LlmLimiter(RedisStore):
         until it would fit (the longest of the three buckets' waits and the pause)."""
         _check_tokens(input_tokens, output_tokens)
         args: list[int | str] = [*self._caps, 1, input_tokens, output_tokens, "1"]
-        granted, wait_us = await self._acquire(keys=[buckets_key(model)], args=args)
+        granted, wait_us = await self._acquire(keys=[names.llm_buckets(model)], args=args)
         if int(granted) == 1:
             return Grant(model, input_tokens, output_tokens)
         return int(wait_us) / _MICROS
@@ -119,7 +114,7 @@ class LlmLimiter(RedisStore):
         the input and the output it generated."""
         _check_tokens(input_tokens, output_tokens)
         give = (0, grant.input_tokens - input_tokens, grant.output_tokens - output_tokens)
-        await self._adjust(keys=[buckets_key(grant.model)], args=[*self._caps, *give])
+        await self._adjust(keys=[names.llm_buckets(grant.model)], args=[*self._caps, *give])
 
     @translate_redis_errors
     async def release(self, grant: Grant, *, sent: bool = True) -> None:
@@ -131,19 +126,19 @@ class LlmLimiter(RedisStore):
         (cancelled before sending), so the request and its input tokens go back as well. A call that
         failed after output started streaming should use ``reconcile`` with the tokens seen instead."""
         give = (0, 0, grant.output_tokens) if sent else (1, grant.input_tokens, grant.output_tokens)
-        await self._adjust(keys=[buckets_key(grant.model)], args=[*self._caps, *give])
+        await self._adjust(keys=[names.llm_buckets(grant.model)], args=[*self._caps, *give])
 
     @translate_redis_errors
     async def pause(self, model: str, seconds: float) -> None:
         """The provider said to wait (429/529 with ``retry-after`` or ratelimit reset headers): every
         worker holds off this model until then. A later pause already in place is kept."""
         if seconds > 0:
-            await self._pause(keys=[buckets_key(model)], args=[seconds])
+            await self._pause(keys=[names.llm_buckets(model)], args=[seconds])
 
     @translate_redis_errors
     async def wait_time(self, model: str, input_tokens: int = 0, output_tokens: int = 0) -> float:
         """Seconds until such a request would fit (0: now), taking nothing; for metrics and tests."""
         _check_tokens(input_tokens, output_tokens)
         args: list[int | str] = [*self._caps, 1, input_tokens, output_tokens, "0"]
-        _, wait_us = await self._acquire(keys=[buckets_key(model)], args=args)
+        _, wait_us = await self._acquire(keys=[names.llm_buckets(model)], args=args)
         return int(wait_us) / _MICROS

@@ -1,30 +1,39 @@
 """Lua helpers shared by the job scripts: events, per-user slots, budgets, rate buckets.
 
 Keys other than the job's own are derived inside the scripts from the job id and the user id, so
-the scripts assume one Redis (or a primary with replicas), not a Redis Cluster.
+the scripts assume one Redis (or a primary with replicas), not a Redis Cluster. Key names come from
+``service.store.names`` through ``@NAME@`` placeholders, filled in by ``with_names``.
 """
 
 from __future__ import annotations
 
-QUEUE = "arq:queue"
-WAKE_CHANNEL = "rs:wake"
-TO_COMPACT = "rs:to-compact"  # finished jobs whose event streams still hold every event
+import re
 
-COMMON = (
-    """
-local QUEUE = '@QUEUE@'
-local WAKE = '@WAKE@'
+from service.store.names import LUA_NAMES
+
+_PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
+
+
+def with_names(source: str) -> str:
+    """The script with every ``@NAME@`` replaced by its key name; an unknown name is a bug here."""
+    return _PLACEHOLDER.sub(lambda match: LUA_NAMES[match.group(1)], source)
+
+
+COMMON = """
+local QUEUE = '@ARQ_QUEUE@'
+local WAKE = '@WAKE_CHANNEL@'
 -- How many jobs wait and run, per plan: kept by the scripts that move jobs between those states.
-local QUEUED, RUNNING = 'rs:queued', 'rs:running'
+local QUEUED, RUNNING = '@QUEUED_COUNTS@', '@RUNNING_COUNTS@'
 local TO_COMPACT = '@TO_COMPACT@'
+local JOB_PREFIX = '@JOB_PREFIX@'
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function job_id_of(job) return string.sub(job, 8) end   -- 'rs:job:<id>'
-local function events_of(job) return job .. ':events' end
-local function usage_of(user, period) return 'rs:usage:' .. user .. ':' .. period end
+local function job_id_of(job) return string.sub(job, #JOB_PREFIX + 1) end
+local function events_of(job) return job .. '@EVENTS_SUFFIX@' end
+local function usage_of(user, period) return '@USAGE_PREFIX@' .. user .. ':' .. period end
 
 -- Append an event to the job's stream, bounded so a chatty job cannot grow it without end.
 local function emit(job, name, payload)
@@ -38,7 +47,7 @@ end
 -- A finished job keeps its whole stream for a while (readers a little behind, or reconnecting,
 -- still get every event), then the sweeper compacts it (see COMPACT) to save memory.
 local function expire_finished(job, seconds)
-  redis.call('DEL', job .. ':answer')
+  redis.call('DEL', job .. '@ANSWER_SUFFIX@')
   redis.call('EXPIRE', job, seconds)
   redis.call('EXPIRE', events_of(job), seconds)
   redis.call('ZADD', TO_COMPACT, now_ms(), job_id_of(job))
@@ -47,8 +56,8 @@ end
 -- A job that stops running frees its user's slot; the user's oldest parked job (one that waited
 -- because the user was at their cap) goes back to the queue at its original place, due at once.
 local function leave_slot(job, user)
-  redis.call('ZREM', 'rs:active:' .. user, job_id_of(job))
-  local parked = 'rs:parked:' .. user
+  redis.call('ZREM', '@ACTIVE_PREFIX@' .. user, job_id_of(job))
+  local parked = '@PARKED_PREFIX@' .. user
   while true do
     local first = redis.call('ZRANGE', parked, 0, 0, 'WITHSCORES')
     if #first == 0 then return end
@@ -71,7 +80,4 @@ local function release_budget(job, user)
     redis.call('HSET', job, 'budget_reserved', 0)
   end
 end
-""".replace("@QUEUE@", QUEUE)
-    .replace("@WAKE@", WAKE_CHANNEL)
-    .replace("@TO_COMPACT@", TO_COMPACT)
-)
+"""

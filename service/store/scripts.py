@@ -4,12 +4,13 @@ Each script checks the state it expects before it writes, so a duplicate POST, a
 retry racing a cancel, or a crash between two writes can never leave a half-written job, count
 usage twice, or move a finished job backwards. Every state change also appends its event to the
 job's stream in the same step, so the stream and the record never disagree. KEYS[1] is always the
-job's record (``rs:job:<id>``); the helpers in ``service.store.lua`` derive the other keys.
+job's record (``rs:job:<id>``); the helpers in ``service.store.lua`` derive the other keys, and
+every name comes from ``service.store.names``.
 """
 
 from __future__ import annotations
 
-from service.store.lua import COMMON
+from service.store.lua import COMMON, with_names
 
 # KEYS: job, arq job
 # ARGV: arq payload, queue score, arq payload ttl ms, the record's fields as a JSON object of strings
@@ -18,7 +19,7 @@ from service.store.lua import COMMON
 # Returns {1} when created; {0, fingerprint, report id, state} for an existing job; {-1, ms to wait}
 # when the user submits too fast; {-2, tokens left} when the budget cannot cover another report.
 # A replay is answered before any limit is looked at: retrying a POST is always safe.
-SUBMIT = (
+SUBMIT = with_names(
     COMMON
     + """
 local existing = redis.call('HMGET', KEYS[1], 'fingerprint', 'report_id', 'state')
@@ -30,7 +31,7 @@ local user = fields['user_id']
 
 local per_minute, burst = tonumber(ARGV[5]), tonumber(ARGV[6])
 if per_minute > 0 then
-  local bucket, now = 'rs:rate:' .. user, now_ms()
+  local bucket, now = '@RATE_PREFIX@' .. user, now_ms()
   local b = redis.call('HMGET', bucket, 'tokens', 'ms')
   local refill = (now - (tonumber(b[2]) or now)) * per_minute / 60000
   local tokens = math.min(burst, (tonumber(b[1]) or burst) + refill)
@@ -70,7 +71,7 @@ return {1}
 # 'parked' means the user is at their cap
 # (the job waits, no attempt spent, and comes back when a slot frees); 'crashed' means too many
 # crash restarts; any other state means there is nothing to do.
-START = (
+START = with_names(
     COMMON
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'started_ms', 'crashes', 'user_id', 'plan')
@@ -78,12 +79,12 @@ local state, attempts, crashes = f[1], tonumber(f[2]) or 0, tonumber(f[4]) or 0
 if not state then return {'missing', 0, 0} end
 if state ~= 'queued' and state ~= 'active' then return {state, attempts, 0} end
 local job_id, user, now = job_id_of(KEYS[1]), f[5], now_ms()
-local active = 'rs:active:' .. user
+local active = '@ACTIVE_PREFIX@' .. user
 redis.call('ZREMRANGEBYSCORE', active, '-inf', now)  -- slots of workers that died
 if state == 'queued' then
   local cap = tonumber(f[6] == 'pro' and ARGV[5] or ARGV[4])
   if cap > 0 and redis.call('ZCARD', active) >= cap then
-    redis.call('ZADD', 'rs:parked:' .. user, redis.call('ZSCORE', QUEUE, job_id) or now, job_id)
+    redis.call('ZADD', '@PARKED_PREFIX@' .. user, redis.call('ZSCORE', QUEUE, job_id) or now, job_id)
     return {'parked', attempts, crashes, redis.call('HGETALL', KEYS[1])}
   end
   attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -97,7 +98,7 @@ else
   if crashes > tonumber(ARGV[3]) then return {'crashed', attempts, crashes} end
 end
 redis.call('ZADD', active, now + tonumber(ARGV[6]), job_id)
-redis.call('ZREM', 'rs:parked:' .. user, job_id)
+redis.call('ZREM', '@PARKED_PREFIX@' .. user, job_id)
 if not f[3] then redis.call('HSET', KEYS[1], 'started_ms', now) end
 redis.call('HSET', KEYS[1], 'state', 'active', 'stage', ARGV[1], 'progress', ARGV[2])
 emit(KEYS[1], 'progress', snapshot(KEYS[1]))
@@ -108,7 +109,7 @@ return {'active', attempts, crashes, redis.call('HGETALL', KEYS[1]), f[3] and 0 
 # KEYS: job
 # ARGV: stage, progress
 # Progress never moves backwards within an attempt; returns 0 when the job is no longer active.
-ADVANCE = (
+ADVANCE = with_names(
     COMMON
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'progress')
@@ -125,7 +126,7 @@ return 1
 #       jobs retained, usage period
 # The only place usage grows: guarded by the state, so a report is counted exactly once. Completed
 # jobs are capped in number too: past the cap, the oldest records go first.
-COMPLETE = (
+COMPLETE = with_names(
     COMMON
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
@@ -148,7 +149,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 1000 * tonumber(ARGV[4]))
 local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
 if excess > 0 then
   for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1)) do
-    redis.call('DEL', 'rs:job:' .. old, 'rs:job:' .. old .. ':events')
+    redis.call('DEL', JOB_PREFIX .. old, JOB_PREFIX .. old .. '@EVENTS_SUFFIX@')
   end
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
 end
@@ -158,7 +159,7 @@ return 1
 
 # KEYS: job
 # ARGV: reason, retention seconds
-FAIL = (
+FAIL = with_names(
     COMMON
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
@@ -178,7 +179,7 @@ return 1
 # ARGV: reason, count the attempt ('1' for a failed try, '0' for a job handed back or throttled)
 # The job goes back to waiting (arq keeps it in its queue: Retry or cancellation) and frees its
 # user's slot while it waits.
-REQUEUE = (
+REQUEUE = with_names(
     COMMON
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
@@ -197,7 +198,7 @@ return 1
 # ARGV: retention seconds
 # Returns the state the job was in. A queued job leaves the queue in the same step, so it can never
 # reach the model; an active one is marked cancelled and its worker told to abort (arq's abort set).
-CANCEL = (
+CANCEL = with_names(
     COMMON
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
@@ -206,10 +207,10 @@ if state ~= 'queued' and state ~= 'active' then return state or 'missing' end
 redis.call('HINCRBY', state == 'queued' and QUEUED or RUNNING, f[3], -1)
 if state == 'queued' then
   redis.call('ZREM', QUEUE, job_id)
-  redis.call('DEL', 'arq:job:' .. job_id)
-  redis.call('ZREM', 'rs:parked:' .. user, job_id)
+  redis.call('DEL', '@ARQ_JOB_PREFIX@' .. job_id)
+  redis.call('ZREM', '@PARKED_PREFIX@' .. user, job_id)
 else
-  redis.call('ZADD', 'arq:abort', now_ms(), job_id)
+  redis.call('ZADD', '@ARQ_ABORT@', now_ms(), job_id)
   redis.call('PUBLISH', WAKE, 'aborted')
   leave_slot(KEYS[1], user)
 end
@@ -225,12 +226,12 @@ return state
 # A finished job's stream, once nobody can still be reading it live, keeps only its ending (the
 # final progress and the terminal event) in a freshly built stream: trimming alone would keep the
 # old ~4 kB node allocated, for every retained job. Returns how many were compacted.
-COMPACT = (
+COMPACT = with_names(
     COMMON
     + """
 local done = 0
 for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', TO_COMPACT, '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
-  local stream = 'rs:job:' .. job_id .. ':events'
+  local stream = JOB_PREFIX .. job_id .. '@EVENTS_SUFFIX@'
   local ttl = redis.call('PTTL', stream)
   if ttl > 0 then
     local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 2)

@@ -7,14 +7,11 @@ import secrets
 from dataclasses import dataclass
 
 from service.core.clock import now_ms
+from service.store import names
 from service.store.connection import RedisStore, translate_redis_errors
 
 UPLOAD_SCHEME = "input://"
 _UPLOAD_ID = re.compile(r"^inp_[0-9a-f]{32}$")
-
-
-def upload_key(input_id: str) -> str:
-    return f"rs:input:{input_id}"
 
 
 def storage_key(input_id: str) -> str:
@@ -59,13 +56,13 @@ class UploadStore(RedisStore):
             "size": upload.size,
             "created_ms": upload.created_ms,
         }
-        await self._redis.hset(upload_key(upload.input_id), mapping=fields)  # type: ignore[misc]
-        await self._redis.expire(upload_key(upload.input_id), ttl_seconds)
+        await self._redis.hset(names.upload(upload.input_id), mapping=fields)  # type: ignore[misc]
+        await self._redis.expire(names.upload(upload.input_id), ttl_seconds)
 
     @translate_redis_errors
     async def owned(self, input_id: str, user_id: str) -> Upload | None:
         """The upload if it exists and belongs to ``user_id``; None otherwise (indistinguishably)."""
-        fields: dict[str, str] = await self._redis.hgetall(upload_key(input_id))  # type: ignore[misc]
+        fields: dict[str, str] = await self._redis.hgetall(names.upload(input_id))  # type: ignore[misc]
         if not fields or fields.get("user_id") != user_id:
             return None
         return Upload(

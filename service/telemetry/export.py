@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -15,17 +14,16 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
 
-from service.store.lua import QUEUE
-from service.telemetry.metrics import COUNTERS_KEY, FAMILIES, GAUGES_PREFIX, PREFIX, parse_field
+from service.store.metrics import MetricsSnapshot, MetricsStore
+from service.telemetry.metrics import FAMILIES, PREFIX, parse_field
 
 Labels = tuple[tuple[str, str], ...]
 
 
 @dataclass
 class Snapshot:
-    """Everything one scrape reads from Redis, read in one go."""
+    """The scrape's figures: the fleet's counters, every live process's gauges, the queue."""
 
     counters: dict[str, float] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)  # summed over instances' own label sets
@@ -35,24 +33,10 @@ class Snapshot:
     workers: int = 0
 
 
-async def read_snapshot(redis: Redis) -> Snapshot:
-    gauge_keys = [key async for key in redis.scan_iter(match=GAUGES_PREFIX + "*", count=500)]
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(COUNTERS_KEY)
-        pipe.hgetall("rs:queued")
-        pipe.hgetall("rs:running")
-        pipe.zcount(QUEUE, f"({int(time.time() * 1000)}", "+inf")  # due later: backing off or parked
-        for key in gauge_keys:
-            pipe.hgetall(key)
-        counters, queued, running, retrying, *instances = await pipe.execute()
-    snapshot = Snapshot(
-        counters={name: float(value) for name, value in counters.items()},
-        queued={plan: max(0, int(n)) for plan, n in queued.items()},
-        running={plan: max(0, int(n)) for plan, n in running.items()},
-        retrying=int(retrying),
-    )
-    for instance in instances:
-        snapshot.gauges.update({name: float(value) for name, value in instance.items()})
+def snapshot_from(stored: MetricsSnapshot) -> Snapshot:
+    snapshot = Snapshot(stored.counters, {}, stored.queued, stored.running, stored.retrying)
+    for instance in stored.instances:
+        snapshot.gauges.update(instance)
         snapshot.workers += any(name.startswith("worker_jobs_in_flight") for name in instance)
     return snapshot
 
@@ -129,7 +113,8 @@ def _histogram(
     return metric
 
 
-async def render(redis: Redis) -> bytes:
+async def render(store: MetricsStore) -> tuple[bytes, str]:
+    """The fleet's metrics as Prometheus text, and the content type to send them with."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(await read_snapshot(redis)))
-    return generate_latest(registry)
+    registry.register(FleetCollector(snapshot_from(await store.snapshot())))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

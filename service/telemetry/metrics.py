@@ -4,9 +4,10 @@ the whole fleet's figures at ``GET /metrics`` (Prometheus text format).
 Why not prometheus-client's multi-process mode or a scrape endpoint per worker: on Fly or Railway the
 workers run on other machines than the API, often with no port Prometheus can reach, while every
 process already shares Redis. So counters and histogram buckets are summed in one Redis hash
-(HINCRBYFLOAT, flushed every few seconds in one pipeline: nothing on the request path but a dict
-update), per-process gauges live in per-instance hashes that expire when the process is gone, and
-queue figures are read from Redis at scrape time. Every replica answers with the same numbers.
+(flushed every few seconds in one pipeline: nothing on the request path but a dict update),
+per-process gauges live in per-instance hashes that expire when the process is gone, and queue
+figures are read from Redis at scrape time (``service.store.metrics`` does the Redis part). Every
+replica answers with the same numbers.
 """
 
 from __future__ import annotations
@@ -22,15 +23,12 @@ from dataclasses import dataclass
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 
-from service.store.connection import REDIS_DOWN
+from service.core.errors import Unavailable
+from service.store.metrics import MetricsStore
 
 log = structlog.get_logger("service.telemetry.metrics")
 
-COUNTERS_KEY = "rs:metrics:counters"
-GAUGES_PREFIX = "rs:metrics:gauges:"
-GAUGE_TTL_SECONDS = 30
 FLUSH_SECONDS = 5.0
 
 
@@ -115,39 +113,33 @@ class MetricsBuffer:
     def set_gauge(self, name: str, value: float, **labels: str) -> None:
         self._gauges[_key(name, labels)] = value
 
-    async def flush(self, redis: Redis) -> None:
+    async def flush(self, store: MetricsStore) -> None:
         for source in self.gauge_sources:
             source(self)
         counts, self._counts = self._counts, defaultdict(float)
-        async with redis.pipeline(transaction=False) as pipe:
-            for key, value in counts.items():
-                pipe.hincrbyfloat(COUNTERS_KEY, _field(key), value)
-            if self._gauges:
-                gauges_key = GAUGES_PREFIX + self.instance
-                pipe.hset(gauges_key, mapping={_field(key): value for key, value in self._gauges.items()})
-                pipe.expire(gauges_key, GAUGE_TTL_SECONDS)
-            try:
-                await pipe.execute()
-            except REDIS_DOWN:
-                for key, value in counts.items():  # keep them for the next flush
-                    self._counts[key] += value
-                raise
+        gauges = {_field(key): value for key, value in self._gauges.items()}
+        try:
+            await store.add({_field(key): value for key, value in counts.items()}, self.instance, gauges)
+        except Unavailable:
+            for key, value in counts.items():  # keep them for the next flush
+                self._counts[key] += value
+            raise
 
-    def start(self, redis: Redis, every: float = FLUSH_SECONDS) -> None:
-        self._task = asyncio.create_task(self._flush_forever(redis, every), name="metrics-flush")
+    def start(self, store: MetricsStore, every: float = FLUSH_SECONDS) -> None:
+        self._task = asyncio.create_task(self._flush_forever(store, every), name="metrics-flush")
 
-    async def stop(self, redis: Redis) -> None:
+    async def stop(self, store: MetricsStore) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(*REDIS_DOWN):
-            await self.flush(redis)
+        with contextlib.suppress(Unavailable):
+            await self.flush(store)
 
-    async def _flush_forever(self, redis: Redis, every: float) -> None:
+    async def _flush_forever(self, store: MetricsStore, every: float) -> None:
         while True:
             await asyncio.sleep(every)
             try:
-                await self.flush(redis)
-            except REDIS_DOWN as exc:
-                log.warning("metrics_flush_failed", error=type(exc).__name__)
+                await self.flush(store)
+            except Unavailable as exc:
+                log.warning("metrics_flush_failed", error=str(exc))

@@ -11,7 +11,6 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,20 +18,14 @@ import structlog
 
 from service.core.errors import PermanentJobError, TransientJobError, Unavailable
 from service.core.retry import backoff_seconds
-from service.core.settings import Settings
-from service.inputs.source import InputSource
 from service.inputs.text import human_size
-from service.providers.base import Provider, ReportRequest
+from service.providers.base import ReportRequest
 from service.report.document import ReportDocument
-from service.report.renderer import PdfRenderer
-from service.storage.base import Storage
 from service.store.job_types import Checkpoint
-from service.store.jobs import JobStore
-from service.store.limiter import LlmLimiter
 from service.store.policies import budget_period, retention, start_policy
-from service.telemetry.metrics import MetricsBuffer
 from service.worker.capacity import DEFAULT_PAUSE_S, CapacityWait, call_model, is_throttle
 from service.worker.job_metrics import job_finished, job_retried, job_started, model_billed
+from service.worker.resources import WorkerDeps
 
 log = structlog.get_logger("service.worker.pipeline")
 
@@ -48,18 +41,6 @@ class RetryLater(Exception):
     def __init__(self, defer_seconds: float) -> None:
         super().__init__(f"retry in {defer_seconds:.1f}s")
         self.defer_seconds = defer_seconds
-
-
-@dataclass
-class WorkerDeps:
-    settings: Settings
-    jobs: JobStore
-    inputs: InputSource
-    provider: Provider
-    renderer: PdfRenderer
-    storage: Storage
-    limiter: LlmLimiter | None = None  # None: the offline provider, which costs nothing
-    metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
 
 
 def summarizing_progress(output_tokens: int) -> int:

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from service.store import names
 from service.store.connection import open_redis
 from service.store.job_types import NewJob, Retention, StartPolicy, SubmitPolicy
-from service.store.jobs import COMPLETED_INDEX, JobStore, derive_job_id, events_key, job_key
+from service.store.jobs import JobStore, derive_job_id
 from service.store.keys import KeyStore
 
 RESULT = {"model": "m", "inputTokens": 10, "outputTokens": 5, "tokensUsed": 15}
@@ -96,10 +97,10 @@ async def test_completed_jobs_beyond_the_cap_are_dropped_oldest_first(redis: Red
     jobs = JobStore(redis)
     cap = Retention(seconds=3600, count=3)
     job_ids = [await finished_job(jobs, f"job-{i}", cap) for i in range(5)]
-    kept = [job_id for job_id in job_ids if await redis.exists(job_key(job_id))]
+    kept = [job_id for job_id in job_ids if await redis.exists(names.job(job_id))]
     assert kept == job_ids[2:]
-    assert not await redis.exists(events_key(job_ids[0]))
-    assert await redis.zcard(COMPLETED_INDEX) == 3
+    assert not await redis.exists(names.job_events(job_ids[0]))
+    assert await redis.zcard(names.COMPLETED_INDEX) == 3
     assert (await jobs.usage("user", "2026-11"))["reports"] == 5  # usage is history, not retention
 
 
@@ -109,13 +110,13 @@ async def test_finished_streams_stay_whole_then_compact_to_their_end_keeping_ids
     jobs = JobStore(redis)
     job_id = await finished_job(jobs, "short", Retention(seconds=120, count=10))
     await jobs.advance(job_id, stage="late", progress=1)  # refused: the job is finished
-    whole = await redis.xrange(events_key(job_id))
+    whole = await redis.xrange(names.job_events(job_id))
     assert [fields["event"] for _, fields in whole] == ["progress", "progress", "completed"]
     assert await jobs.compact_finished(older_than_seconds=60) == 0  # too recent: readers may be behind
     assert await jobs.compact_finished(older_than_seconds=0) == 1
-    assert await redis.xrange(events_key(job_id)) == whole[-2:]  # same ids: Last-Event-ID still works
-    assert 0 < await redis.ttl(job_key(job_id)) <= 120
-    assert 0 < await redis.ttl(events_key(job_id)) <= 120
+    assert await redis.xrange(names.job_events(job_id)) == whole[-2:]  # same ids: Last-Event-ID still works
+    assert 0 < await redis.ttl(names.job(job_id)) <= 120
+    assert 0 < await redis.ttl(names.job_events(job_id)) <= 120
     assert await jobs.compact_finished(older_than_seconds=0) == 0
 
 

@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 
 from service.core.errors import Unavailable
 from service.core.settings import Settings
+from service.store import names
 from service.store.connection import open_redis
-from service.store.limiter import Grant, LlmLimiter, LlmLimits, buckets_key, limits_from
+from service.store.limiter import Grant, LlmLimiter, LlmLimits, limits_from
 
 MODEL = "claude-test"
 BIG = 10_000_000  # a limit that never binds in these tests
@@ -197,9 +198,9 @@ async def test_models_have_their_own_buckets(redis_client: Redis) -> None:
 async def test_the_state_expires_once_every_bucket_is_full_again(redis_client: Redis) -> None:
     limits = limiter(redis_client, rpm=60, itpm=600, otpm=BIG)
     await limits.acquire(MODEL, 10, 0)  # 1 s to refill a request, 1 s for 10 input tokens
-    assert 1900 < await redis_client.pttl(buckets_key(MODEL)) <= 2000
+    assert 1900 < await redis_client.pttl(names.llm_buckets(MODEL)) <= 2000
     await limits.pause(MODEL, 30)
-    assert 30_900 < await redis_client.pttl(buckets_key(MODEL)) <= 31_000
+    assert 30_900 < await redis_client.pttl(names.llm_buckets(MODEL)) <= 31_000
 
 
 def test_limits_come_from_settings_a_few_percent_under_the_providers() -> None:

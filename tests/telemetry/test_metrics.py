@@ -13,6 +13,7 @@ from service.app import create_app
 from service.core.settings import Settings
 from service.report.renderer import PdfRenderer
 from service.store.connection import open_redis
+from service.store.metrics import MetricsStore
 from service.telemetry.export import render
 from service.telemetry.metrics import MetricsBuffer
 from tests.conftest import (
@@ -49,9 +50,12 @@ async def test_counts_and_histograms_add_up_across_processes(redis_url: str) -> 
     for seconds in (0.003, 0.2, 0.2, 900.0):
         one.observe("job_queue_wait_seconds", seconds, plan="free")
     two.set_gauge("worker_jobs_in_flight", 3, worker="b:2")
-    await one.flush(client)
-    await two.flush(client)
-    found = samples((await render(client)).decode())
+    store = MetricsStore(client)
+    await one.flush(store)
+    await two.flush(store)
+    body, content_type = await render(store)
+    found = samples(body.decode())
+    assert content_type.startswith("text/plain; version=")
     await client.aclose()
     assert value(found, "report_service_jobs_finished_total", plan="pro", state="completed") == 3
     assert value(found, "report_service_job_queue_wait_seconds_bucket", plan="free", le="0.005") == 1
@@ -103,7 +107,7 @@ async def test_a_few_jobs_show_up_in_the_fleet_metrics(
     fake_anthropic.fail_next(overloaded(retry_after="0"))
     async with worker_deps(settings, renderer) as deps:
         await run_burst_worker(settings, deps)
-        await deps.metrics.flush(deps.jobs._redis)
+        await deps.metrics.flush(MetricsStore(deps.jobs._redis))
     await asyncio.sleep(0.2)  # the API's own buffer flushes every 50 ms here
     found = samples((await api.get("/metrics", headers=bearer(TOKEN))).text)
     prefix = "report_service_"

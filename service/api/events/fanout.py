@@ -14,6 +14,7 @@ A read blocked on Redis is woken for a new subscriber by an entry in this proces
 stream, which is one of the streams it reads: unlike cancelling the read (which drops the
 connection in redis-py) or short timeouts (which cost latency or round trips), that costs one
 small write and cannot be lost, since the reader keeps its position in the wake stream too.
+The Redis commands themselves live in ``service.store.event_streams``.
 """
 
 from __future__ import annotations
@@ -28,21 +29,20 @@ from typing import Any
 
 import anyio
 import structlog
-from redis.asyncio import Redis
-from redis.typing import KeyT, StreamIdT
 
 from service.api.events.subscriber import Subscriber
 from service.api.events.wire import NO_ID, Opening, encode_entry, plan_start, stream_id
 from service.core.errors import Unavailable
-from service.store.connection import API_OPERATION_DEADLINE, REDIS_DOWN, UNAVAILABLE_RETRY_AFTER
-from service.store.jobs import events_key, job_key
+from service.core.settings import Settings
+from service.store import names
+from service.store.connection import API_OPERATION_DEADLINE, RedisClient
+from service.store.event_streams import EventStreams
 
 log = structlog.get_logger(__name__)
 
 BLOCK_MS = 5_000  # bounds nothing that matters (wake-ups are explicit): just a liveness tick
 READ_COUNT = 200  # entries per stream per read: a burst is taken in a few reads, not one huge reply
 ADMIT_BATCH = 500  # subscribers admitted per MULTI/EXEC
-WAKE_TTL_SECONDS = 300  # a crashed process's wake stream goes away by itself
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 2.0
 
 
@@ -63,11 +63,10 @@ class _Admission:
 
 
 class EventFanout:
-    def __init__(self, redis: Redis, reader: Redis, *, block_ms: int = BLOCK_MS) -> None:
-        self._redis = redis  # the API's pool: admissions and wake-ups
-        self._reader = reader  # a dedicated connection: the one blocking read
+    def __init__(self, streams: EventStreams, *, block_ms: int = BLOCK_MS) -> None:
+        self._streams = streams
         self._block_ms = block_ms
-        self._wake_key = f"rs:fanout:{secrets.token_hex(8)}:wake"
+        self._wake_key = names.fanout_wake(secrets.token_hex(8))
         self._wake_cursor = NO_ID
         self._wake_used = False
         self._watches: dict[str, _Watch] = {}  # by stream key
@@ -96,8 +95,8 @@ class EventFanout:
         if self._tasks:
             await asyncio.wait(self._tasks)
         if self._wake_used:
-            with contextlib.suppress(*REDIS_DOWN):  # it expires by itself
-                await self._redis.delete(self._wake_key)
+            with contextlib.suppress(Unavailable):  # it expires by itself
+                await self._streams.forget(self._wake_key)
 
     def end_all(self) -> None:
         """The server is going away: every stream ends cleanly, so clients reconnect elsewhere."""
@@ -127,7 +126,7 @@ class EventFanout:
             raise
 
     def release(self, subscriber: Subscriber) -> None:
-        key = events_key(subscriber.job_id)
+        key = names.job_events(subscriber.job_id)
         watch = self._watches.get(key)
         if watch is not None:
             watch.subscribers.discard(subscriber)
@@ -140,11 +139,8 @@ class EventFanout:
             return  # the reader looks at new subscribers before its next read anyway
         self._wake_sent = self._wake_used = True
         try:
-            async with asyncio.timeout(API_OPERATION_DEADLINE), self._redis.pipeline(False) as pipe:
-                pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
-                pipe.expire(self._wake_key, WAKE_TTL_SECONDS)
-                await pipe.execute()
-        except REDIS_DOWN:
+            await self._streams.wake(self._wake_key)
+        except Unavailable:
             self._wake_sent = False  # the admission reports Redis down to the caller
 
     async def _end_on_shutdown(self) -> None:
@@ -157,9 +153,10 @@ class EventFanout:
             try:
                 await self._step()
                 backoff = BACKOFF_FIRST
-            except REDIS_DOWN as exc:
+            except Unavailable as exc:
                 # Positions are kept: once Redis answers again, reading resumes where it stopped.
-                log.warning("events_reader_redis_error", error=type(exc).__name__, retry_in_s=backoff)
+                cause = type(exc.__cause__ or exc).__name__
+                log.warning("events_reader_redis_error", error=cause, retry_in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP)
             except Exception as exc:  # a bug must not stop every stream of the process
@@ -177,12 +174,11 @@ class EventFanout:
         self._dispatch(await self._read())
 
     async def _read(self) -> list[Any]:
-        streams: dict[KeyT, StreamIdT] = {self._wake_key: self._wake_cursor}
-        streams.update((key, watch.cursor) for key, watch in self._watches.items())
+        cursors = {self._wake_key: self._wake_cursor}
+        cursors.update((key, watch.cursor) for key, watch in self._watches.items())
         self._reading = True
         try:
-            replies: list[Any] = await self._reader.xread(streams, count=READ_COUNT, block=self._block_ms)
-            return replies
+            return await self._streams.read(cursors, count=READ_COUNT, block_ms=self._block_ms)
         finally:
             self._reading = self._wake_sent = False
 
@@ -221,21 +217,12 @@ class EventFanout:
                 admission.future.set_result(self._admitted(opening))
 
     async def _open(self, batch: list[_Admission]) -> list[Opening]:
-        """One MULTI/EXEC: each job's record and stream as they are at the same instant."""
-        # The API's bound on a store operation: a hung Redis answers 503, not a stuck request.
-        async with asyncio.timeout(API_OPERATION_DEADLINE), self._redis.pipeline(transaction=True) as pipe:
-            for admission in batch:
-                pipe.hgetall(job_key(admission.job_id))
-                pipe.xrevrange(events_key(admission.job_id), count=2)
-                if admission.after is not None:
-                    pipe.xrange(events_key(admission.job_id), min=admission.after)
-            replies = iter(await pipe.execute())
-        openings = []
-        for admission in batch:
-            record, tail = next(replies) or None, next(replies)
-            replay = next(replies) if admission.after is not None else None
-            openings.append(Opening(admission.job_id, record, tail, admission.after, replay))
-        return openings
+        """Each job's record and stream as they are at the same instant (one MULTI/EXEC)."""
+        opened = await self._streams.opening((admission.job_id, admission.after) for admission in batch)
+        return [
+            Opening(admission.job_id, record, tail, admission.after, replay)
+            for admission, (record, tail, replay) in zip(batch, opened, strict=True)
+        ]
 
     def _admitted(self, opening: Opening) -> Subscriber | None:
         start = plan_start(opening)
@@ -246,7 +233,7 @@ class EventFanout:
         if not start.live:
             subscriber.finish()
             return subscriber
-        key = events_key(opening.job_id)
+        key = names.job_events(opening.job_id)
         watch = self._watches.get(key)
         if watch is None:
             watch = self._watches[key] = _Watch(opening.job_id, start.last_id)
@@ -261,7 +248,7 @@ def _fail(batch: list[_Admission], exc: BaseException) -> None:
         if isinstance(exc, asyncio.CancelledError):
             admission.future.cancel()
         else:
-            admission.future.set_exception(_redis_down() if isinstance(exc, REDIS_DOWN) else exc)
+            admission.future.set_exception(exc)
 
 
 def _abandon(future: asyncio.Future[Subscriber | None]) -> None:
@@ -272,29 +259,19 @@ def _abandon(future: asyncio.Future[Subscriber | None]) -> None:
         subscriber.close()
 
 
-def _redis_down() -> Unavailable:
-    return Unavailable("the job store is unreachable; retry shortly", retry_after=UNAVAILABLE_RETRY_AFTER)
-
-
 def _shutting_down() -> Unavailable:
     return Unavailable("this server is shutting down; reconnect", retry_after=1)
 
 
 @asynccontextmanager
-async def open_fanout(redis: Redis, redis_url: str) -> AsyncIterator[EventFanout]:
+async def open_fanout(redis: RedisClient, settings: Settings) -> AsyncIterator[EventFanout]:
     """The API lifespan's fan-out; its reader connects on the first subscriber, not at startup."""
-    reader: Redis = Redis.from_url(
-        redis_url,
-        decode_responses=True,
-        single_connection_client=True,
-        client_name="rs-events-reader",
-        socket_connect_timeout=1.0,
-        socket_timeout=BLOCK_MS / 1000 + 5,  # longer than the blocking read
-    )
-    fanout = EventFanout(redis, reader)
+    # The API's bound on a store operation: a hung Redis answers 503, not a stuck request.
+    streams = EventStreams.open(redis, settings.redis_url, block_ms=BLOCK_MS, deadline=API_OPERATION_DEADLINE)
+    fanout = EventFanout(streams)
     fanout.start()
     try:
         yield fanout
     finally:
         await fanout.stop()
-        await reader.aclose()
+        await streams.aclose()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sse_starlette import ServerSentEvent
 
+from service.store.event_streams import Entry
 from service.store.jobs import TERMINAL_STATES
 from service.store.views import error_view, report_paths, result_view
 
@@ -21,9 +21,6 @@ TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
 # The id of "nothing yet": a queued job's stream may not exist (the submit script writes no event).
 NO_ID = "0-0"
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-
-# One stream entry as redis-py returns it: (id, {"event": ..., "data": <JSON text>}).
-Entry = tuple[str, dict[str, str]]
 
 
 def stream_id(text: str) -> tuple[int, int]:
@@ -36,8 +33,16 @@ def valid_event_id(text: str | None) -> str | None:
     return text if text is not None and _STREAM_ID.match(text) else None
 
 
+_SEP = "\r\n"  # the line ending sse-starlette writes its keep-alive comments with
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+
+
 def encode(event_id: str, name: str, data: str) -> bytes:
-    return ServerSentEvent(data=data, event=name, id=event_id).encode()
+    """One event in the SSE wire format, byte for byte what ``sse_starlette.ServerSentEvent`` writes
+    (``tests/api/events/test_wire.py`` compares them); done here so only the endpoint loads it."""
+    data_lines = "".join(f"data: {line}{_SEP}" for line in _LINE_BREAKS.split(data))
+    clean = _LINE_BREAKS.sub
+    return f"id: {clean('', event_id)}{_SEP}event: {clean('', name)}{_SEP}{data_lines}{_SEP}".encode()
 
 
 def _json(value: Any) -> str:

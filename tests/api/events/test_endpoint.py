@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from service.api.events.wire import stream_id
 from service.api.tokens import sign_events_token
 from service.core.settings import Settings
-from service.store.jobs import JobStore, events_key
+from service.store import names
+from service.store.jobs import JobStore
 from service.store.secrets import shared_signing_secret
 from tests.api.events.support import (
     RESULT,
@@ -73,7 +74,7 @@ def events_path(job_id: str) -> str:
 
 
 async def entries(redis: aioredis.Redis, job_id: str) -> list[tuple[str, dict[str, str]]]:
-    found: list[tuple[str, dict[str, str]]] = await redis.xrange(events_key(job_id))
+    found: list[tuple[str, dict[str, str]]] = await redis.xrange(names.job_events(job_id))
     return found
 
 

@@ -21,7 +21,8 @@ from service.api.tokens import sign_events_token
 from service.client.sse import SseEvent
 from service.core.settings import Settings
 from service.dev.embedded_redis import free_port
-from service.store.jobs import JobStore, events_key
+from service.store import names
+from service.store.jobs import JobStore
 from tests.api.events.support import EventStream, LiveApi, complete, ids, live_api, open_events, start
 from tests.conftest import bearer, create_key, make_settings
 from tests.fakes.processes import service_env, start_api
@@ -106,7 +107,7 @@ async def test_no_event_is_lost_or_repeated_between_the_snapshot_and_live_events
             await jobs.advance(job_id, stage=f"s{step}", progress=min(step, 99))
             await asyncio.sleep(0.003)
         await complete(jobs, job_id)  # a finished stream stays whole until it is swept
-        return dict(await redis.xrange(events_key(job_id)))
+        return dict(await redis.xrange(names.job_events(job_id)))
 
     async def watch(client: httpx.AsyncClient, index: int) -> None:
         await asyncio.sleep(index * 0.015)

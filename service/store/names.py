@@ -1,0 +1,105 @@
+"""Every Redis key and channel the service uses, named here and nowhere else.
+
+Python builds names with the functions below; the Lua scripts get the same prefixes through
+``LUA_NAMES`` (``service.store.lua`` substitutes them), so a name can never be spelled two ways.
+arq's own keys are listed too: our scripts write its queue entries and abort marks, and
+``tests/store/test_names.py`` pins them to ``arq.constants`` (the API process must not import arq).
+"""
+
+from __future__ import annotations
+
+# --- jobs ----------------------------------------------------------------------------------------
+JOB_PREFIX = "rs:job:"  # a job's record (hash); ':events' its event stream; ':answer' its checkpoint
+EVENTS_SUFFIX = ":events"
+ANSWER_SUFFIX = ":answer"
+COMPLETED_INDEX = "rs:completed"  # job ids by finish time, to cap how many completed jobs are kept
+TO_COMPACT = "rs:to-compact"  # finished jobs whose event streams still hold every event
+QUEUED_COUNTS = "rs:queued"  # jobs waiting, per plan
+RUNNING_COUNTS = "rs:running"  # jobs running, per plan
+WAKE_CHANNEL = "rs:wake"  # pub/sub: a job was submitted, unparked or cancelled
+
+# --- per user --------------------------------------------------------------------------------------
+USAGE_PREFIX = "rs:usage:"  # + user + ':' + period: tokens, reports and budget reservations
+RATE_PREFIX = "rs:rate:"  # + user: the submission token bucket
+ACTIVE_PREFIX = "rs:active:"  # + user: running jobs by lease deadline (the per-user cap)
+PARKED_PREFIX = "rs:parked:"  # + user: jobs waiting for one of the user's slots
+
+# --- keys, uploads, secrets ------------------------------------------------------------------------
+API_KEY_PREFIX = "rs:apikey:"  # + SHA-256 of the key
+API_KEYS_INDEX = "rs:apikeys"  # key id -> digest, for listing and revoking without the key itself
+UPLOAD_PREFIX = "rs:input:"  # + input id: an upload's owner and type (the bytes live in storage)
+SIGNING_KEY_NAME = "rs:signing-secret"  # the events-token signing secret, when not configured
+
+# --- the fleet's shared state ----------------------------------------------------------------------
+LLM_BUCKETS_PREFIX = "rs:llm:"  # + model + ':buckets': the shared limiter's buckets and pause
+METRICS_COUNTERS = "rs:metrics:counters"
+METRICS_GAUGES_PREFIX = "rs:metrics:gauges:"  # + instance
+FANOUT_PREFIX = "rs:fanout:"  # + token + ':wake': one API process's events-reader wake-up stream
+
+# --- arq's own (arq.constants) ---------------------------------------------------------------------
+ARQ_QUEUE = "arq:queue"
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
+ARQ_RESULT_PREFIX = "arq:result:"
+ARQ_RETRY_PREFIX = "arq:retry:"
+ARQ_ABORT = "arq:abort"
+
+
+def job(job_id: str) -> str:
+    return JOB_PREFIX + job_id
+
+
+def job_events(job_id: str) -> str:
+    return JOB_PREFIX + job_id + EVENTS_SUFFIX
+
+
+def job_answer(job_id: str) -> str:
+    return JOB_PREFIX + job_id + ANSWER_SUFFIX
+
+
+def usage(user_id: str, period: str) -> str:
+    return f"{USAGE_PREFIX}{user_id}:{period}"
+
+
+def api_key(digest: str) -> str:
+    return API_KEY_PREFIX + digest
+
+
+def upload(input_id: str) -> str:
+    return UPLOAD_PREFIX + input_id
+
+
+def llm_buckets(model: str) -> str:
+    # One key per model holds all its state, so every limiter script touches one key.
+    return f"{LLM_BUCKETS_PREFIX}{model}:buckets"
+
+
+def metrics_gauges(instance: str) -> str:
+    return METRICS_GAUGES_PREFIX + instance
+
+
+def fanout_wake(token: str) -> str:
+    return f"{FANOUT_PREFIX}{token}:wake"
+
+
+def arq_job(job_id: str) -> str:
+    return ARQ_JOB_PREFIX + job_id
+
+
+# What the Lua scripts know by these placeholders (``@NAME@`` in their source).
+LUA_NAMES = {
+    "JOB_PREFIX": JOB_PREFIX,
+    "EVENTS_SUFFIX": EVENTS_SUFFIX,
+    "ANSWER_SUFFIX": ANSWER_SUFFIX,
+    "TO_COMPACT": TO_COMPACT,
+    "QUEUED_COUNTS": QUEUED_COUNTS,
+    "RUNNING_COUNTS": RUNNING_COUNTS,
+    "WAKE_CHANNEL": WAKE_CHANNEL,
+    "USAGE_PREFIX": USAGE_PREFIX,
+    "RATE_PREFIX": RATE_PREFIX,
+    "ACTIVE_PREFIX": ACTIVE_PREFIX,
+    "PARKED_PREFIX": PARKED_PREFIX,
+    "ARQ_QUEUE": ARQ_QUEUE,
+    "ARQ_JOB_PREFIX": ARQ_JOB_PREFIX,
+    "ARQ_ABORT": ARQ_ABORT,
+}

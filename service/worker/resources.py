@@ -1,0 +1,76 @@
+"""What a worker process opens once and every job uses: stores, the input fetcher, the provider,
+the render pool, storage, the shared limiter and the metrics buffer (``WorkerDeps``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+from service.core.settings import Settings
+from service.inputs.fetch import InputFetcher, build_input_client
+from service.inputs.source import InputSource
+from service.providers.anthropic.provider import AnthropicProvider, build_anthropic_client
+from service.providers.base import Provider
+from service.providers.offline.provider import OfflineProvider
+from service.report.renderer import PdfRenderer
+from service.storage.base import Storage
+from service.storage.factory import storage_from
+from service.store.connection import open_redis
+from service.store.jobs import JobStore
+from service.store.limiter import LlmLimiter, limits_from
+from service.store.metrics import MetricsStore
+from service.store.uploads import UploadStore
+from service.telemetry.metrics import MetricsBuffer
+
+
+@dataclass
+class WorkerDeps:
+    settings: Settings
+    jobs: JobStore
+    inputs: InputSource
+    provider: Provider
+    renderer: PdfRenderer
+    storage: Storage
+    limiter: LlmLimiter | None = None  # None: the offline provider, which costs nothing
+    metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
+
+
+@asynccontextmanager
+async def provider_for(settings: Settings) -> AsyncIterator[Provider]:
+    if settings.offline:
+        yield OfflineProvider()
+        return
+    client = build_anthropic_client(settings)
+    try:
+        yield AnthropicProvider(client)
+    finally:
+        await client.close()
+
+
+@asynccontextmanager
+async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
+    """Every client a job needs, opened once per worker process and closed on shutdown."""
+    async with AsyncExitStack() as stack:
+        redis = open_redis(settings.redis_url, fail_fast=False)
+        stack.push_async_callback(redis.aclose)
+        input_client = build_input_client(settings)
+        stack.push_async_callback(input_client.aclose)
+        renderer = PdfRenderer(processes=1)
+        storage = storage_from(settings)
+        stack.push_async_callback(storage.aclose)
+        stack.callback(renderer.close)
+        metrics = MetricsBuffer()
+        metrics_store = MetricsStore(redis)
+        metrics.start(metrics_store, every=settings.metrics_flush_seconds)
+        stack.push_async_callback(metrics.stop, metrics_store)
+        yield WorkerDeps(
+            settings=settings,
+            jobs=JobStore(redis),
+            inputs=InputSource(InputFetcher(input_client, settings), UploadStore(redis), storage),
+            provider=await stack.enter_async_context(provider_for(settings)),
+            renderer=renderer,
+            storage=storage,
+            limiter=None if settings.offline else LlmLimiter(redis, limits_from(settings)),
+            metrics=metrics,
+        )
