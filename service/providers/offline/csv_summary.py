@@ -8,7 +8,6 @@ import re
 from collections import Counter
 
 from service.providers.offline.columns import (
-    ColumnProfile,
     categories_section,
     column_findings,
     column_notes,
@@ -106,6 +105,3 @@ def _table_notes(names: list[str], ragged: int) -> list[str]:
     if repeated:
         notes.append("Repeated column names: " + ", ".join(f"**{inline(name)}**" for name in repeated) + ".")
     return notes
-
-
-__all__ = ["ColumnProfile", "read_rows", "split_header", "summarize_csv"]
