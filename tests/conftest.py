@@ -135,6 +135,24 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+async def submit(
+    client: httpx.AsyncClient,
+    key: dict[str, str],
+    input_url: str,
+    *,
+    idempotency_key: str | None = None,
+    expect: tuple[int, ...] = (202,),
+) -> dict[str, str]:
+    """``POST /api/reports`` as a client sends it; the answer's body (``jobId``, ``eventsUrl``...)."""
+    body = {"inputDataUrl": input_url}
+    if idempotency_key is not None:
+        body["idempotencyKey"] = idempotency_key
+    response = await client.post("/api/reports", json=body, headers=key)
+    assert response.status_code in expect, response.text
+    answer: dict[str, str] = response.json()
+    return answer
+
+
 class InputFiles:
     """Inputs served over real HTTP on loopback, as a user's file host would serve them."""
 

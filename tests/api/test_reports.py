@@ -24,7 +24,10 @@ async def bob(settings: Settings) -> dict[str, str]:
     return bearer(await create_key(settings, "bob", "free"))
 
 
-async def submit(api: httpx.AsyncClient, who: dict[str, str], body: object, **headers: str) -> httpx.Response:
+async def post_report(
+    api: httpx.AsyncClient, who: dict[str, str], body: object, **headers: str
+) -> httpx.Response:
+    """Any body, as a client (or an attacker) might send it; the raw response."""
     return await api.post("/api/reports", json=body, headers={**who, **headers})
 
 
@@ -37,7 +40,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 
 async def test_submit_answers_202_with_ids_and_urls(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
-    response = await submit(api, alice, {"inputDataUrl": URL})
+    response = await post_report(api, alice, {"inputDataUrl": URL})
     assert response.status_code == 202
     body = response.json()
     assert body["state"] == "queued"
@@ -50,7 +53,7 @@ async def test_submit_answers_202_with_ids_and_urls(api: httpx.AsyncClient, alic
 async def test_submit_puts_exactly_one_entry_in_the_queue(
     api: httpx.AsyncClient, alice: dict[str, str], settings: Settings
 ) -> None:
-    job_id = (await submit(api, alice, {"inputDataUrl": URL})).json()["jobId"]
+    job_id = (await post_report(api, alice, {"inputDataUrl": URL})).json()["jobId"]
     client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     assert await client.zrange("arq:queue", 0, -1) == [job_id]
     assert await client.exists(f"arq:job:{job_id}") == 1
@@ -60,8 +63,8 @@ async def test_submit_puts_exactly_one_entry_in_the_queue(
 async def test_replay_with_same_key_returns_original_job(
     api: httpx.AsyncClient, alice: dict[str, str]
 ) -> None:
-    first = await submit(api, alice, {"inputDataUrl": URL, "idempotencyKey": "order-1234"})
-    again = await submit(api, alice, {"inputDataUrl": URL, "idempotencyKey": "order-1234"})
+    first = await post_report(api, alice, {"inputDataUrl": URL, "idempotencyKey": "order-1234"})
+    again = await post_report(api, alice, {"inputDataUrl": URL, "idempotencyKey": "order-1234"})
     assert first.status_code == 202
     assert again.status_code == 200
     assert again.headers["idempotent-replayed"] == "true"
@@ -70,23 +73,23 @@ async def test_replay_with_same_key_returns_original_job(
 
 
 async def test_idempotency_key_may_come_in_the_header(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
-    first = await submit(api, alice, {"inputDataUrl": URL}, **{"Idempotency-Key": "header-key-1"})
-    again = await submit(api, alice, {"inputDataUrl": URL, "idempotencyKey": "header-key-1"})
+    first = await post_report(api, alice, {"inputDataUrl": URL}, **{"Idempotency-Key": "header-key-1"})
+    again = await post_report(api, alice, {"inputDataUrl": URL, "idempotencyKey": "header-key-1"})
     assert again.status_code == 200
     assert again.json()["jobId"] == first.json()["jobId"]
 
 
 async def test_same_key_different_payload_is_422(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
-    await submit(api, alice, {"inputDataUrl": URL, "idempotencyKey": "order-1234"})
-    other = await submit(api, alice, {"inputDataUrl": URL + "?v=2", "idempotencyKey": "order-1234"})
+    await post_report(api, alice, {"inputDataUrl": URL, "idempotencyKey": "order-1234"})
+    other = await post_report(api, alice, {"inputDataUrl": URL + "?v=2", "idempotencyKey": "order-1234"})
     assert_error(other, 422, "idempotency_key_mismatch")
 
 
 async def test_two_users_with_the_same_key_get_independent_jobs(
     api: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str]
 ) -> None:
-    a = await submit(api, alice, {"inputDataUrl": URL, "idempotencyKey": "shared-key"})
-    b = await submit(api, bob, {"inputDataUrl": URL, "idempotencyKey": "shared-key"})
+    a = await post_report(api, alice, {"inputDataUrl": URL, "idempotencyKey": "shared-key"})
+    b = await post_report(api, bob, {"inputDataUrl": URL, "idempotencyKey": "shared-key"})
     assert a.status_code == b.status_code == 202
     assert a.json()["jobId"] != b.json()["jobId"]
 
@@ -94,8 +97,8 @@ async def test_two_users_with_the_same_key_get_independent_jobs(
 async def test_without_a_key_every_request_is_a_new_job(
     api: httpx.AsyncClient, alice: dict[str, str]
 ) -> None:
-    a = await submit(api, alice, {"inputDataUrl": URL})
-    b = await submit(api, alice, {"inputDataUrl": URL})
+    a = await post_report(api, alice, {"inputDataUrl": URL})
+    b = await post_report(api, alice, {"inputDataUrl": URL})
     assert a.json()["jobId"] != b.json()["jobId"]
 
 
@@ -103,7 +106,7 @@ async def test_without_a_key_every_request_is_a_new_job(
     "headers", [{}, {"Authorization": "Bearer rsk_nope"}, {"Authorization": "Basic eA=="}]
 )
 async def test_missing_or_unknown_key_is_401(api: httpx.AsyncClient, headers: dict[str, str]) -> None:
-    assert_error(await submit(api, headers, {"inputDataUrl": URL}), 401, "unauthorized")
+    assert_error(await post_report(api, headers, {"inputDataUrl": URL}), 401, "unauthorized")
 
 
 async def test_revoked_key_is_401(api: httpx.AsyncClient, settings: Settings) -> None:
@@ -114,7 +117,7 @@ async def test_revoked_key_is_401(api: httpx.AsyncClient, settings: Settings) ->
     client = open_redis(settings.redis_url, fail_fast=True)
     await KeyStore(client).revoke(key)
     await client.aclose()
-    assert_error(await submit(api, bearer(key), {"inputDataUrl": URL}), 401, "unauthorized")
+    assert_error(await post_report(api, bearer(key), {"inputDataUrl": URL}), 401, "unauthorized")
 
 
 async def test_non_json_content_type_is_415(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
@@ -145,7 +148,7 @@ async def test_invalid_json_is_400_with_issues(api: httpx.AsyncClient, alice: di
 async def test_invalid_body_is_400_naming_the_problem(
     api: httpx.AsyncClient, alice: dict[str, str], payload: object, mentions: str
 ) -> None:
-    body = assert_error(await submit(api, alice, payload), 400, "bad_request")
+    body = assert_error(await post_report(api, alice, payload), 400, "bad_request")
     assert any(mentions in issue for issue in body["issues"])  # type: ignore[attr-defined]
 
 
@@ -161,7 +164,7 @@ async def test_private_input_url_is_refused_by_default(redis_url: str, tmp_path:
         LiveServer(create_app(strict, configure_logs=False)) as live,
         httpx.AsyncClient(base_url=live.url) as api,
     ):
-        response = await submit(api, key, {"inputDataUrl": "http://169.254.169.254/latest/meta-data"})
+        response = await post_report(api, key, {"inputDataUrl": "http://169.254.169.254/latest/meta-data"})
     body = assert_error(response, 400, "bad_request")
     assert "private or local" in str(body["message"])
 
@@ -170,11 +173,13 @@ async def test_oversized_body_is_413(
     api: httpx.AsyncClient, alice: dict[str, str], settings: Settings
 ) -> None:
     padding = "x" * (settings.request_max_bytes + 1)
-    assert_error(await submit(api, alice, {"inputDataUrl": URL, "pad": padding}), 413, "payload_too_large")
+    assert_error(
+        await post_report(api, alice, {"inputDataUrl": URL, "pad": padding}), 413, "payload_too_large"
+    )
 
 
 async def test_status_shows_a_queued_job(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
-    accepted = (await submit(api, alice, {"inputDataUrl": URL})).json()
+    accepted = (await post_report(api, alice, {"inputDataUrl": URL})).json()
     response = await api.get(accepted["statusUrl"], headers=alice)
     assert response.status_code == 200
     status = response.json()
@@ -187,7 +192,7 @@ async def test_status_shows_a_queued_job(api: httpx.AsyncClient, alice: dict[str
 async def test_another_users_job_is_404_like_an_unknown_one(
     api: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str]
 ) -> None:
-    accepted = (await submit(api, alice, {"inputDataUrl": URL})).json()
+    accepted = (await post_report(api, alice, {"inputDataUrl": URL})).json()
     foreign = await api.get(accepted["statusUrl"], headers=bob)
     unknown = await api.get("/api/reports/" + "0" * 32, headers=bob)
     malformed = await api.get("/api/reports/..%2f..%2fetc", headers=bob)
@@ -199,14 +204,14 @@ async def test_another_users_job_is_404_like_an_unknown_one(
 
 
 async def test_pdf_of_an_unfinished_job_is_409(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
-    accepted = (await submit(api, alice, {"inputDataUrl": URL})).json()
+    accepted = (await post_report(api, alice, {"inputDataUrl": URL})).json()
     assert_error(await api.get(accepted["statusUrl"] + "/pdf", headers=alice), 409, "conflict")
 
 
 async def test_cancel_removes_a_queued_job_from_the_queue(
     api: httpx.AsyncClient, alice: dict[str, str], settings: Settings
 ) -> None:
-    accepted = (await submit(api, alice, {"inputDataUrl": URL})).json()
+    accepted = (await post_report(api, alice, {"inputDataUrl": URL})).json()
     response = await api.delete(accepted["statusUrl"], headers=alice)
     assert response.status_code == 200
     assert response.json()["state"] == "cancelled"

@@ -19,7 +19,15 @@ from service.report.document import ReportDocument
 from service.report.renderer import PdfRenderer
 from service.store.jobs import JobStore
 from service.worker.pipeline import run_report_job
-from tests.conftest import InputFiles, bearer, create_key, make_settings, run_burst_worker, worker_deps
+from tests.conftest import (
+    InputFiles,
+    bearer,
+    create_key,
+    make_settings,
+    run_burst_worker,
+    submit,
+    worker_deps,
+)
 from tests.fakes.anthropic import (
     FakeAnthropic,
     invalid_api_key,
@@ -46,13 +54,6 @@ def pdf_text(pdf: bytes) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
 
 
-async def submit(api: httpx.AsyncClient, key: dict[str, str], url: str) -> str:
-    response = await api.post("/api/reports", json={"inputDataUrl": url}, headers=key)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["jobId"]
-    return job_id
-
-
 async def status(api: httpx.AsyncClient, key: dict[str, str], job_id: str) -> dict[str, object]:
     response = await api.get(f"/api/reports/{job_id}", headers=key)
     assert response.status_code == 200
@@ -73,7 +74,7 @@ async def test_a_report_goes_from_post_to_pdf_through_the_model(
     fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(settings, renderer)
 
     done = await status(api, key, job_id)
@@ -109,7 +110,7 @@ async def test_free_plan_jobs_use_the_free_model(
     fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "bob", "free"))
-    await submit(api, key, inputs.add("sales.csv", CSV))
+    (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(settings, renderer)
     assert [call.body["model"] for call in fake_anthropic.calls] == [settings.model_free]
 
@@ -133,7 +134,7 @@ async def test_stages_are_announced_in_order_with_rising_progress(
     fake_anthropic.chunk_delay, fake_anthropic.chunk_chars = 0.03, 200  # about a second of streaming
     fake_anthropic.reply = lambda body: "# Report\n\n" + "Revenue grew in every region. " * 300
     key = bearer(await create_key(settings, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     async with worker_deps(settings, renderer) as deps:
         recording = RecordingJobStore(deps.jobs)
         deps.jobs = recording
@@ -159,7 +160,7 @@ async def test_offline_provider_writes_a_clearly_marked_report(
     offline = make_settings(redis_url, tmp_path / "data")  # the same storage the API fixture reads
     assert offline.offline
     key = bearer(await create_key(offline, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(offline, renderer, OfflineProvider(chunk_delay=0))
     done = await status(api, key, job_id)
     assert done["state"] == "completed"
@@ -177,7 +178,7 @@ async def test_missing_input_fails_at_once_without_calling_the_model(
     fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "alice", "pro"))
-    job_id = await submit(api, key, f"{inputs.base_url}/files/missing.csv")
+    job_id = (await submit(api, key, f"{inputs.base_url}/files/missing.csv"))["jobId"]
     await run(settings, renderer)
     failed = await status(api, key, job_id)
     assert (failed["state"], failed["attempts"]) == ("failed", 1)
@@ -197,7 +198,7 @@ async def test_an_overloaded_provider_is_waited_out_without_spending_attempts_an
         overloaded(retry_after="0"), rate_limited(retry_after="0"), overloaded(retry_after="0")
     )
     key = bearer(await create_key(settings, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(settings, renderer)
     done = await status(api, key, job_id)
     assert (done["state"], done["attempts"]) == ("completed", 1)  # 429 and 529 never cost an attempt
@@ -214,7 +215,7 @@ async def test_a_rejected_request_fails_without_retrying(
 ) -> None:
     fake_anthropic.fail_next(invalid_api_key())
     key = bearer(await create_key(settings, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(settings, renderer)
     failed = await status(api, key, job_id)
     assert (failed["state"], failed["attempts"]) == ("failed", 1)
@@ -232,7 +233,7 @@ async def test_retries_stop_after_max_attempts(
 ) -> None:
     fake_anthropic.fail_next(*[server_error() for _ in range(settings.max_attempts)])
     key = bearer(await create_key(settings, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(settings, renderer)
     failed = await status(api, key, job_id)
     assert (failed["state"], failed["attempts"]) == ("failed", settings.max_attempts)
@@ -264,7 +265,7 @@ async def test_a_retry_after_the_model_answered_resumes_from_the_checkpoint(
     fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(settings, FlakyRenderer(renderer))
     done = await status(api, key, job_id)
     assert (done["state"], done["attempts"]) == ("completed", 2)
@@ -282,7 +283,7 @@ async def test_a_job_running_past_the_timeout_is_retried_then_fails(
     )  # fmt: skip
     fake_anthropic.first_byte_delay = 2.0
     key = bearer(await create_key(impatient, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(impatient, renderer)
     failed = await status(api, key, job_id)
     assert (failed["state"], failed["attempts"]) == ("failed", 2)
@@ -297,7 +298,7 @@ async def test_a_finished_job_started_again_does_nothing(
     fake_anthropic: FakeAnthropic,
 ) -> None:
     key = bearer(await create_key(settings, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(settings, renderer)
     async with worker_deps(settings, renderer) as deps:
         assert await run_report_job(deps, job_id) == "completed"
@@ -314,7 +315,7 @@ async def test_a_spend_limit_429_fails_at_once_and_is_never_retried(
 ) -> None:
     fake_anthropic.fail_next(tier_spend_limit_reached(), tier_spend_limit_reached())
     key = bearer(await create_key(settings, "alice", "pro"))
-    job_id = await submit(api, key, inputs.add("sales.csv", CSV))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(settings, renderer)
     failed = await status(api, key, job_id)
     assert (failed["state"], failed["attempts"]) == ("failed", 1)

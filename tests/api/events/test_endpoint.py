@@ -28,7 +28,7 @@ from tests.api.events.support import (
     open_events,
     start,
 )
-from tests.conftest import bearer, create_key, make_settings
+from tests.conftest import bearer, create_key, make_settings, submit
 
 URL = "https://example.com/data/sales.csv"
 
@@ -62,13 +62,6 @@ async def alice(settings: Settings) -> dict[str, str]:
     return bearer(await create_key(settings, "alice", "pro"))
 
 
-async def submit(live: LiveApi, who: dict[str, str]) -> dict[str, str]:
-    response = await live.client.post("/api/reports", json={"inputDataUrl": URL}, headers=who)
-    assert response.status_code == 202, response.text
-    body: dict[str, str] = response.json()
-    return body
-
-
 def events_path(job_id: str) -> str:
     return f"/api/reports/{job_id}/events"
 
@@ -81,7 +74,7 @@ async def entries(redis: aioredis.Redis, job_id: str) -> list[tuple[str, dict[st
 async def test_the_first_event_is_a_snapshot_of_the_job_as_it_is_now(
     live: LiveApi, alice: dict[str, str], jobs: JobStore, redis: aioredis.Redis
 ) -> None:
-    job_id = (await submit(live, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     async with open_events(live.client, events_path(job_id), alice) as stream:
         first = await stream.next()
     # A queued job has no stream yet: its snapshot carries the id of "nothing".
@@ -99,7 +92,7 @@ async def test_the_first_event_is_a_snapshot_of_the_job_as_it_is_now(
 async def test_progress_events_follow_and_the_terminal_event_closes_the_stream(
     live: LiveApi, alice: dict[str, str], jobs: JobStore, redis: aioredis.Redis
 ) -> None:
-    job_id = (await submit(live, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     async with open_events(live.client, events_path(job_id), alice) as stream:
         await stream.next()
         await start(jobs, job_id, stage="fetching", progress=10)
@@ -122,7 +115,7 @@ async def test_a_finished_job_sends_its_snapshot_then_its_terminal_event_then_cl
     live: LiveApi, alice: dict[str, str], jobs: JobStore, redis: aioredis.Redis, settings: Settings,
     outcome: str,
 ) -> None:  # fmt: skip
-    job_id = (await submit(live, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     if outcome != "cancelled":  # a queued job is cancelled before it ever started
         await start(jobs, job_id, stage="fetching", progress=10)
     if outcome == "completed":
@@ -155,7 +148,7 @@ async def test_a_finished_job_sends_its_snapshot_then_its_terminal_event_then_cl
 async def test_last_event_id_replays_exactly_the_events_after_it_then_goes_live(
     live: LiveApi, alice: dict[str, str], jobs: JobStore, redis: aioredis.Redis
 ) -> None:
-    job_id = (await submit(live, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     await start(jobs, job_id, stage="fetching", progress=10)
     for progress in (20, 30, 40, 50):
         await jobs.advance(job_id, stage="summarizing", progress=progress)
@@ -176,7 +169,7 @@ async def test_last_event_id_replays_exactly_the_events_after_it_then_goes_live(
 async def test_resuming_from_a_queued_snapshot_replays_the_whole_stream(
     live: LiveApi, alice: dict[str, str], jobs: JobStore
 ) -> None:
-    job_id = (await submit(live, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     await start(jobs, job_id, stage="fetching", progress=10)
     await jobs.advance(job_id, stage="summarizing", progress=30)
     async with open_events(live.client, events_path(job_id), {**alice, "Last-Event-ID": "0-0"}) as stream:
@@ -187,7 +180,7 @@ async def test_an_unknown_last_event_id_starts_over_with_a_snapshot(
     live: LiveApi, alice: dict[str, str], jobs: JobStore
 ) -> None:
     """An id no longer in the stream (trimmed) or never in it cannot be resumed exactly."""
-    job_id = (await submit(live, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     await start(jobs, job_id, stage="fetching", progress=10)
     for bogus in ("1-1", "not-an-id"):
         async with open_events(live.client, events_path(job_id), {**alice, "Last-Event-ID": bogus}) as stream:
@@ -198,7 +191,7 @@ async def test_an_unknown_last_event_id_starts_over_with_a_snapshot(
 async def test_resuming_after_the_terminal_event_answers_204_so_browsers_stop_reconnecting(
     live: LiveApi, alice: dict[str, str], jobs: JobStore, redis: aioredis.Redis
 ) -> None:
-    job_id = (await submit(live, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     await start(jobs, job_id, stage="fetching", progress=10)
     await complete(jobs, job_id)
     last = (await entries(redis, job_id))[-1][0]
@@ -207,7 +200,7 @@ async def test_resuming_after_the_terminal_event_answers_204_so_browsers_stop_re
 
 
 async def test_a_comment_line_arrives_while_nothing_happens(live: LiveApi, alice: dict[str, str]) -> None:
-    job_id = (await submit(live, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     async with open_events(live.client, events_path(job_id), alice) as stream:
         await stream.next()
         await asyncio.sleep(0.7)  # EVENTS_PING_SECONDS is 0.2 here
@@ -218,7 +211,7 @@ async def test_unknown_and_foreign_jobs_answer_404_json_not_a_stream(
     live: LiveApi, alice: dict[str, str], settings: Settings
 ) -> None:
     bob = bearer(await create_key(settings, "bob", "free"))
-    bobs_job = (await submit(live, bob))["jobId"]
+    bobs_job = (await submit(live.client, bob, URL))["jobId"]
     for job_id in ("0" * 32, "not-a-job", bobs_job):
         response = await live.client.get(events_path(job_id), headers=alice)
         assert response.status_code == 404, job_id
@@ -230,7 +223,7 @@ async def test_unknown_and_foreign_jobs_answer_404_json_not_a_stream(
 async def test_events_token_admits_its_own_job_only_and_only_until_it_expires(
     live: LiveApi, alice: dict[str, str], redis: aioredis.Redis
 ) -> None:
-    first, second = await submit(live, alice), await submit(live, alice)
+    first, second = await submit(live.client, alice, URL), await submit(live.client, alice, URL)
     async with open_events(live.client, first["eventsUrl"]) as stream:
         assert (await stream.next()).event == "progress"  # no Authorization header needed
 
@@ -255,7 +248,7 @@ async def test_events_token_admits_its_own_job_only_and_only_until_it_expires(
 
 async def test_ids_follow_stream_order(live: LiveApi, alice: dict[str, str], jobs: JobStore) -> None:
     """SSE ids are the stream's entry ids, so they increase with every event."""
-    job_id = (await submit(live, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     async with open_events(live.client, events_path(job_id), alice) as stream:
         await stream.next()
         await start(jobs, job_id, stage="fetching", progress=10)

@@ -24,7 +24,7 @@ from service.dev.embedded_redis import free_port
 from service.store import names
 from service.store.jobs import JobStore
 from tests.api.events.support import EventStream, LiveApi, complete, ids, live_api, open_events, start
-from tests.conftest import bearer, create_key, make_settings
+from tests.conftest import bearer, create_key, make_settings, submit
 from tests.fakes.processes import service_env, start_api
 
 URL = "https://example.com/data/sales.csv"
@@ -62,13 +62,6 @@ def many_streams_client(url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, timeout=10, limits=httpx.Limits(max_connections=None))
 
 
-async def submit(client: httpx.AsyncClient, who: dict[str, str]) -> dict[str, str]:
-    response = await client.post("/api/reports", json={"inputDataUrl": URL}, headers=who)
-    assert response.status_code == 202, response.text
-    body: dict[str, str] = response.json()
-    return body
-
-
 def events_path(job_id: str) -> str:
     return f"/api/reports/{job_id}/events"
 
@@ -97,7 +90,7 @@ async def test_no_event_is_lost_or_repeated_between_the_snapshot_and_live_events
     """Subscribers join at every moment while a job changes state as fast as Redis allows: each one
     gets exactly the stream entries after the id of its snapshot, in order, and a snapshot equal to
     the entry it names."""
-    job_id = (await submit(live.client, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     await start(jobs, job_id, stage="s0", progress=0)
     watchers = 40
     seen: list[list[SseEvent]] = [[] for _ in range(watchers)]
@@ -134,7 +127,7 @@ async def test_no_event_is_lost_or_repeated_between_the_snapshot_and_live_events
 async def test_many_subscribers_of_one_job_all_get_every_event(
     live: LiveApi, alice: dict[str, str], jobs: JobStore
 ) -> None:
-    job_id = (await submit(live.client, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     async with many_streams_client(live.url) as client, AsyncExitStack() as stack:
         streams = await open_many(stack, client, [(events_path(job_id), alice)] * 25)
         assert live.fanout.subscriber_count == 25 and live.fanout.watched_jobs == 1
@@ -149,7 +142,7 @@ async def test_many_subscribers_of_one_job_all_get_every_event(
 
 async def test_disconnected_clients_are_freed_at_once(live: LiveApi, alice: dict[str, str]) -> None:
     """No subscriber, watched stream or task outlives its client."""
-    job_ids = [(await submit(live.client, alice))["jobId"] for _ in range(3)]
+    job_ids = [(await submit(live.client, alice, URL))["jobId"] for _ in range(3)]
     async with open_events(live.client, events_path(job_ids[0]), alice) as warm_up:
         await warm_up.next()  # sse-starlette starts its one shutdown watcher task on first use
     await eventually(lambda: live.fanout.subscriber_count == 0)
@@ -171,7 +164,7 @@ async def api_connections(redis: aioredis.Redis) -> list[dict[str, str]]:
 async def test_the_api_holds_few_redis_connections_however_many_subscribe(
     live: LiveApi, alice: dict[str, str], redis: aioredis.Redis
 ) -> None:
-    submitted = [await submit(live.client, alice) for _ in range(10)]
+    submitted = [await submit(live.client, alice, URL) for _ in range(10)]
     for job in submitted[:2]:  # warm the key cache and the signing secret, as any running API has
         async with open_events(live.client, job["eventsUrl"]) as stream:
             await stream.next()
@@ -190,7 +183,7 @@ async def test_a_dropped_reader_connection_loses_no_event(
 ) -> None:
     """Redis errors on the shared read are ridden out: it backs off, reconnects, and resumes from the
     last entry it had read, so the subscriber still gets every event in order."""
-    job_id = (await submit(live.client, alice))["jobId"]
+    job_id = (await submit(live.client, alice, URL))["jobId"]
     await start(jobs, job_id)
     async with open_events(live.client, events_path(job_id), alice) as stream:
         await stream.next()
@@ -231,7 +224,7 @@ async def test_sigterm_ends_open_streams_cleanly_and_promptly(
     api, url = await start_api(service_env(redis_url, tmp_path / "data"), tmp_path / "logs")
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            job_id = (await submit(client, alice))["jobId"]
+            job_id = (await submit(client, alice, URL))["jobId"]
             async with open_events(client, events_path(job_id), alice) as stream:
                 await stream.next()
                 signalled = time.monotonic()
