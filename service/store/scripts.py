@@ -95,7 +95,9 @@ else
   -- attempt runs again under the same number; crashes are counted apart, so deploys and kills do
   -- not push a job towards failure, while a job that kills every worker is still stopped.
   crashes = redis.call('HINCRBY', KEYS[1], 'crashes', 1)
-  if crashes > tonumber(ARGV[3]) then return {'crashed', attempts, crashes} end
+  if crashes > tonumber(ARGV[3]) then
+    return {'crashed', attempts, crashes, redis.call('HGETALL', KEYS[1])}
+  end
 end
 redis.call('ZADD', active, now + tonumber(ARGV[6]), job_id)
 redis.call('ZREM', '@PARKED_PREFIX@' .. user, job_id)

@@ -110,6 +110,10 @@ class MetricsBuffer:
         self._counts[_key(name + "_sum", labels)] += seconds
         self._counts[_key(name + "_count", labels)] += 1
 
+    def pending(self, name: str, **labels: str) -> float:
+        """What this process has counted for ``name`` with exactly these labels since its last flush."""
+        return self._counts.get(_key(name, labels), 0.0)
+
     def set_gauge(self, name: str, value: float, **labels: str) -> None:
         self._gauges[_key(name, labels)] = value
 

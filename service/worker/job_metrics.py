@@ -3,31 +3,30 @@
 from __future__ import annotations
 
 import time
-from contextvars import ContextVar
 
 from service.telemetry.metrics import MetricsBuffer
 from service.telemetry.pricing import cost_usd
 
-# The plan of the job this task is running: jobs run in tasks of their own, so it cannot leak.
-_plan: ContextVar[str] = ContextVar("job_plan", default="")
+# Every count takes the job's plan from its record, passed in: never from ambient state, which a
+# job given up before it started (too many crashes) would not have.
 
 
 def job_started(metrics: MetricsBuffer, record: dict[str, str], first_start: bool) -> None:
-    _plan.set(record.get("plan", ""))
     if first_start and record.get("started_ms") and record.get("created_ms"):
         wait = (int(record["started_ms"]) - int(record["created_ms"])) / 1000
-        metrics.observe("job_queue_wait_seconds", max(0.0, wait), plan=_plan.get())
+        metrics.observe("job_queue_wait_seconds", max(0.0, wait), plan=record.get("plan", ""))
 
 
-def job_retried(metrics: MetricsBuffer, reason: str) -> None:
-    metrics.inc("job_retries_total", plan=_plan.get(), reason=reason)
+def job_retried(metrics: MetricsBuffer, record: dict[str, str], reason: str) -> None:
+    metrics.inc("job_retries_total", plan=record.get("plan", ""), reason=reason)
 
 
-def job_finished(metrics: MetricsBuffer, state: str, record: dict[str, str] | None = None) -> None:
-    metrics.inc("jobs_finished_total", plan=_plan.get(), state=state)
-    if state == "completed" and record and record.get("started_ms"):
+def job_finished(metrics: MetricsBuffer, record: dict[str, str], state: str) -> None:
+    plan = record.get("plan", "")
+    metrics.inc("jobs_finished_total", plan=plan, state=state)
+    if state == "completed" and record.get("started_ms"):
         ran = time.time() - int(record["started_ms"]) / 1000
-        metrics.observe("job_run_seconds", max(0.0, ran), plan=_plan.get())
+        metrics.observe("job_run_seconds", max(0.0, ran), plan=plan)
 
 
 def model_billed(metrics: MetricsBuffer, model: str, input_tokens: int, output_tokens: int) -> None:

@@ -13,7 +13,8 @@ from service.core.settings import Settings
 from service.store.arq_wire import dumps_job, loads_job
 from service.store.connection import worker_retry_options
 from service.worker.lifecycle import job_ended, shutdown, startup
-from service.worker.pipeline import RetryLater, run_report_job
+from service.worker.outcomes import RetryLater
+from service.worker.pipeline import run_report_job
 from service.worker.resources import WorkerDeps
 
 log = structlog.get_logger("service.worker")

@@ -7,7 +7,6 @@ Plain async functions over injected dependencies: testable without an arq Worker
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,15 +15,14 @@ from typing import Any
 
 import structlog
 
-from service.core.errors import PermanentJobError, TransientJobError, Unavailable
-from service.core.retry import backoff_seconds
 from service.inputs.text import human_size
 from service.providers.base import ReportRequest
 from service.report.document import ReportDocument
 from service.store.job_types import Checkpoint
 from service.store.policies import budget_period, retention, start_policy
-from service.worker.capacity import DEFAULT_PAUSE_S, CapacityWait, call_model, is_throttle
+from service.worker.capacity import call_model
 from service.worker.job_metrics import job_finished, job_retried, job_started, model_billed
+from service.worker.outcomes import RetryLater, give_up_after_crashes, settle
 from service.worker.resources import WorkerDeps
 
 log = structlog.get_logger("service.worker.pipeline")
@@ -32,15 +30,6 @@ log = structlog.get_logger("service.worker.pipeline")
 STAGE_PROGRESS = {"fetching": 10, "summarizing": 30, "rendering": 70, "storing": 90, "done": 100}
 # Output tokens at which summarising progress is halfway from 30 to 70 (it only approaches 70).
 _HALFWAY_TOKENS = 800
-_PROGRESS_INTERVAL_S = 0.25
-
-
-class RetryLater(Exception):
-    """The job was put back in the queue; run it again after ``defer_seconds``."""
-
-    def __init__(self, defer_seconds: float) -> None:
-        super().__init__(f"retry in {defer_seconds:.1f}s")
-        self.defer_seconds = defer_seconds
 
 
 def summarizing_progress(output_tokens: int) -> int:
@@ -61,13 +50,16 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
     """Fetches the input and pays for one model call; the answer is saved before anything else."""
     async with stage(deps, job_id, "fetching"):
         fetched = await deps.inputs.load(record["input_url"], record["user_id"])
-    last_sent = 0.0
+    last_progress = STAGE_PROGRESS["summarizing"]
 
     async def on_output(tokens: int) -> None:
-        nonlocal last_sent
-        if time.monotonic() - last_sent >= _PROGRESS_INTERVAL_S:
-            last_sent = time.monotonic()
-            await deps.jobs.advance(job_id, stage="summarizing", progress=summarizing_progress(tokens))
+        # Already paced by the provider's ProgressThrottle (which always passes the final count);
+        # a second throttle here could drop that final count. Unchanged progress is not sent.
+        nonlocal last_progress
+        progress = summarizing_progress(tokens)
+        if progress != last_progress:
+            last_progress = progress
+            await deps.jobs.advance(job_id, stage="summarizing", progress=progress)
 
     request = ReportRequest(
         input_text=fetched.text,
@@ -128,73 +120,20 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
         period=budget_period(deps.settings),
     )
     if done:
-        job_finished(deps.metrics, "completed", record)
+        job_finished(deps.metrics, record, "completed")
         log.info("job_completed", input_tokens=result["inputTokens"], output_tokens=result["outputTokens"])
-
-
-async def wait_for_capacity(deps: WorkerDeps, job_id: str, seconds: float, reason: str) -> None:
-    """The provider is busy (our shared limits, or its own 429/529): back to the queue, no attempt spent."""
-    await deps.jobs.requeue(job_id, reason, count_attempt=False)
-    job_retried(deps.metrics, "throttled" if "429" in reason or "529" in reason else "capacity")
-    defer = seconds + random.uniform(0, 1 + seconds / 10)  # spread the herd that waited together
-    log.info("job_waiting_for_capacity", reason=reason, defer_s=round(defer, 2))
-    raise RetryLater(defer)
-
-
-async def retry_or_fail(
-    deps: WorkerDeps, job_id: str, attempts: int, error: TransientJobError, kind: str = "transient"
-) -> None:
-    settings = deps.settings
-    if is_throttle(error):
-        pause = error.retry_after if error.retry_after is not None else DEFAULT_PAUSE_S
-        await wait_for_capacity(deps, job_id, pause, error.reason)
-    if attempts >= settings.max_attempts:
-        reason = f"{error.reason} (gave up after {attempts} attempts)"
-        await fail_job(deps, job_id, reason)
-        return
-    defer = backoff_seconds(
-        attempts,
-        base=settings.retry_base_seconds,
-        cap=settings.retry_max_seconds,
-        retry_after=error.retry_after,
-    )
-    await deps.jobs.requeue(job_id, error.reason, count_attempt=True)
-    job_retried(deps.metrics, kind)
-    log.warning("job_retry", reason=error.reason, attempts=attempts, defer_s=round(defer, 2))
-    raise RetryLater(defer)
-
-
-async def hand_back(deps: WorkerDeps, job_id: str) -> None:
-    """Cancelled by a shutdown: back to the queue without spending an attempt (a user's cancel
-    already marked the job cancelled, and then this changes nothing)."""
-    if await deps.jobs.requeue(job_id, "handed back by a stopping worker", count_attempt=False):
-        job_retried(deps.metrics, "handed_back")
-        log.info("job_handed_back")
-
-
-async def fail_job(deps: WorkerDeps, job_id: str, reason: str) -> None:
-    if await deps.jobs.fail(job_id, reason, retention_seconds=deps.settings.failed_retention_seconds):
-        job_finished(deps.metrics, "failed")
-        log.warning("job_failed", reason=reason)
-
-
-async def give_up_after_crashes(deps: WorkerDeps, job_id: str, crashes: int) -> str:
-    await fail_job(
-        deps, job_id, f"the job stopped its worker {crashes} times (crash or out of memory); giving up"
-    )
-    return "failed"
 
 
 async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     """Runs one attempt of a job; returns the state it left the job in (or raises ``RetryLater``)."""
     started = await deps.jobs.start(job_id, start_policy(deps.settings), stage="queued", progress=0)
     if started.state == "crashed":
-        return await give_up_after_crashes(deps, job_id, started.crashes)
+        return await give_up_after_crashes(deps, started.record, started.crashes)
     if started.state == "parked":
         # The user is at their cap of running jobs: the job waits, without spending an attempt, and
         # is put back in the queue when one of their jobs ends (this recheck is only a safety net).
         job_started(deps.metrics, started.record, first_start=False)
-        job_retried(deps.metrics, "parked")
+        job_retried(deps.metrics, started.record, "parked")
         log.info("job_parked")
         raise RetryLater(deps.settings.park_recheck_seconds)
     if not started.proceed:
@@ -207,26 +146,7 @@ async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     try:
         async with asyncio.timeout(deps.settings.job_timeout_seconds):
             await produce(deps, job_id, record)
-    except PermanentJobError as exc:
-        await fail_job(deps, job_id, exc.reason)
-    except CapacityWait as wait:
-        await wait_for_capacity(deps, job_id, wait.seconds, "waiting for model capacity")
-    except TransientJobError as exc:
-        await retry_or_fail(deps, job_id, started.attempts, exc)
-    except TimeoutError:
-        limit = f"the job ran longer than JOB_TIMEOUT_SECONDS ({deps.settings.job_timeout_seconds:g}s)"
-        await retry_or_fail(deps, job_id, started.attempts, TransientJobError(limit), kind="timeout")
-    except asyncio.CancelledError:
-        await asyncio.shield(hand_back(deps, job_id))
-        raise
-    except Unavailable as exc:
-        # Redis is down: nothing can be recorded now. arq keeps the job queued; when it starts again
-        # the record still says 'active' and the restart is counted like a crash.
-        log.warning("job_store_unavailable", error=str(exc))
-        raise RetryLater(backoff_seconds(started.attempts, base=1.0, cap=30.0)) from exc
-    except Exception:
-        # A bug, not the user's doing: fail clearly instead of leaving the job 'active' forever.
-        log.exception("job_crashed")
-        await fail_job(deps, job_id, "an internal error stopped the report; it has been logged")
-    record = await deps.jobs.get(job_id) or {}
-    return record.get("state", "missing")
+    except BaseException as exc:  # every outcome is recorded in our state machine before arq sees it
+        await settle(deps, record, started.attempts, exc)
+    done = await deps.jobs.get(job_id) or {}
+    return done.get("state", "missing")

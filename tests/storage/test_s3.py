@@ -27,7 +27,8 @@ from service.report.renderer import PdfRenderer
 from service.storage.factory import storage_from
 from service.storage.local import LocalStorage
 from service.storage.s3 import ObjectStoreUnavailable, S3Config, S3Storage
-from service.worker.pipeline import RetryLater, run_report_job
+from service.worker.outcomes import RetryLater
+from service.worker.pipeline import run_report_job
 from tests.conftest import (
     InputFiles,
     LiveServer,

@@ -1,0 +1,56 @@
+"""What the pipeline counts and announces, where the reading found it wrong: the plan of a job given
+up after repeated crashes, and the final progress count of a fast answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+
+from service.core.settings import Settings
+from service.providers.base import OutputProgress, ProgressThrottle, ReportAnswer, ReportRequest
+from service.report.renderer import PdfRenderer
+from service.store import names
+from service.store.policies import start_policy
+from service.worker.pipeline import run_report_job, summarizing_progress
+from tests.conftest import InputFiles, bearer, create_key, make_settings, submit, worker_deps
+
+
+class FastProvider:
+    """Streams a running count, then its final count at once: well inside one throttle interval."""
+
+    async def write_report(
+        self, request: ReportRequest, on_output: OutputProgress | None = None
+    ) -> ReportAnswer:
+        progress = ProgressThrottle(on_output)
+        await progress.update(100)
+        await progress.finish(3000)
+        return ReportAnswer("# Report\n\nShort.", "stub-model", 10, 3000)
+
+
+async def test_a_job_given_up_after_repeated_crashes_is_counted_under_its_plan(
+    api: httpx.AsyncClient, redis_url: str, inputs: InputFiles, renderer: PdfRenderer, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_url, tmp_path / "data", max_crash_restarts=0)
+    key = bearer(await create_key(settings, "pat", "pro"))
+    job_id = (await submit(api, key, inputs.add("a.csv", "x,y\n1,2\n")))["jobId"]
+    async with worker_deps(settings, renderer, FastProvider()) as deps:
+        await deps.jobs.start(job_id, start_policy(settings), stage="queued", progress=0)  # its worker died
+        assert await run_report_job(deps, job_id) == "failed"
+        assert deps.metrics.pending("jobs_finished_total", plan="pro", state="failed") == 1
+        assert deps.metrics.pending("jobs_finished_total", plan="", state="failed") == 0
+
+
+async def test_the_final_output_count_reaches_the_progress_events(
+    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer
+) -> None:
+    key = bearer(await create_key(settings, "pat", "free"))
+    job_id = (await submit(api, key, inputs.add("a.csv", "x,y\n1,2\n")))["jobId"]
+    async with worker_deps(settings, renderer, FastProvider()) as deps:
+        assert await run_report_job(deps, job_id) == "completed"
+    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    entries = await client.xrange(names.job_events(job_id))
+    await client.aclose()
+    summarizing = [fields["data"] for _, fields in entries if '"summarizing"' in fields["data"]]
+    assert f'"progress":{summarizing_progress(3000)}' in summarizing[-1]
