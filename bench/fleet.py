@@ -125,7 +125,7 @@ def measure_fleet() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", appendonly=False) as redis:
         data_dir, port = Path(tmp) / "data", free_port()
         fake_url = f"http://127.0.0.1:{port}"
-        fake_command = [sys.executable, "-m", "tests.fakes.anthropic", "--port", str(port),
+        fake_command = [sys.executable, "-m", "tests.fakes.anthropic_cli", "--port", str(port),
                         "--first-byte-delay", "2", "--reply-tokens", "300", "--chunk-chars", "200",
                         "--rpm", str(RPM), "--itpm", str(ITPM), "--otpm", str(OTPM)]  # fmt: skip
         fake = subprocess.Popen(fake_command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -90,7 +90,7 @@ def measure_streams(jobs: int = 1000, seconds: float = 30.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", appendonly=False) as redis:
         data_dir, port = Path(tmp) / "data", free_port()
         fake_url = f"http://127.0.0.1:{port}"
-        fake_command = [sys.executable, "-m", "tests.fakes.anthropic", "--port", str(port),
+        fake_command = [sys.executable, "-m", "tests.fakes.anthropic_cli", "--port", str(port),
                         "--chunk-chars", str(chunk_chars), "--chunk-delay", f"{chunk_delay:.4f}",
                         "--reply-tokens", str(reply_tokens), "--max-recorded", "10"]  # fmt: skip
         fake = subprocess.Popen(fake_command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -4,43 +4,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from service.report import document as doc
 from service.report.document import ReportDocument, utc
 from service.report.encoding import pdf_text
 from service.report.markdown import parse_markdown
+from service.report.pages import MARGIN_BOTTOM, TEXT_WIDTH, Line, Run, paginate
 
-PAGE_WIDTH, PAGE_HEIGHT = 595, 842  # A4 in points
-MARGIN_X, MARGIN_TOP, MARGIN_BOTTOM = 56, 60, 64
-TEXT_WIDTH = PAGE_WIDTH - 2 * MARGIN_X
 OFFLINE_NOTICE = "Written offline \u2014 no language model was used"
 
 _HEADINGS = {1: (16.0, 21.0, 16.0), 2: (13.5, 18.0, 13.0), 3: (11.5, 15.0, 10.0)}  # size, leading, space
 _BULLETS = ("\u2022", "\u2013", "\u00b7")
 _TOKEN = re.compile(r"[^ ]+| +")
-
-
-@dataclass(slots=True)
-class Run:
-    x: float
-    text: str  # already pdf_text()
-    font: str
-    size: float
-    color: str
-    width: float
-
-
-@dataclass(slots=True)
-class Line:
-    """One line of the flow: runs of text, background boxes (x, y down from top, w, h, color)."""
-
-    height: float
-    baseline: float  # from the top of the line
-    runs: list[Run] = field(default_factory=list)
-    boxes: list[tuple[float, float, float, float, str]] = field(default_factory=list)
-    space_before: float = 0.0
-    keep_with_next: bool = False  # headings, table header rows and multi-line table rows
 
 
 def _font_for(span: doc.Span, bold: bool) -> str:
@@ -72,7 +47,7 @@ class Typesetter:
         lines = self._front_matter(document)
         for block in parse_markdown(document.markdown):
             lines += self._block_lines(block)
-        return _paginate(lines)
+        return paginate(lines)
 
     def _text_width(self, text: str, font: str, size: float) -> float:
         return sum(map(self._widths[font].__getitem__, text.encode("latin-1"))) * size
@@ -279,23 +254,3 @@ class Typesetter:
             Run(TEXT_WIDTH - right_width, right, "regular", 8, "muted", 0.0),
         ]
         return MARGIN_BOTTOM - 24, Line(12.0, 9.0, runs, [(0.0, -6.0, TEXT_WIDTH, 0.5, "rule")])
-
-
-def _paginate(lines: list[Line]) -> list[list[tuple[float, Line]]]:
-    """Place lines top-down (y of each line's top); a line and what it keeps with move to the next page."""
-    top, bottom = float(PAGE_HEIGHT - MARGIN_TOP), float(MARGIN_BOTTOM)
-    chain = [line.height for line in lines]  # height of a line plus the lines it must stay with
-    for i in range(len(lines) - 2, -1, -1):
-        if lines[i].keep_with_next:
-            chain[i] += lines[i + 1].space_before + chain[i + 1]
-    pages: list[list[tuple[float, Line]]] = [[]]
-    y = top
-    for line, needed in zip(lines, chain, strict=True):
-        gap = line.space_before if pages[-1] else 0.0
-        chain_fits = needed > top - bottom or y - gap - needed >= bottom  # over-tall chains break anyway
-        if pages[-1] and (not chain_fits or y - gap - line.height < bottom):
-            pages.append([])
-            y, gap = top, 0.0
-        pages[-1].append((y - gap, line))
-        y -= gap + line.height
-    return pages

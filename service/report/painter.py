@@ -20,7 +20,8 @@ from borb.pdf.visitor.write_new.facade_visitor import FacadeVisitor
 
 from service.core.errors import PermanentJobError
 from service.report.document import ReportDocument, utc
-from service.report.layout import MARGIN_X, PAGE_HEIGHT, PAGE_WIDTH, TEXT_WIDTH, Line, Typesetter
+from service.report.layout import Typesetter
+from service.report.pages import MARGIN_X, PAGE_HEIGHT, PAGE_WIDTH, TEXT_WIDTH, Line
 
 _FONTS = {"regular": "Helvetica", "bold": "Helvetica-Bold", "italic": "Helvetica-Oblique",
           "bold_italic": "Helvetica-BoldOblique", "mono": "Courier"}  # fmt: skip

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import InputFiles
-from tests.fakes.anthropic import FakeAnthropic, FakeLimits
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.anthropic_limits import FakeLimits
 from tests.fakes.processes import ServiceProcess, cli, service_env, start_api, start_worker
 
 pytestmark = pytest.mark.slow

@@ -8,17 +8,13 @@ it also enforces per-model rate limits the way the real API does (token buckets,
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import logging
-import re
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -29,117 +25,31 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.fakes.anthropic_errors import (
-    Disconnect,
     Failure,
     HttpFailure,
-    StreamFailure,
-    bad_request,
-    invalid_api_key,
-    model_not_found,
     overloaded,
-    permission_denied,
     rate_limited,
-    request_too_large,
     server_error,
-    tier_spend_limit_reached,
-    usage_limit_400,
-    usage_limit_429,
 )
-from tests.fakes.anthropic_limits import Admission, FakeLimits, ModelBuckets
+from tests.fakes.anthropic_limits import AccountLimits, Admission, FakeLimits, Refusal
+from tests.fakes.anthropic_replies import RecordedCall, ReplyFn, default_reply, validate_request
 from tests.fakes.anthropic_wire import (
     Body,
     SimulatedDisconnect,
+    answer_events,
     base_headers,
     error_response,
     estimate_tokens,
     message_body,
     prompt_text,
     rate_limited_response,
-    sse,
     stream_ending,
     text_chunks,
 )
 
-# the failures, limits and token counting live in their own modules; tests import them from here
-__all__ = [
-    "Disconnect", "Failure", "FakeAnthropic", "FakeLimits", "HttpFailure", "RecordedCall", "StreamFailure",
-    "bad_request", "default_reply", "estimate_tokens", "invalid_api_key", "model_not_found", "overloaded",
-    "permission_denied", "prompt_text", "rate_limited", "request_too_large", "server_error", "sized_reply",
-    "tier_spend_limit_reached", "usage_limit_400", "usage_limit_429",
-]  # fmt: skip
-
-ReplyFn = Callable[[Body], str]
-
-MARKER_PATTERN = re.compile(r"MARKER-[A-Za-z0-9_-]+")
-
-
-@dataclass(frozen=True)
-class RecordedCall:
-    """One HTTP request the fake received: its JSON body and its headers (names lower-cased)."""
-
-    body: Body
-    headers: dict[str, str]
-
-    @property
-    def model(self) -> str | None:
-        model = self.body.get("model")
-        return model if isinstance(model, str) else None
-
-    @property
-    def api_key(self) -> str | None:
-        """The key the client sent, whichever header carried it (``x-api-key`` or a Bearer token)."""
-        if "x-api-key" in self.headers:
-            return self.headers["x-api-key"]
-        scheme, _, token = self.headers.get("authorization", "").partition(" ")
-        return token if scheme.lower() == "bearer" and token else None
-
-
-# --- replies ------------------------------------------------------------------------------------
-
-
-def default_reply(body: Body) -> str:
-    """A deterministic Markdown report quoting the first ``MARKER-...`` found in the prompt."""
-    found = MARKER_PATTERN.search(prompt_text(body))
-    marker = found.group(0) if found else "none"
-    return (
-        "# Executive report\n\n"
-        "## Key findings\n"
-        f"- The input carried the marker {marker}.\n"
-        f"- The request asked for at most {body.get('max_tokens')} output tokens.\n"
-        "- Revenue grew steadily across the period covered by the data.\n\n"
-        "## Analysis\n"
-        "The figures are consistent from one period to the next and show no gaps. "
-        "Growth is concentrated in the largest segment, while the smaller ones stay flat.\n\n"
-        "## Recommendations\n"
-        "1. Keep investing in the segment that drives growth.\n"
-        "2. Review the flat segments next quarter.\n"
-    )
-
-
-def sized_reply(tokens: int) -> ReplyFn:
-    """A reply of about ``tokens`` output tokens (4 characters each), to size the output in benchmarks."""
-    text = ("# Executive report\n\n" + "Revenue grew steadily. " * (tokens * 4 // 23 + 1))[: tokens * 4]
-    return lambda body: text
-
-
 # --- the app ------------------------------------------------------------------------------------
 
 _ids = itertools.count(1)
-
-
-def _validate(body: object, headers: Mapping[str, str]) -> HttpFailure | None:
-    """The checks the real API makes first: a key, then the required fields."""
-    if not RecordedCall({}, dict(headers)).api_key:
-        return HttpFailure(401, "authentication_error", "x-api-key header is required")
-    if not isinstance(body, dict):
-        return bad_request("The request body is not valid JSON.")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        return bad_request("model: Field required")
-    if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
-        return bad_request("max_tokens: Field required")
-    if not isinstance(body.get("messages"), list) or not body["messages"]:
-        return bad_request("messages: at least one message is required")
-    return None
 
 
 class _DropDisconnectTracebacks(logging.Filter):
@@ -182,9 +92,8 @@ class FakeAnthropic:
         self._calls: deque[RecordedCall] = deque(maxlen=max_recorded)
         self._call_total = 0
         self._failures: deque[Failure] = deque()
-        self._default_limits = self._limits = limits
-        self._buckets: dict[str, ModelBuckets] = {}
-        self._rate_limited = 0
+        self._default_limits = limits
+        self._account = AccountLimits(limits)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.app = Starlette(
@@ -263,13 +172,11 @@ class FakeAnthropic:
 
     @property
     def limits(self) -> FakeLimits | None:
-        return self._limits
+        return self._account.limits
 
     @limits.setter
     def limits(self, limits: FakeLimits | None) -> None:
-        with self._lock:
-            self._limits = limits
-            self._buckets.clear()
+        self._account.replace(limits)
 
     @property
     def calls(self) -> list[RecordedCall]:
@@ -284,8 +191,7 @@ class FakeAnthropic:
     @property
     def rate_limited_count(self) -> int:
         """Calls answered 429 because they did not fit the limits (scripted 429s are not counted)."""
-        with self._lock:
-            return self._rate_limited
+        return self._account.refused
 
     def reset(self) -> None:
         """Forgets calls, queued failures and limit usage; puts the behaviour back to the constructor's."""
@@ -293,7 +199,6 @@ class FakeAnthropic:
             self._calls.clear()
             self._call_total = 0
             self._failures.clear()
-            self._rate_limited = 0
         self.limits = self._default_limits
         self._restore_defaults()
 
@@ -313,26 +218,14 @@ class FakeAnthropic:
 
     def _admit(self, body: Body, request_id: str) -> Admission | Response | None:
         """Charges the call to its model's buckets at its start, like the API; None without limits."""
-        input_tokens, max_tokens = estimate_tokens(prompt_text(body)), int(body["max_tokens"])
-        with self._lock:
-            if self._limits is None:
-                return None
-            now = time.monotonic()
-            buckets = self._buckets.get(str(body["model"]))
-            if buckets is None:
-                buckets = self._buckets[str(body["model"])] = ModelBuckets(self._limits, now)
-            wait, binding = buckets.admit(input_tokens, max_tokens, now)
-            headers = buckets.headers()
-            if wait > 0:
-                self._rate_limited += 1
-        if wait > 0:
-            return rate_limited_response(request_id, wait, binding, headers)
-        return Admission(buckets, max_tokens, headers)
+        input_tokens = estimate_tokens(prompt_text(body))
+        admitted = self._account.admit(str(body["model"]), input_tokens, int(body["max_tokens"]))
+        if isinstance(admitted, Refusal):
+            return rate_limited_response(request_id, admitted.wait, admitted.binding, admitted.headers)
+        return admitted
 
     def _settle(self, admission: Admission | None, output_tokens: int) -> None:
-        if admission is not None:
-            with self._lock:
-                admission.buckets.settle(admission.reserved, output_tokens, time.monotonic())
+        self._account.settle(admission, output_tokens)
 
     async def _messages(self, request: Request) -> Response:
         request_id = f"req_fake{next(_ids):08d}"
@@ -342,7 +235,7 @@ class FakeAnthropic:
             body = None
         headers = {name.lower(): value for name, value in request.headers.items()}
         failure = self._record(RecordedCall(body if isinstance(body, dict) else {}, headers))
-        problem = failure if isinstance(failure, HttpFailure) else _validate(body, headers)
+        problem = failure if isinstance(failure, HttpFailure) else validate_request(body, headers)
         if problem is not None:
             await asyncio.sleep(self.first_byte_delay)
             return error_response(problem, request_id)
@@ -357,7 +250,14 @@ class FakeAnthropic:
         msg_id = f"msg_fake{next(_ids):08d}"
         answer_headers = {**base_headers(request_id), **(admission.headers if admission else {})}
         if body.get("stream") is True:
-            events = self._events(body, text, stop_reason, msg_id, model, failure, admission)
+            events = answer_events(
+                message_body(body, "", None, msg_id, model),
+                text_chunks(text, self.chunk_chars),
+                ending=lambda sent: stream_ending(failure, stop_reason, text),
+                cut_after=failure.after_chunks if failure is not None else None,
+                chunk_delay=self.chunk_delay,
+                on_end=lambda sent: self._settle(admission, estimate_tokens(sent)),
+            )
             answer_headers["cache-control"] = "no-cache"
             return StreamingResponse(events, media_type="text/event-stream", headers=answer_headers)
         if failure is not None:
@@ -375,35 +275,6 @@ class FakeAnthropic:
         text, stop_reason = (text[:limit], "max_tokens") if len(text) > limit else (text, "end_turn")
         return text, self.stop_reason or stop_reason
 
-    async def _events(
-        self,
-        body: Body,
-        text: str,
-        stop_reason: str,
-        msg_id: str,
-        model: str,
-        failure: StreamFailure | Disconnect | None,
-        admission: Admission | None,
-    ) -> AsyncIterator[bytes]:
-        start = message_body(body, "", None, msg_id, model)
-        yield sse("message_start", {"type": "message_start", "message": start})
-        block = {"type": "text", "text": ""}
-        yield sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
-        yield sse("ping", {"type": "ping"})
-        sent = ""
-        try:  # however the answer ends (done, failed, dropped, client gone), output is what was sent
-            for n, chunk in enumerate(text_chunks(text, self.chunk_chars)):
-                if failure is not None and n == failure.after_chunks:
-                    break
-                await asyncio.sleep(self.chunk_delay)
-                delta = {"type": "text_delta", "text": chunk}
-                yield sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-                sent += chunk
-            for event in stream_ending(failure, stop_reason, text):
-                yield event
-        finally:
-            self._settle(admission, estimate_tokens(sent))
-
     async def _storm_endpoint(self, request: Request) -> Response:
         """``POST /_fake/storm {"count": N, "status": 529|429, "retry_after": "2"}``, for benchmarks."""
         spec = await request.json()
@@ -417,47 +288,3 @@ class FakeAnthropic:
 
     async def _stats_endpoint(self, request: Request) -> Response:
         return JSONResponse({"calls": self.call_count, "rate_limited": self.rate_limited_count})
-
-
-def _limits_from_args(args: argparse.Namespace) -> FakeLimits | None:
-    values = {"requests_per_minute": args.rpm, "input_tokens_per_minute": args.itpm,
-              "output_tokens_per_minute": args.otpm}  # fmt: skip
-    given = {name: value for name, value in values.items() if value is not None}
-    return FakeLimits(**given) if given else None
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.fakes.anthropic --port N``: serve until interrupted (for benchmarks)."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--first-byte-delay", type=float, default=0.0, help="seconds before an answer starts")
-    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
-    parser.add_argument("--chunk-chars", type=int, default=16, help="characters per streamed chunk")
-    parser.add_argument("--reply-tokens", type=int, default=None, help="answer about this many tokens")
-    parser.add_argument("--rpm", type=int, default=None, help="requests per minute, per model")
-    parser.add_argument("--itpm", type=int, default=None, help="input tokens per minute, per model")
-    parser.add_argument("--otpm", type=int, default=None, help="output tokens per minute, per model")
-    parser.add_argument("--max-recorded", type=int, default=1000, help="calls whose bodies are kept")
-    args = parser.parse_args(argv)
-    fake = FakeAnthropic(
-        reply=default_reply if args.reply_tokens is None else sized_reply(args.reply_tokens),
-        first_byte_delay=args.first_byte_delay,
-        chunk_delay=args.chunk_delay,
-        chunk_chars=args.chunk_chars,
-        limits=_limits_from_args(args),
-        max_recorded=args.max_recorded,
-        host=args.host,
-        port=args.port,
-    )
-    with fake:
-        print(f"fake Anthropic API at {fake.base_url}", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-
-
-if __name__ == "__main__":
-    main()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -88,3 +90,53 @@ class Admission:
 def rfc3339(seconds_from_now: float) -> str:
     """The moment ``seconds_from_now`` ahead, written as the API writes reset times."""
     return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A call that does not fit: how long until it would, the bucket that binds, the headers."""
+
+    wait: float
+    binding: Bucket
+    headers: dict[str, str]
+
+
+class AccountLimits:
+    """The account's per-model limits, shared by every request thread: admit at the start of a call,
+    settle at its end, count the calls refused. No ``limits``: everything is admitted, untracked."""
+
+    def __init__(self, limits: FakeLimits | None) -> None:
+        self._lock = threading.Lock()
+        self._limits = limits
+        self._buckets: dict[str, ModelBuckets] = {}
+        self.refused = 0
+
+    @property
+    def limits(self) -> FakeLimits | None:
+        return self._limits
+
+    def replace(self, limits: FakeLimits | None) -> None:
+        """New limits, every bucket full, the refusal count back to zero."""
+        with self._lock:
+            self._limits, self.refused = limits, 0
+            self._buckets.clear()
+
+    def admit(self, model: str, input_tokens: int, max_tokens: int) -> Admission | Refusal | None:
+        with self._lock:
+            if self._limits is None:
+                return None
+            now = time.monotonic()
+            buckets = self._buckets.get(model)
+            if buckets is None:
+                buckets = self._buckets[model] = ModelBuckets(self._limits, now)
+            wait, binding = buckets.admit(input_tokens, max_tokens, now)
+            headers = buckets.headers()
+            if wait > 0:
+                self.refused += 1
+                return Refusal(wait, binding, headers)
+        return Admission(buckets, max_tokens, headers)
+
+    def settle(self, admission: Admission | None, output_tokens: int) -> None:
+        if admission is not None:
+            with self._lock:
+                admission.buckets.settle(admission.reserved, output_tokens, time.monotonic())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -118,3 +120,34 @@ def rate_limited_response(request_id: str, wait: float, binding: Bucket, headers
     return error_response(
         HttpFailure(429, "rate_limit_error", message, retry_after, headers=headers), request_id
     )
+
+
+async def answer_events(
+    start: Body,
+    chunks: list[str],
+    *,
+    ending: Callable[[str], Iterable[bytes]],
+    cut_after: int | None,
+    chunk_delay: float,
+    on_end: Callable[[str], None],
+) -> AsyncIterator[bytes]:
+    """A streamed answer's events: ``message_start`` (``start``), the text in ``chunks`` (cut after
+    ``cut_after`` of them), then ``ending(sent)``. However it ends (done, failed, dropped, the client
+    gone), ``on_end`` hears the text that was sent: that is the output the caller is billed for."""
+    yield sse("message_start", {"type": "message_start", "message": start})
+    block = {"type": "text", "text": ""}
+    yield sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
+    yield sse("ping", {"type": "ping"})
+    sent = ""
+    try:
+        for n, chunk in enumerate(chunks):
+            if n == cut_after:
+                break
+            await asyncio.sleep(chunk_delay)
+            delta = {"type": "text_delta", "text": chunk}
+            yield sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            sent += chunk
+        for event in ending(sent):
+            yield event
+    finally:
+        on_end(sent)

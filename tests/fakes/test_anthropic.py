@@ -18,7 +18,9 @@ from service.core.errors import ProviderUnavailable
 from service.core.settings import Settings
 from service.providers.anthropic.provider import AnthropicProvider, build_anthropic_client
 from service.providers.base import ReportRequest
-from tests.fakes.anthropic import FakeAnthropic, FakeLimits, estimate_tokens, prompt_text
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.anthropic_limits import FakeLimits
+from tests.fakes.anthropic_wire import estimate_tokens, prompt_text
 
 API_KEY = "sk-ant-test-fake-limits"
 MODEL = "claude-test"
@@ -207,7 +209,7 @@ def test_the_counted_input_is_the_prompt_text() -> None:
 
 
 def test_the_command_line_serves_with_limits() -> None:
-    command = [sys.executable, "-m", "tests.fakes.anthropic", "--rpm", "1", "--reply-tokens", "50"]
+    command = [sys.executable, "-m", "tests.fakes.anthropic_cli", "--rpm", "1", "--reply-tokens", "50"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None

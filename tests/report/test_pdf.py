@@ -2,84 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-import os
-import signal
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from pypdf import PdfReader
 
 import service.report.painter as pdf_module
 from bench.render import sample_document, sample_report_markdown
-from service.core.errors import PermanentJobError, TransientJobError
-from service.report import layout
-from service.report.document import ReportDocument
+from service.core.errors import PermanentJobError
+from service.report import pages
 from service.report.encoding import pdf_text
 from service.report.painter import render_pdf
-from service.report.renderer import PdfRenderer
-
-REPORT = """# Quarterly review
-
-An opening paragraph about **revenue** and *margins*, with `code` in it.
-
-## Highlights
-
-- First bullet point
-- Second bullet point
-  - A nested bullet
-
-1. Numbered one
-2. Numbered two
-
-```
-SELECT region, sum(revenue) FROM sales GROUP BY region;
-```
-
-| Region | Revenue |
-|--------|--------:|
-| EMEA   | 1,200   |
-
-Closing paragraph.
-"""
-
-
-def _document(
-    markdown: str = REPORT, *, offline: bool = False, title: str = "Sales review"
-) -> ReportDocument:
-    return ReportDocument(
-        title=title,
-        created_at=datetime(2025, 3, 4, 5, 6, tzinfo=UTC),
-        model="offline" if offline else "claude-opus-4-7",
-        markdown=markdown,
-        source="sales.csv (12.3 kB)",
-        offline=offline,
-    )
-
-
-def _pages(pdf: bytes) -> list[str]:
-    return [page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages]
-
-
-def _fonts(pdf: bytes) -> set[str]:
-    fonts = set()
-    for page in PdfReader(io.BytesIO(pdf)).pages:
-        resources: Any = page["/Resources"]
-        for font in resources["/Font"].values():
-            fonts.add(str(font.get_object()["/BaseFont"]))
-    return fonts
+from tests.report.support import document, fonts_of, page_texts
 
 
 def test_first_page_shows_title_date_model_source_and_the_markdown_content() -> None:
-    pdf = render_pdf(_document())
+    pdf = render_pdf(document())
     assert pdf.startswith(b"%PDF-")
-    (text,) = _pages(pdf)
+    (text,) = page_texts(pdf)
     for expected in [
         "Sales review",
         "Created: 2025-03-04 05:06 UTC",
@@ -103,7 +46,7 @@ def test_first_page_shows_title_date_model_source_and_the_markdown_content() -> 
 
 
 def test_code_is_set_in_a_monospace_font_and_emphasis_in_bold_and_italic() -> None:
-    assert _fonts(render_pdf(_document())) >= {
+    assert fonts_of(render_pdf(document())) >= {
         "/Helvetica",
         "/Helvetica-Bold",
         "/Helvetica-Oblique",
@@ -112,7 +55,7 @@ def test_code_is_set_in_a_monospace_font_and_emphasis_in_bold_and_italic() -> No
 
 
 def test_a_long_report_flows_over_several_pages_and_every_page_has_its_number() -> None:
-    pages = _pages(render_pdf(_document(sample_report_markdown(12_000))))
+    pages = page_texts(render_pdf(document(sample_report_markdown(12_000))))
     assert len(pages) >= 8
     for number, text in enumerate(pages, start=1):
         assert f"Page {number} of {len(pages)}" in text
@@ -120,7 +63,7 @@ def test_a_long_report_flows_over_several_pages_and_every_page_has_its_number() 
 
 def test_nothing_is_cut_off_every_word_of_a_long_report_is_in_the_pdf() -> None:
     markdown = "\n\n".join(f"Paragraph {n} ends with marker-{n}." for n in range(400))
-    text = "\n".join(_pages(render_pdf(_document(markdown))))
+    text = "\n".join(page_texts(render_pdf(document(markdown))))
     assert all(f"marker-{n}." in text for n in range(400))
 
 
@@ -129,25 +72,25 @@ def test_text_stays_inside_the_page_margins_even_for_huge_words_and_wide_tables(
     wide = "|" + "|".join(f"column {n}" for n in range(12)) + "|\n|" + "---|" * 12 + "\n|" + "x |" * 12
     markdown = f"{'https://example.com/' + 'a' * 400}\n\n{wide}\n\n```\n{'y' * 300}\n```"
     positions: list[tuple[float, float]] = []
-    for page in PdfReader(io.BytesIO(render_pdf(_document(markdown)))).pages:
+    for page in PdfReader(io.BytesIO(render_pdf(document(markdown)))).pages:
         page.extract_text(
             visitor_text=lambda text, cm, tm, *_: positions.append((tm[4], tm[5])) if text.strip() else None
         )
     assert positions
-    assert all(layout.MARGIN_X - 0.5 <= x < layout.PAGE_WIDTH - layout.MARGIN_X for x, _ in positions)
-    assert all(0 < y < layout.PAGE_HEIGHT - layout.MARGIN_TOP for _, y in positions)
+    assert all(pages.MARGIN_X - 0.5 <= x < pages.PAGE_WIDTH - pages.MARGIN_X for x, _ in positions)
+    assert all(0 < y < pages.PAGE_HEIGHT - pages.MARGIN_TOP for _, y in positions)
 
 
 def test_a_table_longer_than_a_page_continues_on_the_next_page() -> None:
     rows = "\n".join(f"| row {n} | value {n} |" for n in range(150))
-    pages = _pages(render_pdf(_document(f"| Name | Value |\n|---|---|\n{rows}")))
+    pages = page_texts(render_pdf(document(f"| Name | Value |\n|---|---|\n{rows}")))
     assert len(pages) >= 3
     assert all(f"value {n}" in "\n".join(pages) for n in range(150))
 
 
 def test_a_heading_is_never_left_alone_at_the_bottom_of_a_page() -> None:
     sections = [f"## Heading {n}\n\n" + "Body text of the section. " * (3 + n % 11) for n in range(60)]
-    pages = _pages(render_pdf(_document("\n\n".join(sections))))
+    pages = page_texts(render_pdf(document("\n\n".join(sections))))
     assert len(pages) > 3
     for text in pages:
         last_line_before_footer = text.strip().splitlines()[-2]
@@ -155,18 +98,18 @@ def test_a_heading_is_never_left_alone_at_the_bottom_of_a_page() -> None:
 
 
 def test_an_empty_report_still_has_its_header_and_page_number() -> None:
-    (text,) = _pages(render_pdf(_document("")))
+    (text,) = page_texts(render_pdf(document("")))
     assert "Sales review" in text
     assert "Page 1 of 1" in text
 
 
 def test_the_offline_notice_appears_on_page_one_and_in_every_footer_only_when_offline() -> None:
     notice = "Written offline \u2014 no language model was used"
-    offline_pages = _pages(render_pdf(_document(sample_report_markdown(4000), offline=True)))
+    offline_pages = page_texts(render_pdf(document(sample_report_markdown(4000), offline=True)))
     assert len(offline_pages) > 1
     assert offline_pages[0].count(notice) == 2  # the notice under the title and the footer
     assert all(notice in text for text in offline_pages)
-    online_pages = _pages(render_pdf(_document(sample_report_markdown(4000))))
+    online_pages = page_texts(render_pdf(document(sample_report_markdown(4000))))
     assert not any("offline" in text.lower() for text in online_pages)
 
 
@@ -181,7 +124,7 @@ def test_unicode_heavy_text_renders_with_typography_kept_and_the_rest_replaced()
         "- \u2022 bullet in text\n- \u00a0non-breaking\u00a0space\n\n"
         "| \U0001f600 | \u65e5 |\n|---|---|\n| \u2713 | \u2717 |\n\n```\nprint('\u03bb \U0001f600')\n```"
     )
-    (text,) = _pages(render_pdf(_document(markdown, title="\u65e5\u672c \u201cTitle\u201d (\u03b2)")))
+    (text,) = page_texts(render_pdf(document(markdown, title="\u65e5\u672c \u201cTitle\u201d (\u03b2)")))
     assert "Caf\u00e9 \u201cQ3\u201d \u2014 r\u00e9sum\u00e9" in text
     assert (
         "Curly \u2018quotes\u2019, dashes \u2013 and \u2014, ellipsis\u2026, \u20ac5, 3\u00d74, na\u00efve."
@@ -221,7 +164,7 @@ def test_random_unicode_never_makes_rendering_fail() -> None:
             chr(rng.randrange(0x20, 0x2FFFF)) if rng.random() < 0.5 else rng.choice("#*-|`\n ")
             for _ in range(800)
         )
-        assert render_pdf(_document(markdown, title=markdown[:40])).startswith(b"%PDF-")
+        assert render_pdf(document(markdown, title=markdown[:40])).startswith(b"%PDF-")
 
 
 def test_a_borb_failure_becomes_a_permanent_job_error_without_report_text(
@@ -233,13 +176,13 @@ def test_a_borb_failure_becomes_a_permanent_job_error_without_report_text(
 
     monkeypatch.setattr(pdf_module, "FacadeVisitor", Exploding)
     with pytest.raises(PermanentJobError) as caught:
-        render_pdf(_document())
+        render_pdf(document())
     assert caught.value.reason == "the report could not be rendered as a PDF: AssertionError"
 
 
 def test_rendering_leaves_no_cached_chunk_sizes_behind() -> None:
     """borb caches every Chunk's size in a process-wide cache; a long-lived pool process must not grow."""
-    render_pdf(_document())
+    render_pdf(document())
     chunk: Any = getattr(pdf_module, "Chunk")  # noqa: B009  # borb's class, reached without importing borb
     assert chunk.get_size.cache_info().currsize == 0
 
@@ -253,94 +196,3 @@ def test_a_4000_token_report_renders_well_under_the_300_ms_budget() -> None:
         render_pdf(document)
         timings.append(time.perf_counter() - start)
     assert statistics.median(timings) < 0.3
-
-
-@pytest.fixture(scope="module")
-def renderer() -> Iterator[PdfRenderer]:
-    pool = PdfRenderer()
-    yield pool
-    pool.close()
-
-
-async def test_render_from_async_code_gives_the_same_pdf_content(renderer: PdfRenderer) -> None:
-    pdf = await renderer.render(_document())
-    assert _pages(pdf) == _pages(render_pdf(_document()))
-
-
-async def test_a_failed_render_in_the_pool_is_permanent_and_the_pool_keeps_working(
-    renderer: PdfRenderer,
-) -> None:
-    broken = replace(_document(), markdown=cast(str, None))  # not text: fails inside the pool process
-    with pytest.raises(PermanentJobError, match="could not be rendered as a PDF"):
-        await renderer.render(broken)
-    assert (await renderer.render(_document())).startswith(b"%PDF-")
-
-
-async def test_the_event_loop_stays_responsive_while_a_long_report_renders(renderer: PdfRenderer) -> None:
-    """A ticker sleeping 5 ms in a loop stays under 50 ms late (p95) during a render of clearly longer."""
-    document = _document(sample_report_markdown(40_000))
-    await renderer.render(_document())  # the pool process is started and warm
-    lags: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        loop = asyncio.get_running_loop()
-        while not done.is_set():
-            before = loop.time()
-            await asyncio.sleep(0.005)
-            lags.append(loop.time() - before - 0.005)
-
-    task = asyncio.create_task(ticker())
-    start = time.perf_counter()
-    pdf = await renderer.render(document)
-    elapsed = time.perf_counter() - start
-    done.set()
-    await task
-    assert len(_pages(pdf)) > 20
-    assert elapsed > 0.15, "the render must take clearly longer than the allowed lag"
-    # Rendering on the loop would stall it for the whole render; off the loop, ticks stay on time.
-    # A percentile, not the maximum: other processes on a shared machine can delay any one tick.
-    assert sorted(lags)[int(len(lags) * 0.95)] < 0.05
-    assert max(lags) < elapsed / 2
-
-
-@pytest.fixture
-async def own_renderer() -> AsyncIterator[PdfRenderer]:
-    async with PdfRenderer() as pool:
-        yield pool
-
-
-async def test_a_dead_pool_process_is_a_transient_error_and_the_next_render_works(
-    own_renderer: PdfRenderer,
-) -> None:
-    await own_renderer.render(_document())
-    render = asyncio.create_task(own_renderer.render(_document(sample_report_markdown(40_000))))
-    await asyncio.sleep(0.05)
-    executor: Any = own_renderer._executor
-    for pid in list(executor._processes):
-        os.kill(pid, signal.SIGKILL)
-    with pytest.raises(TransientJobError, match="renderer process died"):
-        await render
-    assert (await own_renderer.render(_document())).startswith(b"%PDF-")
-
-
-async def test_a_pool_that_died_between_jobs_is_replaced_without_failing_the_next_job(
-    own_renderer: PdfRenderer,
-) -> None:
-    executor: Any = own_renderer._executor
-    with pytest.raises(Exception, match="terminated abruptly"):
-        await asyncio.wrap_future(executor.submit(os._exit, 1))
-    assert (await own_renderer.render(_document())).startswith(b"%PDF-")
-
-
-async def test_render_after_close_is_refused_and_close_is_idempotent() -> None:
-    pool = PdfRenderer()
-    pool.close()
-    pool.close()
-    with pytest.raises(RuntimeError, match="closed"):
-        await pool.render(_document())
-
-
-def test_processes_must_be_at_least_one() -> None:
-    with pytest.raises(ValueError, match="at least 1"):
-        PdfRenderer(processes=0)

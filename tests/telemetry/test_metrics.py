@@ -25,7 +25,8 @@ from tests.conftest import (
     run_burst_worker,
     worker_deps,
 )
-from tests.fakes.anthropic import FakeAnthropic, overloaded
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.anthropic_errors import overloaded
 
 TOKEN = "metrics-token-for-tests-0123456789"
 

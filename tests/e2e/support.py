@@ -1,0 +1,56 @@
+"""What the end-to-end tests share: the API as one user sees it, keys minted by the CLI, stored PDFs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import submit
+from tests.fakes.processes import cli
+
+JOB_TIMEOUT = 3  # a dead worker's job runs again about JOB_TIMEOUT + 5 s later
+
+
+class Client:
+    """The API as one user sees it."""
+
+    def __init__(self, http: httpx.AsyncClient, key: str) -> None:
+        self.http, self.headers = http, {"Authorization": f"Bearer {key}"}
+
+    async def submit(self, url: str, idempotency_key: str | None = None) -> str:
+        answer = await submit(
+            self.http, self.headers, url, idempotency_key=idempotency_key, expect=(200, 202)
+        )
+        return answer["jobId"]
+
+    async def status(self, job_id: str) -> dict[str, object]:
+        body: dict[str, object] = (await self.http.get(f"/api/reports/{job_id}", headers=self.headers)).json()
+        return body
+
+    async def wait_for(self, job_id: str, check: str, timeout: float = 40) -> dict[str, object]:
+        """Polls until the job's state (or stage, for 'rendering') is ``check``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.status(job_id)
+            if check in (status["state"], status["stage"]):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} never reached {check}: {status}")
+            await asyncio.sleep(0.02)
+
+    async def usage(self) -> dict[str, int]:
+        body: dict[str, int] = (await self.http.get("/api/usage", headers=self.headers)).json()
+        return body
+
+
+def new_key(env: dict[str, str], user: str) -> str:
+    created = cli(env, "keys", "create", "--user", user, "--plan", "pro")
+    assert created.returncode == 0, created.stderr
+    return created.stdout.strip().splitlines()[-1]
+
+
+def stored_pdfs(env: dict[str, str]) -> list[Path]:
+    return sorted((Path(env["DATA_DIR"]) / "files" / "reports").glob("*"))

@@ -1,0 +1,31 @@
+"""What the pipeline tests share: an input, PDF text read back, a burst worker run, a status poll."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+from pypdf import PdfReader
+
+from service.core.settings import Settings
+from service.providers.offline.provider import OfflineProvider
+from service.report.renderer import PdfRenderer
+from tests.conftest import run_burst_worker, worker_deps
+
+CSV = "region,revenue,units\nnorth,1200.50,10\nsouth,980.25,8\nMARKER-pipeline,1500,12\n"
+
+
+def pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+async def status(api: httpx.AsyncClient, key: dict[str, str], job_id: str) -> dict[str, object]:
+    response = await api.get(f"/api/reports/{job_id}", headers=key)
+    assert response.status_code == 200
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def run(settings: Settings, renderer: PdfRenderer, provider: OfflineProvider | None = None) -> None:
+    async with worker_deps(settings, renderer, provider) as deps:
+        await run_burst_worker(settings, deps)
