@@ -11,14 +11,21 @@
     │   ├── UnsupportedMediaType      415 unsupported_media_type
     │   ├── IdempotencyKeyMismatch    422 idempotency_key_mismatch
     │   ├── RateLimited               429 rate_limited (Retry-After)
+    │   ├── QuotaExceeded             429 quota_exceeded: the user's stored uploads would pass their quota
     │   └── Unavailable               503 unavailable (Retry-After): Redis unreachable
-    └── JobError                      a step of a report job failed; ``reason`` is shown to the user
+    └── JobError                      a step of a report job failed; ``reason`` is shown to the user,
+        │                             ``code`` is the status object's ``error.code``
         ├── PermanentJobError         retrying cannot help: the job fails at once
-        │   ├── InputRejected         the input URL is refused, missing, too large or unreadable
-        │   └── ProviderRejected      the model provider refused the request (4xx, spend limit)
+        │   ├── InputRejected         input_rejected: the input is refused, missing, too large or unreadable
+        │   ├── ProviderRejected      provider_rejected: the provider refused the request (4xx, spend limit)
+        │   └── BudgetExhausted       budget_exceeded: the user's budget cannot cover the call's worst case
         └── TransientJobError         worth another attempt after ``retry_after`` seconds (or backoff)
-            ├── InputUnavailable      the input host timed out, reset or answered 5xx
-            └── ProviderUnavailable   the provider timed out, answered 5xx, 429 or 529
+            ├── InputUnavailable      input_unavailable: the input host timed out, reset or answered 5xx
+            ├── ProviderUnavailable   provider_unavailable: the provider timed out, 5xx, 429 or 529
+            └── JobTimedOut           timed_out: the attempt (or one of its steps) ran past its deadline
+
+A job error of no more specific kind (a render that failed, a bug) has the code ``internal``; a job
+stopped because it kept killing its workers, ``worker_crashed``.
 
 Vendor errors (httpx, anthropic, redis, borb) are translated into these inside the one adapter
 module that talks to that vendor, so nothing above the adapters ever sees a vendor exception.
@@ -90,12 +97,33 @@ class RateLimited(ApiError):
     status, code = 429, "rate_limited"
 
 
+class QuotaExceeded(ApiError):
+    status, code = 429, "quota_exceeded"
+
+
 class Unavailable(ApiError):
     status, code = 503, "unavailable"
 
 
+# The status object's ``error.code`` values (the contract's list).
+JOB_ERROR_CODES = frozenset(
+    {
+        "input_unavailable",
+        "input_rejected",
+        "provider_unavailable",
+        "provider_rejected",
+        "budget_exceeded",
+        "timed_out",
+        "worker_crashed",
+        "internal",
+    }
+)
+
+
 class JobError(ServiceError):
     """A job step failed. ``reason`` is safe to show the job's owner: no secrets, no input data."""
+
+    code = "internal"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -109,9 +137,19 @@ class PermanentJobError(JobError):
 class InputRejected(PermanentJobError):
     """The input cannot be used: refused address, 4xx, too large, not text."""
 
+    code = "input_rejected"
+
 
 class ProviderRejected(PermanentJobError):
     """The model provider refused the request for a reason retrying cannot fix."""
+
+    code = "provider_rejected"
+
+
+class BudgetExhausted(PermanentJobError):
+    """The user's remaining budget cannot cover the worst case of the call: it is never made."""
+
+    code = "budget_exceeded"
 
 
 class TransientJobError(JobError):
@@ -125,10 +163,20 @@ class TransientJobError(JobError):
 class InputUnavailable(TransientJobError):
     """The input host did not answer in time, reset the connection or answered 5xx."""
 
+    code = "input_unavailable"
+
 
 class ProviderUnavailable(TransientJobError):
     """The provider timed out, failed (5xx), or asked us to slow down (429, 529)."""
 
+    code = "provider_unavailable"
+
     def __init__(self, reason: str, *, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(reason, retry_after=retry_after)
         self.status = status
+
+
+class JobTimedOut(TransientJobError):
+    """The attempt, or one of its steps (a render, a summary), ran past its deadline."""
+
+    code = "timed_out"
