@@ -22,6 +22,7 @@ from service.inputs.source import InputSource
 from service.providers.base import Provider
 from service.report.renderer import PdfRenderer
 from service.storage.factory import storage_from
+from service.store.calls import CallLedger
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
@@ -113,11 +114,18 @@ class LiveServer:
             await self._task
 
 
+@asynccontextmanager
+async def api_with(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for a fresh API app with these settings, served by uvicorn on loopback."""
+    app = create_app(settings, configure_logs=False)
+    async with LiveServer(app) as live, httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        yield client
+
+
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client for a fresh API app served by uvicorn on loopback."""
-    app = create_app(settings, configure_logs=False)
-    async with LiveServer(app) as live, httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+    async with api_with(settings) as client:
         yield client
 
 
@@ -231,6 +239,7 @@ async def worker_deps(
             provider=provider,
             renderer=renderer,
             storage=storage,
+            calls=CallLedger(redis_client),
             limiter=None if settings.offline else LlmLimiter(redis_client, limits_from(settings)),
         )
 

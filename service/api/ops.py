@@ -45,7 +45,8 @@ async def usage(request: Request) -> Response:
     totals = await svc.jobs.usage(caller.user_id, period)
     input_tokens, output_tokens = totals.get("input_tokens", 0), totals.get("output_tokens", 0)
     budget = budget_of(svc.settings, caller.plan)
-    reserved = totals.get("reserved", 0)
+    # Held back from the budget: the worst case of calls in flight, and what queued reports hold.
+    reserved = totals.get("reserved", 0) + totals.get("queued_hold", 0)
     return JSONResponse(
         {
             "userId": caller.user_id,
@@ -55,6 +56,8 @@ async def usage(request: Request) -> Response:
             "inputTokens": input_tokens,
             "outputTokens": output_tokens,
             "tokensUsed": input_tokens + output_tokens,
+            # Every call the provider billed for the caller's jobs (completed or not), as priced.
+            "costUsd": round(totals.get("cost_nusd", 0) / 1e9, 6),
             # What is left for new reports: queued and running ones hold back their reservation.
             "budget": budget or None,
             "reservedTokens": reserved,

@@ -23,15 +23,16 @@ from service.core.errors import (
     RateLimited,
 )
 from service.inputs.urls import check_input_url
+from service.providers.prompt import minimal_call_tokens
 from service.storage.base import DirectDownloads
 from service.store.job_types import NewJob, SubmitOutcome
 from service.store.jobs import derive_job_id, fingerprint
 from service.store.keys import Caller
-from service.store.policies import queue_score, submit_policy
+from service.store.policies import failed_retention, queue_score, submit_policy
 from service.store.uploads import UPLOAD_SCHEME, upload_id_from_url
 from service.store.views import report_paths, status_view
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 def idempotency_key(body: ReportCreate, header: str | None) -> str | None:
@@ -87,7 +88,7 @@ async def create_report(request: Request) -> Response:
     )
     outcome = await svc.jobs.submit(
         job,
-        submit_policy(svc.settings, caller.plan),
+        submit_policy(svc.settings, caller.plan, minimal_call_tokens(svc.settings.max_output_tokens)),
         arq_ttl_ms=svc.settings.failed_retention_seconds * 1000,
         score_ms=queue_score(svc.settings, caller.plan, now_ms()),
     )
@@ -112,10 +113,10 @@ def refuse_over_limits(outcome: SubmitOutcome, svc: ApiServices) -> None:
         wait = max(1, int(outcome.wait_seconds))
         raise RateLimited(f"too many submissions; retry in {wait} s", retry_after=wait)
     if outcome.kind == "over_budget":
-        period, reserve = svc.settings.budget_period, svc.settings.budget_reserve_tokens
+        period = svc.settings.budget_period
         raise BudgetExceeded(
-            f"the token budget of this {period} is spent: {outcome.tokens_left} tokens left, and a report "
-            f"holds back {reserve} until its real usage is known"
+            f"the token budget of this {period} is spent: {outcome.tokens_left:,} tokens left, not enough "
+            "for even the smallest report (its prompt and the most output a report may have)"
         )
 
 
@@ -124,6 +125,9 @@ async def owned_job(svc: ApiServices, caller: Caller, job_id: str) -> dict[str, 
     record = await svc.jobs.get(job_id) if _JOB_ID.match(job_id) else None
     if record is None or record.get("user_id") != caller.user_id:
         raise NotFound("no such report job")
+    if record.get("evicted"):
+        # Past the user's retention count: only what answers a replayed POST as a replay is kept.
+        raise NotFound("this report job is no longer retained (the newest ones are kept)")
     return record
 
 
@@ -168,7 +172,11 @@ async def cancel_report(request: Request) -> Response:
     caller = await require_caller(request, svc)
     job_id = request.path_params["job_id"]
     record = await owned_job(svc, caller, job_id)
-    before = await svc.jobs.cancel(job_id, retention_seconds=svc.settings.failed_retention_seconds)
+    settings = svc.settings
+    queued_seconds = settings.cancelled_queued_retention_seconds
+    before = await svc.jobs.cancel(
+        job_id, retention=failed_retention(settings), queued_seconds=queued_seconds
+    )
     if before not in ("queued", "active"):
         raise Conflict(f"the job is already {before} and cannot be cancelled")
     svc.metrics.inc("jobs_finished_total", plan=record.get("plan", ""), state="cancelled")

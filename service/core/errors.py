@@ -14,7 +14,7 @@
     │   ├── QuotaExceeded             429 quota_exceeded: the user's stored uploads would pass their quota
     │   └── Unavailable               503 unavailable (Retry-After): Redis unreachable
     └── JobError                      a step of a report job failed; ``reason`` is shown to the user,
-        │                             ``code`` is the status object's ``error.code``
+        │                             ``error_code`` is the status object's ``error.code``
         ├── PermanentJobError         retrying cannot help: the job fails at once
         │   ├── InputRejected         input_rejected: the input is refused, missing, too large or unreadable
         │   ├── ProviderRejected      provider_rejected: the provider refused the request (4xx, spend limit)
@@ -123,7 +123,7 @@ JOB_ERROR_CODES = frozenset(
 class JobError(ServiceError):
     """A job step failed. ``reason`` is safe to show the job's owner: no secrets, no input data."""
 
-    code = "internal"
+    error_code = "internal"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -137,19 +137,19 @@ class PermanentJobError(JobError):
 class InputRejected(PermanentJobError):
     """The input cannot be used: refused address, 4xx, too large, not text."""
 
-    code = "input_rejected"
+    error_code = "input_rejected"
 
 
 class ProviderRejected(PermanentJobError):
     """The model provider refused the request for a reason retrying cannot fix."""
 
-    code = "provider_rejected"
+    error_code = "provider_rejected"
 
 
 class BudgetExhausted(PermanentJobError):
     """The user's remaining budget cannot cover the worst case of the call: it is never made."""
 
-    code = "budget_exceeded"
+    error_code = "budget_exceeded"
 
 
 class TransientJobError(JobError):
@@ -163,13 +163,13 @@ class TransientJobError(JobError):
 class InputUnavailable(TransientJobError):
     """The input host did not answer in time, reset the connection or answered 5xx."""
 
-    code = "input_unavailable"
+    error_code = "input_unavailable"
 
 
 class ProviderUnavailable(TransientJobError):
     """The provider timed out, failed (5xx), or asked us to slow down (429, 529)."""
 
-    code = "provider_unavailable"
+    error_code = "provider_unavailable"
 
     def __init__(self, reason: str, *, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(reason, retry_after=retry_after)
@@ -179,4 +179,4 @@ class ProviderUnavailable(TransientJobError):
 class JobTimedOut(TransientJobError):
     """The attempt, or one of its steps (a render, a summary), ran past its deadline."""
 
-    code = "timed_out"
+    error_code = "timed_out"

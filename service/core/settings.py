@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     report_retention_seconds: int = Field(default=24 * 3600, ge=60)
     report_retention_count: int = Field(default=10_000, ge=1)
     failed_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    failed_retention_count: int = Field(default=1_000, ge=1)  # failed and cancelled jobs kept per user
+    cancelled_queued_retention_seconds: int = Field(default=3600, ge=60)  # cancelled before it ran
 
     # --- scheduling and limits ---------------------------------------------------------------
     priority_pro_lead_seconds: float = Field(default=60, ge=0)
@@ -75,7 +77,7 @@ class Settings(BaseSettings):
     budget_tokens_free: int = Field(default=1_000_000, ge=0)
     budget_tokens_pro: int = Field(default=20_000_000, ge=0)
     budget_period: Literal["month", "day"] = "month"
-    budget_reserve_tokens: int = Field(default=12_000, ge=0)
+    budget_reserve_tokens: int = Field(default=0, ge=0)  # 0: the smallest call's worst case
 
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)

@@ -16,7 +16,7 @@ from service.core.settings import Settings
 from service.inputs import text as input_text
 from service.inputs.addresses import AddressPolicy
 from service.inputs.guard import AddressRefused, GuardedBackend, HostNotFound, ResolutionFailed, Resolver
-from service.inputs.urls import INVALID_URL, PRIVATE_ADDRESS, checked_url_text
+from service.inputs.urls import INVALID_URL, checked_url_text
 
 USER_AGENT = "report-service/0.1 (input fetcher)"
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -226,20 +226,22 @@ def _status(response: httpx.Response) -> str:
     return f"{response.status_code} {phrase}".strip()
 
 
+# A host refused by the address policy, one that does not resolve, and one that does not accept the
+# connection all look the same to the user, retried alike: a different answer for each would let
+# anyone map the private network's names from outside (which exist, which resolve privately).
+UNREACHABLE_HOST = (
+    "could not reach the input host (the URL must name a public host that is up and accepts connections)"
+)
+
+
 def _translate(exc: Exception) -> InputRejected | InputUnavailable:
     """Our error for a transport failure; reasons never include the URL (it may carry a token)."""
-    if isinstance(exc, AddressRefused):
-        return InputRejected(PRIVATE_ADDRESS.format("resolves to"))
-    if isinstance(exc, HostNotFound):
-        return InputRejected("the input URL's host name does not exist (DNS lookup found no address)")
-    if isinstance(exc, ResolutionFailed):
-        return InputUnavailable("the input URL's host name could not be resolved right now")
-    if isinstance(exc, httpx.TimeoutException):
-        return InputUnavailable("the input host did not answer in time")
     if _caused_by(exc, ssl.SSLCertVerificationError):
         return InputRejected("the input host's TLS certificate could not be verified")
-    if isinstance(exc, httpx.ConnectError):
-        return InputUnavailable("could not connect to the input host")
+    if isinstance(exc, AddressRefused | HostNotFound | ResolutionFailed | httpx.ConnectError):
+        return InputUnavailable(UNREACHABLE_HOST)
+    if isinstance(exc, httpx.TimeoutException):
+        return InputUnavailable("the input host did not answer in time")
     if isinstance(exc, httpx.TransportError):
         return InputUnavailable("the connection to the input host failed or was cut")
     return InputRejected("the input URL could not be fetched")

@@ -44,7 +44,7 @@ _BOMS = (
 )
 # Labels that old servers attach by default whatever the bytes are; decoded as browsers do.
 _WESTERN_DEFAULTS = {"ascii", "iso8859-1", "cp1252"}
-_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}\Z")
 _NOT_TEXT = "the input is not text ({}); use a URL that serves CSV, JSON or plain text"
 
 

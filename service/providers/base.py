@@ -29,44 +29,65 @@ class ReportAnswer:
     input_tokens: int
     output_tokens: int
     offline: bool = False
+    request_id: str = ""  # the provider's id of the call that wrote it
 
 
-# Hears the output tokens (estimated while streaming, real at the end) received so far.
-OutputProgress = Callable[[int], Awaitable[None]]
+@dataclass(frozen=True)
+class CallUsage:
+    """What a call has cost so far: the input once the provider counted it (at the start of its
+    answer), the output as it streams (an estimate until the provider's own count arrives)."""
+
+    input_tokens: int
+    output_tokens: int
+    request_id: str = ""
+    final: bool = False  # the call is over (answered, failed or cut): these are its last counts
+
+
+# Hears a call's usage as it goes: at its start, while it streams (paced by ``ProgressThrottle``),
+# and exactly once more with ``final`` when it ends, however it ends.
+UsageListener = Callable[[CallUsage], Awaitable[None]]
 
 
 class Provider(Protocol):
+    async def count_input_tokens(self, request: ReportRequest) -> int:
+        """The input tokens the call for ``request`` will be billed for (or an upper bound)."""
+        ...
+
     async def write_report(
-        self, request: ReportRequest, on_output: OutputProgress | None = None
+        self, request: ReportRequest, on_usage: UsageListener | None = None
     ) -> ReportAnswer:
-        """Write the report; ``on_output`` hears the output tokens (estimated) received so far."""
+        """Write the report; ``on_usage`` hears what the call costs as it goes."""
         ...
 
 
 class ProgressThrottle:
-    """Passes running token counts on at most once per ``interval``, then the final count once.
+    """Passes running usage on at most once per ``interval`` (the first at once), then the final
+    usage once.
 
-    The one throttle between a streaming answer and the job's progress events: callers of
-    ``on_output`` must not throttle again, or the final count could be dropped.
+    The one throttle between a streaming answer and the job's progress events: listeners must not
+    throttle again, or the final count could be dropped.
     """
 
     def __init__(
         self,
-        on_output: OutputProgress | None,
+        on_usage: UsageListener | None,
         interval: float = PROGRESS_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._on_output = on_output
+        self._on_usage = on_usage
         self._interval = interval
         self._clock = clock
         self._last = float("-inf")
+        self._finished = False
 
-    async def update(self, tokens: int) -> None:
+    async def update(self, usage: CallUsage) -> None:
         now = self._clock()
-        if self._on_output is not None and now - self._last >= self._interval:
+        if self._on_usage is not None and now - self._last >= self._interval:
             self._last = now
-            await self._on_output(tokens)
+            await self._on_usage(usage)
 
-    async def finish(self, tokens: int) -> None:
-        if self._on_output is not None:
-            await self._on_output(tokens)
+    async def finish(self, usage: CallUsage) -> None:
+        """The call's last counts; only the first ``finish`` is passed on."""
+        if self._on_usage is not None and not self._finished:
+            self._finished = True
+            await self._on_usage(CallUsage(usage.input_tokens, usage.output_tokens, usage.request_id, True))

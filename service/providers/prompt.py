@@ -117,3 +117,17 @@ def request_input_tokens(request: ReportRequest) -> int:
     """
     message = build_user_message(request.input_text, request.input_name, request.content_type)
     return (len(SYSTEM_PROMPT) + len(message)) // 3 + 1
+
+
+def input_tokens_upper_bound(request: ReportRequest) -> int:
+    """At least the input tokens the call will be billed: tokenizers never make a token of less
+    than one byte, so the prompt's UTF-8 length (plus a margin for the message framing) bounds them."""
+    message = build_user_message(request.input_text, request.input_name, request.content_type)
+    return len(SYSTEM_PROMPT.encode()) + len(message.encode()) + 32
+
+
+def minimal_call_tokens(max_tokens: int) -> int:
+    """The worst case of the smallest call there is (an empty input): a submission needs at least
+    this much budget left."""
+    empty = ReportRequest("", "input", "text/plain", "", max_tokens)
+    return input_tokens_upper_bound(empty) + max_tokens

@@ -38,7 +38,7 @@ POOL_SIZE = 16  # threads, and botocore connections
 RETRY_AFTER_SECONDS = 5
 DEFAULT_REGION = "us-east-1"  # what S3-compatible stores accept when no region is configured
 _DELETE_CONCURRENCY = 8
-_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*\Z")
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 
 

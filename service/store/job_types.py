@@ -38,34 +38,39 @@ class SubmitOutcome:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long, and how many per user, finished jobs of a kind are kept (past the count, the soonest
+    to expire are cut down to tombstones that still answer replays)."""
+
+    seconds: int
+    count: int
+
+
+@dataclass(frozen=True)
 class StartPolicy:
     max_crashes: int
     cap_free: int  # active jobs a user may have at once, per plan; 0: no cap
     cap_pro: int
     lease_ms: int  # how long a slot stays taken if its worker dies silently
+    # For a job given up at its start (it kept killing its workers).
+    failed_retention: Retention = Retention(7 * 24 * 3600, 1_000)
 
 
 @dataclass(frozen=True)
 class StartOutcome:
-    # 'active': go on; 'parked': the user is at their cap; 'crashed': too many crash restarts;
+    # 'active': go on; 'parked': the user is at their cap; 'deferred': not on this worker now;
+    # 'crashed': too many crash restarts;
     # anything else ('completed', 'cancelled', 'missing', ...): nothing to do.
     state: str
     attempts: int
     crashes: int
     record: dict[str, str] = field(default_factory=dict)  # the job's fields, when it goes on
     first: bool = False  # the job's very first start (its queue wait ends here)
+    alone: bool = False  # a suspect of killing its worker, run with no other job beside it
 
     @property
     def proceed(self) -> bool:
         return self.state == "active"
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How long, and how many, completed jobs are kept (their results and idempotent replays)."""
-
-    seconds: int
-    count: int
 
 
 @dataclass(frozen=True)
@@ -79,3 +84,4 @@ class Checkpoint:
     offline: bool
     source: str  # "sales.csv (8.5 kB)", printed under the title
     input_name: str = "input"
+    request_id: str = ""  # the provider's id of the call that wrote it

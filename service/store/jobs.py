@@ -12,8 +12,8 @@ import orjson
 from redis.asyncio import Redis
 
 from service.core.clock import now_ms
-from service.store import names, scripts
-from service.store.arq_wire import queue_entry
+from service.store import ending_scripts, names, scripts, upkeep_scripts
+from service.store.arq_wire import JOB_FUNCTION, queue_entry
 from service.store.connection import RedisStore, translate_redis_errors
 from service.store.job_types import (
     Checkpoint,
@@ -44,11 +44,12 @@ class JobStore(RedisStore):
         self._submit = redis.register_script(scripts.SUBMIT)
         self._start = redis.register_script(scripts.START)
         self._advance = redis.register_script(scripts.ADVANCE)
-        self._complete = redis.register_script(scripts.COMPLETE)
-        self._fail = redis.register_script(scripts.FAIL)
         self._requeue = redis.register_script(scripts.REQUEUE)
-        self._cancel = redis.register_script(scripts.CANCEL)
-        self._compact = redis.register_script(scripts.COMPACT)
+        self._complete = redis.register_script(ending_scripts.COMPLETE)
+        self._fail = redis.register_script(ending_scripts.FAIL)
+        self._cancel = redis.register_script(ending_scripts.CANCEL)
+        self._compact = redis.register_script(upkeep_scripts.COMPACT)
+        self._reap = redis.register_script(upkeep_scripts.REAP)
 
     @translate_redis_errors
     async def submit(
@@ -92,20 +93,27 @@ class JobStore(RedisStore):
         return fields or None
 
     @translate_redis_errors
-    async def start(self, job_id: str, policy: StartPolicy, *, stage: str, progress: int) -> StartOutcome:
-        args: list[str | int] = [
-            stage,
-            progress,
-            policy.max_crashes,
-            policy.cap_free,
-            policy.cap_pro,
-            policy.lease_ms,
-        ]
+    async def start(
+        self,
+        job_id: str,
+        policy: StartPolicy,
+        *,
+        stage: str,
+        progress: int,
+        others_here: int = 0,
+        suspect_here: bool = False,
+    ) -> StartOutcome:
+        """``others_here``: jobs this worker runs besides this one; ``suspect_here``: this worker
+        runs a suspect alone (see START for who is blamed when a worker dies)."""
+        args: list[str | int] = [stage, progress, policy.max_crashes, policy.cap_free, policy.cap_pro]
+        args += [policy.lease_ms, others_here, "1" if suspect_here else "0"]
+        args += [policy.failed_retention.seconds, policy.failed_retention.count]
         reply = await self._start(keys=[names.job(job_id)], args=args)
         flat = reply[3] if len(reply) > 3 else []
         record = dict(zip(flat[::2], flat[1::2], strict=True))
         first = len(reply) > 4 and int(reply[4]) == 1
-        return StartOutcome(str(reply[0]), int(reply[1]), int(reply[2]), record, first)
+        alone = len(reply) > 5 and int(reply[5]) == 1
+        return StartOutcome(str(reply[0]), int(reply[1]), int(reply[2]), record, first, alone)
 
     @translate_redis_errors
     async def advance(self, job_id: str, *, stage: str, progress: int) -> bool:
@@ -117,46 +125,47 @@ class JobStore(RedisStore):
         return Checkpoint(**json.loads(raw)) if raw else None
 
     @translate_redis_errors
-    async def save_checkpoint(self, job_id: str, checkpoint: Checkpoint, *, ttl_seconds: int) -> None:
-        body = json.dumps(checkpoint.__dict__)
-        await self._redis.set(names.job_answer(job_id), body, ex=ttl_seconds)
-
-    @translate_redis_errors
     async def complete(
         self, job_id: str, result: dict[str, Any], *, pdf_key: str, retention: Retention, period: str
     ) -> bool:
-        """Marks the job completed and adds its tokens to the user's usage, once whatever happens."""
-        tokens = [result["inputTokens"], result["outputTokens"]]
-        args: list[str | int] = [
-            json.dumps(result),
-            *tokens,
-            retention.seconds,
-            pdf_key,
-            retention.count,
-            period,
-        ]
-        return bool(await self._complete(keys=[names.job(job_id), names.COMPLETED_INDEX], args=args))
+        """Marks the job completed and counts the report, once whatever happens (its tokens were
+        counted by the call ledger as they were spent)."""
+        args: list[str | int] = [json.dumps(result), retention.seconds, pdf_key, retention.count, period]
+        return bool(await self._complete(keys=[names.job(job_id)], args=args))
 
     @translate_redis_errors
-    async def fail(self, job_id: str, reason: str, *, retention_seconds: int) -> bool:
-        return bool(await self._fail(keys=[names.job(job_id)], args=[reason, retention_seconds]))
+    async def fail(self, job_id: str, reason: str, *, code: str, retention: Retention) -> bool:
+        args: list[str | int] = [reason, code, retention.seconds, retention.count]
+        return bool(await self._fail(keys=[names.job(job_id)], args=args))
 
     @translate_redis_errors
     async def requeue(self, job_id: str, reason: str, *, count_attempt: bool) -> bool:
-        return bool(
-            await self._requeue(keys=[names.job(job_id)], args=[reason, "1" if count_attempt else "0"])
-        )
+        counted = "1" if count_attempt else "0"
+        return bool(await self._requeue(keys=[names.job(job_id)], args=[reason, counted]))
 
     @translate_redis_errors
-    async def cancel(self, job_id: str, *, retention_seconds: int) -> str:
-        """Returns the state the job was in before; only 'queued' and 'active' were cancelled."""
-        return str(await self._cancel(keys=[names.job(job_id)], args=[retention_seconds]))
+    async def cancel(self, job_id: str, *, retention: Retention, queued_seconds: int) -> str:
+        """Returns the state the job was in before; only 'queued' and 'active' were cancelled. A job
+        cancelled while it waited is kept ``queued_seconds`` only: it cost nothing."""
+        args: list[str | int] = [retention.seconds, queued_seconds, retention.count]
+        return str(await self._cancel(keys=[names.job(job_id)], args=args))
 
     @translate_redis_errors
     async def compact_finished(self, older_than_seconds: float, limit: int = 500) -> int:
         """Shrinks the event streams of jobs finished longer ago than that; returns how many."""
         cutoff = now_ms() - int(older_than_seconds * 1000)
         return int(await self._compact(keys=[], args=[cutoff, limit]))
+
+    @translate_redis_errors
+    async def reap(
+        self, *, older_than_ms: int, limit: int, max_losses: int, failed: Retention
+    ) -> tuple[int, int, int]:
+        """Puts back (or, past ``max_losses``, fails) jobs the queue lost; (looked at, put back, failed)."""
+        now = now_ms()
+        args: list[str | int] = [now, now - older_than_ms, limit, JOB_FUNCTION, max_losses]
+        args += [failed.seconds, failed.count]
+        looked, requeued, failed_count = await self._reap(keys=[names.LIVE_INDEX], args=args)
+        return int(looked), int(requeued), int(failed_count)
 
     @translate_redis_errors
     async def usage(self, user_id: str, period: str) -> dict[str, int]:

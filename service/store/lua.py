@@ -26,6 +26,7 @@ local WAKE = '@WAKE_CHANNEL@'
 local QUEUED, RUNNING = '@QUEUED_COUNTS@', '@RUNNING_COUNTS@'
 local TO_COMPACT = '@TO_COMPACT@'
 local JOB_PREFIX = '@JOB_PREFIX@'
+local LIVE = '@LIVE_INDEX@'
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -50,7 +51,41 @@ local function expire_finished(job, seconds)
   redis.call('DEL', job .. '@ANSWER_SUFFIX@')
   redis.call('EXPIRE', job, seconds)
   redis.call('EXPIRE', events_of(job), seconds)
+  redis.call('EXPIRE', job .. '@CALLS_SUFFIX@', seconds)
   redis.call('ZADD', TO_COMPACT, now_ms(), job_id_of(job))
+end
+
+-- A finished job past its user's cap of that kind (completed; or failed and cancelled) becomes a
+-- tombstone: the fields that answer a replayed POST as a replay until its retention runs out, and
+-- nothing else (no result, events, ledger or answer).
+local function tombstone(job)
+  local names = {'job_id', 'user_id', 'fingerprint', 'report_id', 'state', 'plan', 'created_ms',
+    'finished_ms'}
+  local f = redis.call('HMGET', job, unpack(names))
+  if not f[1] then return end
+  local ttl = redis.call('PTTL', job)
+  redis.call('DEL', job, events_of(job), job .. '@CALLS_SUFFIX@', job .. '@ANSWER_SUFFIX@')
+  local kept = {'evicted', '1'}
+  for i, name in ipairs(names) do
+    if f[i] then kept[#kept + 1] = name; kept[#kept + 1] = f[i] end
+  end
+  redis.call('HSET', job, unpack(kept))
+  if ttl > 0 then redis.call('PEXPIRE', job, ttl) end
+  redis.call('ZREM', TO_COMPACT, job_id_of(job))
+end
+-- Each user's finished jobs of a kind, by when they expire: one tenant's volume never shortens
+-- another's retention; past the user's cap, the soonest to expire become tombstones.
+local function retain(job, user, kind, seconds, cap)
+  local index, now = '@USER_PREFIX@' .. user .. ':' .. kind, now_ms()
+  redis.call('ZADD', index, now + 1000 * tonumber(seconds), job_id_of(job))
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)   -- gone by their own expiry
+  local excess = redis.call('ZCARD', index) - tonumber(cap)
+  if excess > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', index, 0, excess - 1)) do tombstone(JOB_PREFIX .. old) end
+    redis.call('ZREMRANGEBYRANK', index, 0, excess - 1)
+  end
+  local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', index, last[2])   -- the index goes with its last member
 end
 
 -- A job that stops running frees its user's slot; the user's oldest parked job (one that waited
@@ -70,14 +105,68 @@ local function leave_slot(job, user)
   end
 end
 
--- The tokens reserved against the user's budget at submit go back (the real usage is added
--- separately when the job completes).
+-- The call ledger (service.store.call_scripts): a call's newly recorded tokens, and their cost, go
+-- to its usage; its hold against the budget shrinks by what it spent, and goes back when it closes.
+local function count_tokens(usage, e, din, dout)
+  if din ~= 0 then redis.call('HINCRBY', usage, 'input_tokens', din) end
+  if dout ~= 0 then redis.call('HINCRBY', usage, 'output_tokens', dout) end
+  local cost = din * e.pin + dout * e.pout
+  if cost ~= 0 then redis.call('HINCRBY', usage, 'cost_nusd', string.format('%.0f', cost)) end
+  local spent = din + dout
+  if spent > 0 and e.held > 0 then
+    local release = math.min(e.held, spent)
+    e.held = e.held - release
+    redis.call('HINCRBY', usage, 'reserved', -release)
+  end
+end
+local function is_open(e) return e.outcome == 'reserved' or e.outcome == 'streaming' end
+local function close_call(e, outcome)
+  if e.held > 0 then redis.call('HINCRBY', e.usage, 'reserved', -e.held) end
+  e.held, e.outcome = 0, outcome
+end
+-- Calls of the job still open (their worker died, or the job ended around them) are closed with
+-- what was recorded of them: that much was counted, and their holds go back.
+local function close_open_calls(job, outcome)
+  local ledger = job .. '@CALLS_SUFFIX@'
+  local all = redis.call('HGETALL', ledger)
+  for i = 1, #all, 2 do
+    local e = cjson.decode(all[i + 1])
+    if is_open(e) then
+      close_call(e, outcome)
+      redis.call('HSET', ledger, all[i], cjson.encode(e))
+    end
+  end
+end
+
+-- The tokens a queued report held against the user's budget since its submission go back (a call
+-- takes them over when it is reserved; they go back here when the job ends before its call).
 local function release_budget(job, user)
   local f = redis.call('HMGET', job, 'budget_period', 'budget_reserved')
   local reserved = tonumber(f[2]) or 0
   if f[1] and reserved > 0 then
-    redis.call('HINCRBY', usage_of(user, f[1]), 'reserved', -reserved)
+    redis.call('HINCRBY', usage_of(user, f[1]), 'queued_hold', -reserved)
     redis.call('HSET', job, 'budget_reserved', 0)
   end
+end
+"""
+
+# Every ending of a job (completed, failed, cancelled) goes through ``finish``; it needs the ledger
+# and budget helpers above it, so it comes last.
+COMMON += """
+local function finish(job, user, kind, outcome, seconds, cap)
+  close_open_calls(job, outcome)
+  release_budget(job, user)
+  redis.call('ZREM', LIVE, job_id_of(job))
+  expire_finished(job, seconds)
+  retain(job, user, kind, seconds, cap)
+end
+-- Failing a running or queued job: the error (its reason and code) in the record and the event.
+local function fail_job(job, state, user, plan, reason, code, seconds, cap)
+  redis.call('HINCRBY', state == 'active' and RUNNING or QUEUED, plan, -1)
+  local error = {reason = reason, code = code}
+  redis.call('HSET', job, 'state', 'failed', 'finished_ms', now_ms(), 'error', cjson.encode(error))
+  if state == 'active' then leave_slot(job, user) end
+  emit(job, 'failed', error)
+  finish(job, user, 'ended', 'abandoned', seconds, cap)
 end
 """

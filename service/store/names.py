@@ -9,10 +9,11 @@ arq's own keys are listed too: our scripts write its queue entries and abort mar
 from __future__ import annotations
 
 # --- jobs ----------------------------------------------------------------------------------------
-JOB_PREFIX = "rs:job:"  # a job's record (hash); ':events' its event stream; ':answer' its checkpoint
+JOB_PREFIX = "rs:job:"  # a job's record (hash); ':events', ':answer', ':calls' below
 EVENTS_SUFFIX = ":events"
 ANSWER_SUFFIX = ":answer"
-COMPLETED_INDEX = "rs:completed"  # job ids by finish time, to cap how many completed jobs are kept
+CALLS_SUFFIX = ":calls"  # the job's call ledger: every paid model call, its tokens and outcome
+LIVE_INDEX = "rs:live"  # jobs not finished yet, by when the reaper last found them well (or changed)
 TO_COMPACT = "rs:to-compact"  # finished jobs whose event streams still hold every event
 QUEUED_COUNTS = "rs:queued"  # jobs waiting, per plan
 RUNNING_COUNTS = "rs:running"  # jobs running, per plan
@@ -23,6 +24,7 @@ USAGE_PREFIX = "rs:usage:"  # + user + ':' + period: tokens, reports and budget 
 RATE_PREFIX = "rs:rate:"  # + user: the submission token bucket
 ACTIVE_PREFIX = "rs:active:"  # + user: running jobs by lease deadline (the per-user cap)
 PARKED_PREFIX = "rs:parked:"  # + user: jobs waiting for one of the user's slots
+USER_PREFIX = "rs:user:"  # + user + ':completed' / ':ended': finished jobs by expiry, for retention caps
 
 # --- keys, uploads, secrets ------------------------------------------------------------------------
 API_KEY_PREFIX = "rs:apikey:"  # + SHA-256 of the key
@@ -55,6 +57,15 @@ def job_events(job_id: str) -> str:
 
 def job_answer(job_id: str) -> str:
     return JOB_PREFIX + job_id + ANSWER_SUFFIX
+
+
+def job_calls(job_id: str) -> str:
+    return JOB_PREFIX + job_id + CALLS_SUFFIX
+
+
+def user_finished(user_id: str, kind: str) -> str:
+    """The user's finished jobs of a kind (``completed``, or ``ended``: failed and cancelled)."""
+    return f"{USER_PREFIX}{user_id}:{kind}"
 
 
 def usage(user_id: str, period: str) -> str:
@@ -91,7 +102,10 @@ LUA_NAMES = {
     "JOB_PREFIX": JOB_PREFIX,
     "EVENTS_SUFFIX": EVENTS_SUFFIX,
     "ANSWER_SUFFIX": ANSWER_SUFFIX,
+    "CALLS_SUFFIX": CALLS_SUFFIX,
     "TO_COMPACT": TO_COMPACT,
+    "LIVE_INDEX": LIVE_INDEX,
+    "USER_PREFIX": USER_PREFIX,
     "QUEUED_COUNTS": QUEUED_COUNTS,
     "RUNNING_COUNTS": RUNNING_COUNTS,
     "WAKE_CHANNEL": WAKE_CHANNEL,

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from service.core.settings import Settings
 from service.store.job_types import Retention, StartPolicy, SubmitPolicy
 
-# After an attempt times out at JOB_TIMEOUT_SECONDS the worker needs a moment to record it; a slot
-# (and arq's in-progress mark) is held that much longer, so a live worker never loses either.
+# After an attempt times out at JOB_TIMEOUT_SECONDS the worker needs a moment to record it (up to
+# the worker's settle deadline, 3 s), and arq's own timeout comes 4 s after ours; a slot (and arq's
+# in-progress mark) is held longer than both, so a live worker never loses either.
 LEASE_MARGIN_SECONDS = 5
 
 
@@ -25,7 +26,9 @@ def queue_score(settings: Settings, plan: str, now_ms: int) -> int:
     return now_ms - int(lead * 1000)
 
 
-def submit_policy(settings: Settings, plan: str) -> SubmitPolicy:
+def submit_policy(settings: Settings, plan: str, minimal_call: int) -> SubmitPolicy:
+    """``minimal_call``: the worst case of the smallest call there is; a queued report holds that
+    much of the budget (or ``BUDGET_RESERVE_TOKENS``, when set) until its own call is reserved."""
     per_minute = (
         settings.submissions_per_minute_pro if plan == "pro" else settings.submissions_per_minute_free
     )
@@ -33,7 +36,7 @@ def submit_policy(settings: Settings, plan: str) -> SubmitPolicy:
         per_minute=per_minute,
         burst=max(1, per_minute // 4),  # a quarter of a minute's worth at once
         budget=settings.budget_tokens_pro if plan == "pro" else settings.budget_tokens_free,
-        reserve=settings.budget_reserve_tokens,
+        reserve=settings.budget_reserve_tokens or minimal_call,
         period=budget_period(settings),
     )
 
@@ -48,8 +51,15 @@ def start_policy(settings: Settings) -> StartPolicy:
         cap_free=settings.user_max_active_free,
         cap_pro=settings.user_max_active_pro,
         lease_ms=int((settings.job_timeout_seconds + LEASE_MARGIN_SECONDS) * 1000),
+        failed_retention=failed_retention(settings),
     )
 
 
 def retention(settings: Settings) -> Retention:
+    """Completed jobs: how long and how many per user (their results and idempotent replays)."""
     return Retention(settings.report_retention_seconds, settings.report_retention_count)
+
+
+def failed_retention(settings: Settings) -> Retention:
+    """Failed and cancelled jobs: how long and how many per user."""
+    return Retention(settings.failed_retention_seconds, settings.failed_retention_count)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from service.store.lua import COMMON, with_names
 
 # KEYS: job, arq job
-# ARGV: arq payload, queue score, arq payload ttl ms, the record's fields as a JSON object of strings
+# ARGV: arq payload, queue score, (unused), the record's fields as a JSON object of strings
 #       (job_id, user_id and fingerprint among them), submissions per minute and burst for the user
 #       (0: no limit), token budget of the period (0: none), tokens to reserve, budget period
 # Returns {1} when created; {0, fingerprint, report id, state} for an existing job; {-1, ms to wait}
@@ -43,10 +43,12 @@ end
 local budget, reserve = tonumber(ARGV[7]), tonumber(ARGV[8])
 if budget > 0 then
   local usage = usage_of(user, ARGV[9])
-  local u = redis.call('HMGET', usage, 'input_tokens', 'output_tokens', 'reserved')
+  -- Spent, held by calls in flight, and held by queued reports: a new report must fit in the rest.
+  local u = redis.call('HMGET', usage, 'input_tokens', 'output_tokens', 'reserved', 'queued_hold')
   local committed = (tonumber(u[1]) or 0) + (tonumber(u[2]) or 0) + (tonumber(u[3]) or 0)
+    + (tonumber(u[4]) or 0)
   if committed + reserve > budget then return {-2, budget - committed} end
-  redis.call('HINCRBY', usage, 'reserved', reserve)
+  redis.call('HINCRBY', usage, 'queued_hold', reserve)
   fields['budget_period'], fields['budget_reserved'] = ARGV[9], ARGV[8]
 end
 
@@ -56,8 +58,10 @@ for name, value in pairs(fields) do
   flat[#flat + 1] = value
 end
 redis.call('HSET', KEYS[1], unpack(flat))
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+-- arq's payload has no expiry: a payload that expired while its job waited would strand the job.
+redis.call('SET', KEYS[2], ARGV[1])
 redis.call('ZADD', QUEUE, ARGV[2], fields['job_id'])
+redis.call('ZADD', LIVE, now_ms(), fields['job_id'])
 redis.call('HINCRBY', QUEUED, fields['plan'], 1)
 redis.call('PUBLISH', WAKE, 'submitted')
 return {1}
@@ -66,45 +70,78 @@ return {1}
 
 # KEYS: job
 # ARGV: first stage, first progress, most crash restarts allowed, active jobs allowed per user on
-#       the free plan, on the pro plan (0: no cap), lease ms (how long a dead worker's slot is held)
-# Returns {state, attempts, crashes[, record]}: 'active' means go on (with the record's fields);
-# 'parked' means the user is at their cap
-# (the job waits, no attempt spent, and comes back when a slot frees); 'crashed' means too many
-# crash restarts; any other state means there is nothing to do.
+#       the free plan, on the pro plan (0: no cap), lease ms (how long a dead worker's slot is held),
+#       jobs running on this worker besides this one, '1' when this worker runs a suspect alone,
+#       failed retention seconds and most failed jobs kept per user (for a job given up here)
+# Returns {state, attempts, crashes, record?, first start?, alone?}: 'active' means go on (with the
+# record's fields); 'parked' means the user is at their cap (the job waits, no attempt spent, and
+# comes back when a slot frees); 'deferred' means not on this worker now (a suspect waits for a
+# worker of its own; others wait while one runs here); 'crashed' means too many crash restarts (the
+# job is failed here, code 'worker_crashed'); any other state means there is nothing to do.
+#
+# Which job kills its workers: when a worker dies, every job it ran restarts, but only a job that
+# was running ALONE when its worker died is blamed (``crashes``, against the limit). A job that died
+# in company is only suspected (``co_crashes``): it next runs alone on a worker, where a death is
+# its own. So a job that keeps killing workers fails, and its innocent neighbours do not.
 START = with_names(
     COMMON
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'started_ms', 'crashes', 'user_id', 'plan')
+local f = redis.call('HMGET', KEYS[1], 'state', 'attempts', 'started_ms', 'crashes', 'user_id', 'plan',
+  'alone', 'suspect', 'co_crashes', 'deferrals', 'restarted')
 local state, attempts, crashes = f[1], tonumber(f[2]) or 0, tonumber(f[4]) or 0
 if not state then return {'missing', 0, 0} end
 if state ~= 'queued' and state ~= 'active' then return {state, attempts, 0} end
-local job_id, user, now = job_id_of(KEYS[1]), f[5], now_ms()
+local job_id, user, plan, now = job_id_of(KEYS[1]), f[5], f[6], now_ms()
 local active = '@ACTIVE_PREFIX@' .. user
+local restart = state == 'active'
 redis.call('ZREMRANGEBYSCORE', active, '-inf', now)  -- slots of workers that died
-if state == 'queued' then
-  local cap = tonumber(f[6] == 'pro' and ARGV[5] or ARGV[4])
-  if cap > 0 and redis.call('ZCARD', active) >= cap then
-    redis.call('ZADD', '@PARKED_PREFIX@' .. user, redis.call('ZSCORE', QUEUE, job_id) or now, job_id)
-    return {'parked', attempts, crashes, redis.call('HGETALL', KEYS[1])}
-  end
-  attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  redis.call('HINCRBY', QUEUED, f[6], -1)
-  redis.call('HINCRBY', RUNNING, f[6], 1)
-else
+if restart then
   -- The previous start never reported back: its worker died (crash, kill -9, lost Redis). That
-  -- attempt runs again under the same number; crashes are counted apart, so deploys and kills do
-  -- not push a job towards failure, while a job that kills every worker is still stopped.
-  crashes = redis.call('HINCRBY', KEYS[1], 'crashes', 1)
-  if crashes > tonumber(ARGV[3]) then
+  -- attempt runs again under the same number: kills and deploys do not push a job towards failure.
+  close_open_calls(KEYS[1], 'lost')   -- counted as far as the dead worker recorded it
+  redis.call('ZREM', active, job_id)
+  redis.call('HINCRBY', RUNNING, plan, -1)
+  redis.call('HINCRBY', QUEUED, plan, 1)
+  -- 'restarted': the attempt runs again under its number, even if this start is deferred.
+  redis.call('HSET', KEYS[1], 'state', 'queued', 'suspect', '1', 'restarted', '1')
+  local co = tonumber(f[9]) or 0
+  if f[7] == '1' then
+    crashes = redis.call('HINCRBY', KEYS[1], 'crashes', 1)
+  else
+    co = redis.call('HINCRBY', KEYS[1], 'co_crashes', 1)
+  end
+  -- Blamed too often, or (when it could never run alone) in company far too often.
+  if crashes > tonumber(ARGV[3]) or co > 3 * tonumber(ARGV[3]) + 3 then
+    local reason = 'the job stopped its worker ' .. (crashes + co) .. ' times (crash or out of memory)'
+    fail_job(KEYS[1], 'queued', user, plan, reason .. '; giving up', 'worker_crashed', ARGV[9], ARGV[10])
     return {'crashed', attempts, crashes, redis.call('HGETALL', KEYS[1])}
   end
+  f[8], f[11] = '1', '1'
 end
+local alone = f[8] == '1' and (tonumber(f[10]) or 0) < 30   -- a suspect that waited long runs anyway
+if (alone and tonumber(ARGV[7]) > 0) or ARGV[8] == '1' then
+  redis.call('HINCRBY', KEYS[1], 'deferrals', f[8] == '1' and 1 or 0)
+  return {'deferred', attempts, crashes}
+end
+local cap = tonumber(plan == 'pro' and ARGV[5] or ARGV[4])
+if cap > 0 and redis.call('ZCARD', active) >= cap then
+  redis.call('ZADD', '@PARKED_PREFIX@' .. user, redis.call('ZSCORE', QUEUE, job_id) or now, job_id)
+  return {'parked', attempts, crashes, redis.call('HGETALL', KEYS[1])}
+end
+if f[11] == '1' then
+  redis.call('HDEL', KEYS[1], 'restarted')
+else
+  attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+end
+redis.call('HINCRBY', QUEUED, plan, -1)
+redis.call('HINCRBY', RUNNING, plan, 1)
 redis.call('ZADD', active, now + tonumber(ARGV[6]), job_id)
 redis.call('ZREM', '@PARKED_PREFIX@' .. user, job_id)
 if not f[3] then redis.call('HSET', KEYS[1], 'started_ms', now) end
-redis.call('HSET', KEYS[1], 'state', 'active', 'stage', ARGV[1], 'progress', ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'active', 'stage', ARGV[1], 'progress', ARGV[2],
+  'alone', alone and '1' or '0')
 emit(KEYS[1], 'progress', snapshot(KEYS[1]))
-return {'active', attempts, crashes, redis.call('HGETALL', KEYS[1]), f[3] and 0 or 1}
+return {'active', attempts, crashes, redis.call('HGETALL', KEYS[1]), f[3] and 0 or 1, alone and 1 or 0}
 """
 )
 
@@ -123,60 +160,6 @@ return 1
 """
 )
 
-# KEYS: job, completed index
-# ARGV: result json, input tokens, output tokens, retention seconds, pdf storage key, most completed
-#       jobs retained, usage period
-# The only place usage grows: guarded by the state, so a report is counted exactly once. Completed
-# jobs are capped in number too: past the cap, the oldest records go first.
-COMPLETE = with_names(
-    COMMON
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
-if f[1] ~= 'active' then return 0 end
-local user, now = f[2], now_ms()
-redis.call('HINCRBY', RUNNING, f[3], -1)
-redis.call('HSET', KEYS[1], 'state', 'completed', 'stage', 'done', 'progress', 100,
-  'finished_ms', now, 'result', ARGV[1], 'pdf_key', ARGV[5])
-local usage = usage_of(user, ARGV[7])
-redis.call('HINCRBY', usage, 'reports', 1)
-redis.call('HINCRBY', usage, 'input_tokens', ARGV[2])
-redis.call('HINCRBY', usage, 'output_tokens', ARGV[3])
-release_budget(KEYS[1], user)
-leave_slot(KEYS[1], user)
-emit(KEYS[1], 'progress', snapshot(KEYS[1]))
-emit(KEYS[1], 'completed', cjson.decode(ARGV[1]))
-expire_finished(KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], now, job_id_of(KEYS[1]))
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 1000 * tonumber(ARGV[4]))
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
-if excess > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1)) do
-    redis.call('DEL', JOB_PREFIX .. old, JOB_PREFIX .. old .. '@EVENTS_SUFFIX@')
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
-end
-return 1
-"""
-)
-
-# KEYS: job
-# ARGV: reason, retention seconds
-FAIL = with_names(
-    COMMON
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
-if f[1] ~= 'active' then return 0 end
-redis.call('HINCRBY', RUNNING, f[3], -1)
-local error = cjson.encode({reason = ARGV[1]})
-redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_ms', now_ms(), 'error', error)
-release_budget(KEYS[1], f[2])
-leave_slot(KEYS[1], f[2])
-emit(KEYS[1], 'failed', {reason = ARGV[1]})
-expire_finished(KEYS[1], ARGV[2])
-return 1
-"""
-)
-
 # KEYS: job
 # ARGV: reason, count the attempt ('1' for a failed try, '0' for a job handed back or throttled)
 # The job goes back to waiting (arq keeps it in its queue: Retry or cancellation) and frees its
@@ -190,62 +173,9 @@ redis.call('HINCRBY', RUNNING, f[3], -1)
 redis.call('HINCRBY', QUEUED, f[3], 1)
 if ARGV[2] == '0' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'stage', 'queued', 'last_error', ARGV[1])
+close_open_calls(KEYS[1], 'abandoned')
 leave_slot(KEYS[1], f[2])
 emit(KEYS[1], 'progress', snapshot(KEYS[1]))
 return 1
-"""
-)
-
-# KEYS: job
-# ARGV: retention seconds
-# Returns the state the job was in. A queued job leaves the queue in the same step, so it can never
-# reach the model; an active one is marked cancelled and its worker told to abort (arq's abort set).
-CANCEL = with_names(
-    COMMON
-    + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
-local state, user, job_id = f[1], f[2], job_id_of(KEYS[1])
-if state ~= 'queued' and state ~= 'active' then return state or 'missing' end
-redis.call('HINCRBY', state == 'queued' and QUEUED or RUNNING, f[3], -1)
-if state == 'queued' then
-  redis.call('ZREM', QUEUE, job_id)
-  redis.call('DEL', '@ARQ_JOB_PREFIX@' .. job_id)
-  redis.call('ZREM', '@PARKED_PREFIX@' .. user, job_id)
-else
-  redis.call('ZADD', '@ARQ_ABORT@', now_ms(), job_id)
-  redis.call('PUBLISH', WAKE, 'aborted')
-  leave_slot(KEYS[1], user)
-end
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', now_ms())
-release_budget(KEYS[1], user)
-emit(KEYS[1], 'cancelled', {})
-expire_finished(KEYS[1], ARGV[1])
-return state
-"""
-)
-
-# ARGV: finished before this time (ms), most streams to compact in this call
-# A finished job's stream, once nobody can still be reading it live, keeps only its ending (the
-# final progress and the terminal event) in a freshly built stream: trimming alone would keep the
-# old ~4 kB node allocated, for every retained job. Returns how many were compacted.
-COMPACT = with_names(
-    COMMON
-    + """
-local done = 0
-for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', TO_COMPACT, '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
-  local stream = JOB_PREFIX .. job_id .. '@EVENTS_SUFFIX@'
-  local ttl = redis.call('PTTL', stream)
-  if ttl > 0 then
-    local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 2)
-    redis.call('DEL', stream)
-    for i = #last, 1, -1 do
-      redis.call('XADD', stream, last[i][1], unpack(last[i][2]))
-    end
-    redis.call('PEXPIRE', stream, ttl)
-    done = done + 1
-  end
-  redis.call('ZREM', TO_COMPACT, job_id)
-end
-return done
 """
 )

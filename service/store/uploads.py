@@ -11,7 +11,7 @@ from service.store import names
 from service.store.connection import RedisStore, translate_redis_errors
 
 UPLOAD_SCHEME = "input://"
-_UPLOAD_ID = re.compile(r"^inp_[0-9a-f]{32}$")
+_UPLOAD_ID = re.compile(r"^inp_[0-9a-f]{32}\Z")
 
 
 def storage_key(input_id: str) -> str:

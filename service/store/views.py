@@ -29,8 +29,9 @@ def result_view(job_id: str, record: dict[str, str], pdf_url: str | None = None)
 def error_view(record: dict[str, str]) -> dict[str, Any] | None:
     if record.get("state") != "failed" or not record.get("error"):
         return None
-    error: dict[str, Any] = json.loads(record["error"])
-    return error
+    stored: dict[str, Any] = json.loads(record["error"])
+    # Records written before codes existed say only why: their code is the generic one.
+    return {"reason": stored.get("reason", "the job failed"), "code": stored.get("code", "internal")}
 
 
 def status_view(job_id: str, record: dict[str, str], pdf_url: str | None = None) -> dict[str, Any]:
@@ -41,6 +42,8 @@ def status_view(job_id: str, record: dict[str, str], pdf_url: str | None = None)
         "progress": int(record.get("progress", 0)),
         "stage": record.get("stage", "queued"),
         "attempts": int(record.get("attempts", 0)),
+        # Every time a worker died under the job, whether or not the job was to blame.
+        "crashRestarts": int(record.get("crashes", 0)) + int(record.get("co_crashes", 0)),
         "createdAt": iso_from_ms(_ms(record, "created_ms")),
         "startedAt": iso_from_ms(_ms(record, "started_ms")),
         "finishedAt": iso_from_ms(_ms(record, "finished_ms")),

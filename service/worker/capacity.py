@@ -8,11 +8,11 @@ import time
 
 import structlog
 
-from service.core.errors import ProviderRejected, ProviderUnavailable
-from service.providers.base import OutputProgress, Provider, ReportAnswer, ReportRequest
-from service.providers.prompt import request_input_tokens
+from service.core.errors import ProviderRejected, ProviderUnavailable, Unavailable
+from service.providers.base import CallUsage, Provider, ReportAnswer, ReportRequest
 from service.store.limiter import Grant, LlmLimiter
 from service.telemetry.metrics import MetricsBuffer
+from service.worker.billing import CallAccount
 
 log = structlog.get_logger("service.worker.capacity")
 
@@ -37,11 +37,12 @@ def is_throttle(error: Exception) -> bool:
     return isinstance(error, ProviderUnavailable) and error.status in THROTTLE_STATUSES
 
 
-async def reserve(limiter: LlmLimiter, request: ReportRequest, metrics: MetricsBuffer) -> Grant:
-    estimate = request_input_tokens(request)
+async def reserve(
+    limiter: LlmLimiter, request: ReportRequest, input_tokens: int, metrics: MetricsBuffer
+) -> Grant:
     started = time.monotonic()
     while True:
-        granted = await limiter.acquire(request.model, estimate, request.max_tokens)
+        granted = await limiter.acquire(request.model, input_tokens, request.max_tokens)
         if isinstance(granted, Grant):
             metrics.observe("llm_limiter_wait_seconds", time.monotonic() - started, model=request.model)
             return granted
@@ -55,29 +56,44 @@ async def call_model(
     limiter: LlmLimiter | None,
     provider: Provider,
     request: ReportRequest,
-    on_output: OutputProgress,
+    input_tokens: int,
+    account: CallAccount,
     metrics: MetricsBuffer,
-) -> ReportAnswer:
-    """One paid call, inside the shared limits (no limiter: the offline provider costs nothing)."""
+) -> tuple[ReportAnswer, Grant | None]:
+    """One paid call inside the shared limits (no limiter: the offline provider costs nothing).
+    Returns the answer and its grant, for ``settle_grant`` once the answer is saved."""
     if limiter is None:
-        return await provider.write_report(request, on_output)
-    grant = await reserve(limiter, request, metrics)
+        return await provider.write_report(request, account.listen), None
+    grant = await reserve(limiter, request, input_tokens, metrics)
     try:
-        answer = await provider.write_report(request, on_output)
+        answer = await provider.write_report(request, account.listen)
     except ProviderRejected:
         metrics.inc("provider_errors_total", model=request.model, status="rejected")
-        await limiter.release(grant)
+        await settle_grant(limiter, grant, account.last)
         raise
     except ProviderUnavailable as exc:
         metrics.inc("provider_errors_total", model=request.model, status=str(exc.status or "network"))
-        await limiter.release(grant)
+        await settle_grant(limiter, grant, account.last)
         if exc.status in THROTTLE_STATUSES:
             pause = exc.retry_after if exc.retry_after is not None else DEFAULT_PAUSE_S
             await limiter.pause(request.model, pause)
             log.warning("provider_throttled", status=exc.status, pause_s=pause, model=request.model)
         raise
     except BaseException:
-        await asyncio.shield(limiter.release(grant))
+        await asyncio.shield(settle_grant(limiter, grant, account.last))
         raise
-    await limiter.reconcile(grant, answer.input_tokens, answer.output_tokens)
-    return answer
+    return answer, grant
+
+
+async def settle_grant(limiter: LlmLimiter | None, grant: Grant | None, usage: CallUsage) -> None:
+    """Corrects the shared buckets to what the call really took (a call cut short took what it had
+    streamed); best effort: a Redis blip here costs at most one call's reservation."""
+    if limiter is None or grant is None:
+        return
+    try:
+        if usage.input_tokens or usage.output_tokens:
+            await limiter.reconcile(grant, usage.input_tokens, usage.output_tokens)
+        else:
+            await limiter.release(grant)
+    except Unavailable as exc:
+        log.warning("limiter_settle_failed", error=str(exc))

@@ -9,21 +9,29 @@ import structlog
 from arq import Retry, cron
 from arq.connections import RedisSettings
 
+from service.core.retry import backoff_seconds
 from service.core.settings import Settings
 from service.store.arq_wire import dumps_job, loads_job
 from service.store.connection import worker_retry_options
+from service.store.policies import failed_retention
 from service.worker.lifecycle import job_ended, shutdown, startup
-from service.worker.outcomes import RetryLater
+from service.worker.outcomes import SETTLE_DEADLINE_SECONDS, RetryLater
 from service.worker.pipeline import run_report_job
 from service.worker.resources import WorkerDeps
 
 log = structlog.get_logger("service.worker")
 
-# arq's own timeout is a backstop only: our pipeline times itself out first (and retries),
-# and needs a moment after that to record the outcome.
-_ARQ_TIMEOUT_MARGIN_S = 2
+# arq's own timeout is a backstop only: our pipeline times itself out first (and retries), then
+# records the outcome within SETTLE_DEADLINE_SECONDS. arq's timeout ends a job outside our state
+# machine, so it must never come first.
+_ARQ_TIMEOUT_MARGIN_S = SETTLE_DEADLINE_SECONDS + 1
 # A finished job's full event stream is kept this long for readers still catching up.
 STREAM_REPLAY_SECONDS = 60
+# The reaper looks at a live job again this long after it last found it well.
+REAP_EVERY_SECONDS = 30
+REAP_BATCH = 500
+# A job the queue lost is put back this many times, then failed (something keeps losing it).
+MAX_QUEUE_LOSSES = 3
 
 
 async def sweep_storage(ctx: dict[str, Any]) -> dict[str, int]:
@@ -42,13 +50,39 @@ async def sweep_storage(ctx: dict[str, Any]) -> dict[str, int]:
     return removed
 
 
+async def reap_lost_jobs(ctx: dict[str, Any]) -> dict[str, int]:
+    """Periodic (arq cron, one worker per run): jobs neither finished nor in arq's queue are put
+    back in it (or failed, when something keeps losing them): no job stays queued or active without
+    a worker that will run it."""
+    deps: WorkerDeps = ctx["deps"]
+    totals = {"looked_at": 0, "put_back": 0, "failed": 0}
+    while True:
+        looked, put_back, failed = await deps.jobs.reap(
+            older_than_ms=REAP_EVERY_SECONDS * 1000,
+            limit=REAP_BATCH,
+            max_losses=MAX_QUEUE_LOSSES,
+            failed=failed_retention(deps.settings),
+        )
+        for name, value in zip(totals, (looked, put_back, failed), strict=True):
+            totals[name] += value
+        if looked < REAP_BATCH:
+            break
+    if totals["put_back"] or totals["failed"]:
+        log.warning("lost_jobs_reaped", **totals)
+    return totals
+
+
 async def generate_report(ctx: dict[str, Any], job_id: str) -> str:
-    """The arq job function: a thin shell around the pipeline."""
+    """The arq job function: a thin shell around the pipeline. Nothing but our own retry may reach
+    arq: any other exception would end the job in arq's books while our record still says it runs."""
     structlog.contextvars.bind_contextvars(job_id=job_id)
     try:
         return await run_report_job(ctx["deps"], job_id)
     except RetryLater as retry:
         raise Retry(defer=retry.defer_seconds) from retry
+    except Exception as exc:  # Redis gone at START, or while an outcome was being recorded
+        log.warning("job_outcome_unrecorded", error_type=type(exc).__name__, error=str(exc)[:200])
+        raise Retry(defer=backoff_seconds(1, base=2.0, cap=30.0)) from exc
     finally:
         structlog.contextvars.unbind_contextvars("job_id", "report_id", "user_id")
 
@@ -69,7 +103,10 @@ def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
     """
     return {
         "functions": [generate_report],
-        "cron_jobs": [cron(sweep_storage, minute=set(range(0, 60, 10)), unique=True, timeout=300)],
+        "cron_jobs": [
+            cron(sweep_storage, minute=set(range(0, 60, 10)), unique=True, timeout=300),
+            cron(reap_lost_jobs, second={0, REAP_EVERY_SECONDS}, unique=True, timeout=120),
+        ],
         "ctx": {"settings": settings, **ctx},
         "on_startup": startup,
         "on_shutdown": shutdown,

@@ -7,12 +7,14 @@ that leaves here for arq (as its ``Retry``), and cancellation, which arq must se
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import structlog
 
-from service.core.errors import PermanentJobError, TransientJobError, Unavailable
+from service.core.errors import JobTimedOut, PermanentJobError, TransientJobError, Unavailable
 from service.core.retry import backoff_seconds
+from service.store.policies import failed_retention
 from service.worker.capacity import DEFAULT_PAUSE_S, CapacityWait, is_throttle
 from service.worker.job_metrics import job_finished, job_retried
 from service.worker.resources import WorkerDeps
@@ -20,6 +22,11 @@ from service.worker.resources import WorkerDeps
 log = structlog.get_logger("service.worker.outcomes")
 
 Record = dict[str, str]  # the job's record as START returned it (job_id, user_id, plan, ...)
+
+
+# How long recording an attempt's outcome may take: past it, the job is retried later (its record
+# still says it runs, which the next start counts as a crash) rather than left to arq's timeout.
+SETTLE_DEADLINE_SECONDS = 3.0
 
 
 class RetryLater(Exception):
@@ -31,20 +38,30 @@ class RetryLater(Exception):
 
 
 async def settle(deps: WorkerDeps, record: Record, attempts: int, exc: BaseException) -> None:
-    """Records how an attempt that raised ``exc`` ends; re-raises what arq must see."""
+    """Records how an attempt that raised ``exc`` ends, within ``SETTLE_DEADLINE_SECONDS``;
+    re-raises what arq must see."""
+    if isinstance(exc, asyncio.CancelledError):
+        await asyncio.shield(hand_back(deps, record))
+        raise exc
+    try:
+        async with asyncio.timeout(SETTLE_DEADLINE_SECONDS):
+            await _record_outcome(deps, record, attempts, exc)
+    except TimeoutError as late:
+        log.warning("job_outcome_late", error_type=type(exc).__name__)
+        raise RetryLater(backoff_seconds(attempts, base=1.0, cap=30.0)) from late
+
+
+async def _record_outcome(deps: WorkerDeps, record: Record, attempts: int, exc: BaseException) -> None:
     timeout = deps.settings.job_timeout_seconds
     if isinstance(exc, PermanentJobError):
-        await fail_job(deps, record, exc.reason)
+        await fail_job(deps, record, exc.reason, exc.error_code)
     elif isinstance(exc, CapacityWait):
         await wait_for_capacity(deps, record, exc.seconds, "waiting for model capacity")
     elif isinstance(exc, TransientJobError):
         await retry_or_fail(deps, record, attempts, exc)
     elif isinstance(exc, TimeoutError):
         limit = f"the job ran longer than JOB_TIMEOUT_SECONDS ({timeout:g}s)"
-        await retry_or_fail(deps, record, attempts, TransientJobError(limit), kind="timeout")
-    elif isinstance(exc, asyncio.CancelledError):
-        await asyncio.shield(hand_back(deps, record))
-        raise exc
+        await retry_or_fail(deps, record, attempts, JobTimedOut(limit), kind="timeout")
     elif isinstance(exc, Unavailable):
         # Redis is down: nothing can be recorded now. arq keeps the job queued; when it starts again
         # the record still says 'active' and the restart is counted like a crash.
@@ -53,7 +70,7 @@ async def settle(deps: WorkerDeps, record: Record, attempts: int, exc: BaseExcep
     elif isinstance(exc, Exception):
         # A bug, not the user's doing: fail clearly instead of leaving the job 'active' forever.
         log.error("job_crashed", error_type=type(exc).__name__, exc_info=exc)
-        await fail_job(deps, record, "an internal error stopped the report; it has been logged")
+        await fail_job(deps, record, "an internal error stopped the report; it has been logged", "internal")
     else:
         raise exc  # KeyboardInterrupt, SystemExit: the process is going away
 
@@ -75,7 +92,7 @@ async def retry_or_fail(
         pause = error.retry_after if error.retry_after is not None else DEFAULT_PAUSE_S
         await wait_for_capacity(deps, record, pause, error.reason)
     if attempts >= settings.max_attempts:
-        await fail_job(deps, record, f"{error.reason} (gave up after {attempts} attempts)")
+        await fail_job(deps, record, f"{error.reason} (gave up after {attempts} attempts)", error.error_code)
         return
     defer = backoff_seconds(
         attempts,
@@ -97,14 +114,15 @@ async def hand_back(deps: WorkerDeps, record: Record) -> None:
         log.info("job_handed_back")
 
 
-async def fail_job(deps: WorkerDeps, record: Record, reason: str) -> None:
-    retention = deps.settings.failed_retention_seconds
-    if await deps.jobs.fail(record["job_id"], reason, retention_seconds=retention):
+async def fail_job(deps: WorkerDeps, record: Record, reason: str, code: str) -> None:
+    retention = failed_retention(deps.settings)
+    if await deps.jobs.fail(record["job_id"], reason, code=code, retention=retention):
         job_finished(deps.metrics, record, "failed")
         log.warning("job_failed", reason=reason)
 
 
-async def give_up_after_crashes(deps: WorkerDeps, record: Record, crashes: int) -> str:
-    reason = f"the job stopped its worker {crashes} times (crash or out of memory); giving up"
-    await fail_job(deps, record, reason)
+def given_up_after_crashes(deps: WorkerDeps, record: Record) -> str:
+    """START failed the job already (code worker_crashed), in the same step that counted the crash."""
+    job_finished(deps.metrics, record, "failed")
+    log.warning("job_failed", reason=json.loads(record.get("error") or "{}").get("reason", "worker_crashed"))
     return "failed"

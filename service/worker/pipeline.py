@@ -7,60 +7,31 @@ Plain async functions over injected dependencies: testable without an arq Worker
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import random
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
 from service.inputs.text import human_size
 from service.providers.base import ReportRequest
 from service.report.document import ReportDocument
-from service.store.job_types import Checkpoint
+from service.store.job_types import Checkpoint, StartOutcome
 from service.store.policies import budget_period, retention, start_policy
-from service.worker.capacity import call_model
-from service.worker.job_metrics import job_finished, job_retried, job_started, model_billed
-from service.worker.outcomes import RetryLater, give_up_after_crashes, settle
+from service.worker.billing import CallAccount
+from service.worker.capacity import CapacityWait, call_model, settle_grant
+from service.worker.job_metrics import job_finished, job_retried, job_started
+from service.worker.outcomes import RetryLater, given_up_after_crashes, settle
 from service.worker.resources import WorkerDeps
+from service.worker.stages import stage
 
 log = structlog.get_logger("service.worker.pipeline")
 
-STAGE_PROGRESS = {"fetching": 10, "summarizing": 30, "rendering": 70, "storing": 90, "done": 100}
-# Output tokens at which summarising progress is halfway from 30 to 70 (it only approaches 70).
-_HALFWAY_TOKENS = 800
-
-
-def summarizing_progress(output_tokens: int) -> int:
-    return 30 + int(40 * output_tokens / (output_tokens + _HALFWAY_TOKENS))
-
-
-@asynccontextmanager
-async def stage(deps: WorkerDeps, job_id: str, name: str, **fields: Any) -> AsyncIterator[None]:
-    """Announces a stage (state, event) and logs it with its duration once it is done."""
-    await deps.jobs.advance(job_id, stage=name, progress=STAGE_PROGRESS[name])
-    started = time.perf_counter()
-    yield
-    duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    log.info("job_stage", stage=name, duration_ms=duration_ms, **fields)
-
 
 async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Checkpoint:
-    """Fetches the input and pays for one model call; the answer is saved before anything else."""
-    async with stage(deps, job_id, "fetching"):
+    """Fetches the input and pays for one model call: reserved against the budget before it starts,
+    counted as it streams, and the answer saved (with its final count) before anything else."""
+    async with stage(deps.jobs, job_id, "fetching"):
         fetched = await deps.inputs.load(record["input_url"], record["user_id"])
-    last_progress = STAGE_PROGRESS["summarizing"]
-
-    async def on_output(tokens: int) -> None:
-        # Already paced by the provider's ProgressThrottle (which always passes the final count);
-        # a second throttle here could drop that final count. Unchanged progress is not sent.
-        nonlocal last_progress
-        progress = summarizing_progress(tokens)
-        if progress != last_progress:
-            last_progress = progress
-            await deps.jobs.advance(job_id, stage="summarizing", progress=progress)
-
     request = ReportRequest(
         input_text=fetched.text,
         input_name=fetched.name,
@@ -68,23 +39,40 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
         model=record["model"],
         max_tokens=deps.settings.max_output_tokens,
     )
-    async with stage(deps, job_id, "summarizing", input_bytes=fetched.size):
-        answer = await call_model(deps.limiter, deps.provider, request, on_output, deps.metrics)
-    checkpoint = Checkpoint(
-        text=answer.text,
-        model=answer.model,
-        input_tokens=answer.input_tokens,
-        output_tokens=answer.output_tokens,
-        offline=answer.offline,
-        source=f"{fetched.name} ({human_size(fetched.size)})",
-        input_name=fetched.name,
-    )
-    await deps.jobs.save_checkpoint(job_id, checkpoint, ttl_seconds=deps.settings.failed_retention_seconds)
-    if not answer.offline:
-        model_billed(deps.metrics, answer.model, answer.input_tokens, answer.output_tokens)
+    async with stage(deps.jobs, job_id, "summarizing", input_bytes=fetched.size):
+        input_tokens = await deps.provider.count_input_tokens(request)
+        account = await CallAccount.open(deps, record, request, input_tokens)
+        try:
+            answer, grant = await call_model(
+                deps.limiter, deps.provider, request, input_tokens, account, deps.metrics
+            )
+        except BaseException as exc:
+            await asyncio.shield(account.close(call_outcome(exc)))
+            raise
+        checkpoint = Checkpoint(
+            text=answer.text,
+            model=answer.model,
+            input_tokens=answer.input_tokens,
+            output_tokens=answer.output_tokens,
+            offline=answer.offline,
+            source=f"{fetched.name} ({human_size(fetched.size)})",
+            input_name=fetched.name,
+            request_id=answer.request_id,
+        )
+        await account.save_answer(checkpoint)  # first: nothing after this can lose the paid answer
+    await settle_grant(deps.limiter, grant, account.last)
     log.info("llm_answer_saved", model=answer.model, input_tokens=answer.input_tokens,
              output_tokens=answer.output_tokens)  # fmt: skip
     return checkpoint
+
+
+def call_outcome(exc: BaseException) -> str:
+    """How a call that raised ``exc`` ended, as the ledger writes it."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, CapacityWait):
+        return "not_sent"  # our limiter held it back: it never reached the provider
+    return "failed"
 
 
 async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None:
@@ -101,10 +89,10 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
         source=checkpoint.source,
         offline=checkpoint.offline,
     )
-    async with stage(deps, job_id, "rendering"):
+    async with stage(deps.jobs, job_id, "rendering"):
         pdf = await deps.renderer.render(document)
     pdf_key = f"reports/{record['report_id']}.pdf"
-    async with stage(deps, job_id, "storing", pdf_bytes=len(pdf)):
+    async with stage(deps.jobs, job_id, "storing", pdf_bytes=len(pdf)):
         await deps.storage.put(pdf_key, pdf, "application/pdf")
     result = {
         "model": checkpoint.model,
@@ -126,9 +114,27 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
 
 async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     """Runs one attempt of a job; returns the state it left the job in (or raises ``RetryLater``)."""
-    started = await deps.jobs.start(job_id, start_policy(deps.settings), stage="queued", progress=0)
+    async with deps.running.starting() as (others, suspect_here):
+        started = await deps.jobs.start(
+            job_id, start_policy(deps.settings), stage="queued", progress=0,
+            others_here=others, suspect_here=suspect_here,
+        )  # fmt: skip
+        if started.proceed:
+            deps.running.began(job_id, alone=started.alone)
+    try:
+        return await _run_started(deps, job_id, started)
+    finally:
+        deps.running.ended(job_id)
+
+
+async def _run_started(deps: WorkerDeps, job_id: str, started: StartOutcome) -> str:
+    if started.state == "deferred":
+        # A suspect waits for a worker of its own, or others wait while one runs alone here.
+        defer = random.uniform(1.0, 3.0)
+        log.info("job_deferred", defer_s=round(defer, 2))
+        raise RetryLater(defer)
     if started.state == "crashed":
-        return await give_up_after_crashes(deps, started.record, started.crashes)
+        return given_up_after_crashes(deps, started.record)
     if started.state == "parked":
         # The user is at their cap of running jobs: the job waits, without spending an attempt, and
         # is put back in the queue when one of their jobs ends (this recheck is only a safety net).
@@ -142,7 +148,7 @@ async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
     record = started.record
     job_started(deps.metrics, record, first_start=started.first)
     structlog.contextvars.bind_contextvars(report_id=record.get("report_id"), user_id=record.get("user_id"))
-    log.info("job_started", attempt=started.attempts, crash_restarts=started.crashes)
+    log.info("job_started", attempt=started.attempts, crash_restarts=started.crashes, alone=started.alone)
     try:
         async with asyncio.timeout(deps.settings.job_timeout_seconds):
             await produce(deps, job_id, record)

@@ -16,12 +16,14 @@ from service.providers.offline.provider import OfflineProvider
 from service.report.renderer import PdfRenderer
 from service.storage.base import Storage
 from service.storage.factory import storage_from
+from service.store.calls import CallLedger
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
 from service.store.limiter import LlmLimiter, limits_from
 from service.store.metrics import MetricsStore
 from service.store.uploads import UploadStore
 from service.telemetry.metrics import MetricsBuffer
+from service.worker.running import RunningJobs
 
 
 @dataclass
@@ -32,8 +34,10 @@ class WorkerDeps:
     provider: Provider
     renderer: PdfRenderer
     storage: Storage
+    calls: CallLedger
     limiter: LlmLimiter | None = None  # None: the offline provider, which costs nothing
     metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
+    running: RunningJobs = field(default_factory=RunningJobs)  # this process's jobs
 
 
 @asynccontextmanager
@@ -71,6 +75,7 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
             provider=await stack.enter_async_context(provider_for(settings)),
             renderer=renderer,
             storage=storage,
+            calls=CallLedger(redis),
             limiter=None if settings.offline else LlmLimiter(redis, limits_from(settings)),
             metrics=metrics,
         )

@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import socket
 import threading
-import time
 from collections import deque
 from types import TracebackType
 from typing import Self
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.anthropic_control import control_routes
 from tests.fakes.anthropic_errors import (
     Failure,
     HttpFailure,
@@ -46,6 +44,7 @@ from tests.fakes.anthropic_wire import (
     stream_ending,
     text_chunks,
 )
+from tests.fakes.threaded_server import ThreadedServer, serve_in_thread
 
 # --- the app ------------------------------------------------------------------------------------
 
@@ -91,16 +90,16 @@ class FakeAnthropic:
         # Only the last ``max_recorded`` calls keep their bodies: a long benchmark must not grow forever.
         self._calls: deque[RecordedCall] = deque(maxlen=max_recorded)
         self._call_total = 0
+        self._billed_input = self._billed_output = self._counts = 0
         self._failures: deque[Failure] = deque()
         self._default_limits = limits
         self._account = AccountLimits(limits)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
-                Route("/_fake/storm", self._storm_endpoint, methods=["POST"]),
-                Route("/_fake/stats", self._stats_endpoint, methods=["GET"]),
+                Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                *control_routes(self),
             ]
         )
 
@@ -113,43 +112,15 @@ class FakeAnthropic:
         return f"http://{self._host}:{self._port}"
 
     def start(self) -> Self:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,  # leave the test process's logging configuration alone
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            loop="asyncio",
-            http="h11",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
+        self._port, self._server = serve_in_thread(self.app, self._host, self._port, "fake-anthropic")
         error_log = logging.getLogger("uvicorn.error")
         if not any(isinstance(f, _DropDisconnectTracebacks) for f in error_log.filters):
             error_log.addFilter(_DropDisconnectTracebacks())
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-anthropic", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeAnthropic did not start")
-            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True  # do not wait for answers a test has stopped reading
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._thread = None
+            self._server.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -198,6 +169,7 @@ class FakeAnthropic:
         with self._lock:
             self._calls.clear()
             self._call_total = 0
+            self._billed_input = self._billed_output = self._counts = 0
             self._failures.clear()
         self.limits = self._default_limits
         self._restore_defaults()
@@ -225,7 +197,38 @@ class FakeAnthropic:
         return admitted
 
     def _settle(self, admission: Admission | None, output_tokens: int) -> None:
+        """The answer ended: its output is billed, and charged to the limits."""
+        with self._lock:
+            self._billed_output += output_tokens
         self._account.settle(admission, output_tokens)
+
+    def _bill_input(self, body: Body) -> None:
+        with self._lock:
+            self._billed_input += estimate_tokens(prompt_text(body))
+
+    @property
+    def billed_tokens(self) -> tuple[int, int]:
+        """(input, output) tokens billed for every answer started, cut or finished, as the API bills."""
+        with self._lock:
+            return self._billed_input, self._billed_output
+
+    @property
+    def count_calls(self) -> int:
+        """Calls to the free token-counting endpoint (not in ``calls``)."""
+        with self._lock:
+            return self._counts
+
+    async def _count_tokens(self, request: Request) -> Response:
+        try:
+            body: object = await request.json()
+        except ValueError:
+            body = None
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        with self._lock:
+            self._counts += 1
+        if not RecordedCall({}, headers).api_key or not isinstance(body, dict):
+            return error_response(HttpFailure(401, "authentication_error", "invalid x-api-key"), "req_count")
+        return JSONResponse({"input_tokens": estimate_tokens(prompt_text(body))})
 
     async def _messages(self, request: Request) -> Response:
         request_id = f"req_fake{next(_ids):08d}"
@@ -250,6 +253,7 @@ class FakeAnthropic:
         msg_id = f"msg_fake{next(_ids):08d}"
         answer_headers = {**base_headers(request_id), **(admission.headers if admission else {})}
         if body.get("stream") is True:
+            self._bill_input(body)  # the answer starts: its input is billed, whatever happens next
             events = answer_events(
                 message_body(body, "", None, msg_id, model),
                 text_chunks(text, self.chunk_chars),
@@ -265,6 +269,7 @@ class FakeAnthropic:
             return error_response(server_error(), request_id)
         await asyncio.sleep(self.chunk_delay * len(text_chunks(text, self.chunk_chars)))
         answer = message_body(body, text, stop_reason, msg_id, model)
+        self._bill_input(body)
         self._settle(admission, answer["usage"]["output_tokens"])
         return JSONResponse(answer, headers=answer_headers)
 
@@ -274,17 +279,3 @@ class FakeAnthropic:
         limit = int(body["max_tokens"]) * 4
         text, stop_reason = (text[:limit], "max_tokens") if len(text) > limit else (text, "end_turn")
         return text, self.stop_reason or stop_reason
-
-    async def _storm_endpoint(self, request: Request) -> Response:
-        """``POST /_fake/storm {"count": N, "status": 529|429, "retry_after": "2"}``, for benchmarks."""
-        spec = await request.json()
-        retry_after = spec.get("retry_after", "1")
-        self.storm(
-            int(spec.get("count", 1)),
-            status=int(spec.get("status", 529)),
-            retry_after=None if retry_after is None else str(retry_after),
-        )
-        return JSONResponse({"queued": int(spec.get("count", 1))})
-
-    async def _stats_endpoint(self, request: Request) -> Response:
-        return JSONResponse({"calls": self.call_count, "rate_limited": self.rate_limited_count})

@@ -182,5 +182,5 @@ async def test_connection_refused_is_transient() -> None:
     with socket.socket() as probe:  # a port that was free a moment ago and has no listener
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(InputUnavailable, match="could not connect"):
+    with pytest.raises(InputUnavailable, match="could not reach the input host"):
         await fetch(f"http://127.0.0.1:{port}/data.csv")

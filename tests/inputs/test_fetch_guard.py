@@ -4,11 +4,14 @@ through redirects and DNS rebinding."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 from urllib.parse import quote
 
 import pytest
 
-from service.core.errors import InputRejected, InputUnavailable
+from service.core.errors import InputUnavailable
+from service.inputs.fetch import UNREACHABLE_HOST as UNREACHABLE
 from service.inputs.fetch import InputFetcher, build_input_client
 from service.inputs.guard import HostNotFound, ResolutionFailed
 from tests.fakes.input_server import Servers
@@ -34,13 +37,13 @@ PRIVATE_HOSTS = [
 @pytest.mark.parametrize("host", PRIVATE_HOSTS)
 async def test_private_and_local_addresses_are_refused_by_default(servers: Servers, host: str) -> None:
     """Refused at connect time by the resolved address (check_input_url is not involved here)."""
-    with pytest.raises(InputRejected, match="private or local address"):
+    with pytest.raises(InputUnavailable, match=re.escape(UNREACHABLE)):
         await fetch(f"http://{host}:{servers.port}/data.csv", make_settings(allow_private=False))
 
 
 @pytest.mark.parametrize("host", ["169.254.169.254", "[fd00:ec2::254]", "[::ffff:169.254.169.254]"])
 async def test_metadata_endpoints_are_refused_even_when_private_urls_are_allowed(host: str) -> None:
-    with pytest.raises(InputRejected, match="private or local address"):
+    with pytest.raises(InputUnavailable, match=re.escape(UNREACHABLE)):
         await fetch(f"http://{host}/latest/meta-data/", make_settings(allow_private=True))
 
 
@@ -58,7 +61,7 @@ async def test_redirect_from_an_allowed_server_to_a_private_address_is_refused(
     servers: Servers, target: str
 ) -> None:
     location = quote(target.format(port=servers.port), safe="")
-    with pytest.raises(InputRejected, match="private or local address"):
+    with pytest.raises(InputUnavailable, match=re.escape(UNREACHABLE)):
         await fetch(
             f"{servers.http}/redirect?to={location}", make_settings(allow_private=False), policy=ONLY_LOOPBACK
         )
@@ -80,19 +83,38 @@ async def test_dns_rebinding_to_a_private_address_is_refused_on_the_next_connect
     async with build_input_client(settings, policy=ONLY_LOOPBACK, resolver=resolver) as client:
         fetcher = InputFetcher(client, settings)
         assert (await fetcher.fetch(url)).content_type == "text/csv"
-        with pytest.raises(InputRejected, match="private or local address"):
+        with pytest.raises(InputUnavailable, match=re.escape(UNREACHABLE)):
             await fetcher.fetch(url)
     assert asked == ["rebind.test", "rebind.test"]
 
 
 async def test_a_name_with_any_private_answer_is_refused(servers: Servers) -> None:
     resolver, _ = resolving_to(["127.0.0.1", "10.0.0.1"])
-    with pytest.raises(InputRejected, match="private or local address"):
+    with pytest.raises(InputUnavailable, match=re.escape(UNREACHABLE)):
         await fetch(f"http://mixed.test:{servers.port}/data.csv", policy=ONLY_LOOPBACK, resolver=resolver)
 
 
-async def test_unknown_host_is_rejected_and_a_failing_resolver_is_transient() -> None:
-    with pytest.raises(InputRejected, match="does not exist"):
-        await fetch("http://nxdomain.test/data.csv", resolver=failing_resolver(HostNotFound))
-    with pytest.raises(InputUnavailable, match="could not be resolved right now"):
-        await fetch("http://servfail.test/data.csv", resolver=failing_resolver(ResolutionFailed))
+async def test_refused_unknown_and_unreachable_hosts_answer_alike_so_private_names_cannot_be_mapped(
+    servers: Servers,
+) -> None:
+    """No internal-DNS oracle: a name that resolves privately, one that does not exist, one whose
+    resolver fails and a host that refuses the connection all give the same error, retried alike."""
+    private, _ = resolving_to(["10.1.2.3"])
+    unreachable = f"http://127.0.0.1:{_closed_port()}/data.csv"
+    answers = []
+    for url, resolver in [
+        ("http://db.internal/data.csv", private),
+        ("http://nxdomain.test/data.csv", failing_resolver(HostNotFound)),
+        ("http://servfail.test/data.csv", failing_resolver(ResolutionFailed)),
+        (unreachable, None),
+    ]:
+        with pytest.raises(InputUnavailable) as failure:
+            await fetch(url, make_settings(allow_private=False), resolver=resolver, policy=ONLY_LOOPBACK)
+        answers.append((type(failure.value), failure.value.reason, failure.value.error_code))
+    assert len(set(answers)) == 1 and answers[0][2] == "input_unavailable"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

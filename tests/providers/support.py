@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from service.core.settings import Settings
-from service.providers.base import ReportRequest
+from service.providers.base import CallUsage, ReportRequest
 from service.providers.offline.provider import render_offline_report
 
 API_KEY = "sk-test-0123456789abcdef"
@@ -30,17 +30,22 @@ def request_for(text: str = CSV, **overrides: Any) -> ReportRequest:
 
 
 class Recorder:
-    """An ``on_output`` callback that remembers what it heard and when."""
+    """An ``on_usage`` listener that remembers what it heard and when."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[float, int]] = []
+        self.calls: list[tuple[float, CallUsage]] = []
 
-    async def __call__(self, tokens: int) -> None:
-        self.calls.append((time.monotonic(), tokens))
+    async def __call__(self, usage: CallUsage) -> None:
+        self.calls.append((time.monotonic(), usage))
 
     @property
     def counts(self) -> list[int]:
-        return [tokens for _, tokens in self.calls]
+        """The output tokens heard, in order."""
+        return [usage.output_tokens for _, usage in self.calls]
+
+    @property
+    def finals(self) -> list[CallUsage]:
+        return [usage for _, usage in self.calls if usage.final]
 
 
 ORDERS = {

@@ -11,6 +11,7 @@ import pytest
 from service.core.errors import ProviderRejected, ProviderUnavailable
 from service.core.settings import Settings
 from service.providers.anthropic.provider import AnthropicProvider, build_anthropic_client
+from service.providers.base import CallUsage
 from service.providers.prompt import (
     INPUT_BUDGET_CHARS,
     SYSTEM_PROMPT,
@@ -70,6 +71,10 @@ async def test_on_output_hears_rising_estimates_at_most_every_quarter_second_the
     assert len(heard.calls) >= 3
     assert heard.counts == sorted(heard.counts)
     assert heard.counts[-1] == answer.output_tokens
+    assert heard.finals == [heard.calls[-1][1]]
+    assert heard.calls[0][1].input_tokens == answer.input_tokens > 0  # known from the first event on
+    assert {usage.request_id for _, usage in heard.calls} == {answer.request_id}
+    assert answer.request_id.startswith("req_")
     estimates = [at for at, _ in heard.calls[:-1]]
     assert all(later - earlier >= 0.24 for earlier, later in itertools.pairwise(estimates))
     assert len(heard.calls) <= elapsed / 0.25 + 2
@@ -155,7 +160,7 @@ async def test_a_trickling_stream_is_cut_at_the_timeout_for_the_whole_call(fake:
 
 
 async def test_errors_raised_by_on_output_are_not_blamed_on_the_provider(provider: AnthropicProvider) -> None:
-    async def failing(tokens: int) -> None:
+    async def failing(usage: CallUsage) -> None:
         raise TimeoutError("the job store timed out")
 
     with pytest.raises(TimeoutError, match="job store"):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.providers.base import ReportRequest
+from service.providers.base import CallUsage, ReportRequest
 from service.providers.offline.columns import profile_column
 from service.providers.offline.common import fmt_number, inline, parse_number
 from service.providers.offline.csv_summary import summarize_csv
@@ -203,8 +203,8 @@ def test_the_same_input_gives_the_same_report() -> None:
 async def test_the_provider_streams_with_rising_estimates_then_the_final_count() -> None:
     heard: list[tuple[float, int]] = []
 
-    async def on_output(tokens: int) -> None:
-        heard.append((time.monotonic(), tokens))
+    async def on_output(usage: CallUsage) -> None:
+        heard.append((time.monotonic(), usage.output_tokens))
 
     request = ReportRequest(SALES, "sales.csv", "text/csv", "ignored", 1000)
     answer = await OfflineProvider(chunk_delay=0.05).write_report(request, on_output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -68,39 +69,60 @@ async def test_a_revoked_key_stops_at_once_without_a_cache_and_within_the_ttl_wi
     assert await cached.authenticate(api_key) is None
 
 
-async def test_completing_twice_counts_usage_once(redis: Redis) -> None:
+async def test_completing_twice_counts_the_report_once(redis: Redis) -> None:
     jobs = JobStore(redis)
     job_id = await finished_job(jobs, "once")
     assert not await jobs.complete(job_id, RESULT, pdf_key="reports/x.pdf", retention=KEEP, period="2026-11")
-    assert await jobs.usage("user", "2026-11") == {"reports": 1, "input_tokens": 10, "output_tokens": 5}
+    assert await jobs.usage("user", "2026-11") == {"reports": 1}  # tokens: the call ledger's
     again = await jobs.start(job_id, START, stage="queued", progress=0)
     assert (again.state, again.proceed) == ("completed", False)
 
 
 async def test_a_start_after_a_silent_death_counts_a_crash_not_an_attempt(redis: Redis) -> None:
+    """The first death, in company, only makes the job a suspect; it then runs alone, and each
+    death alone is its own: blamed, until the limit."""
     jobs = JobStore(redis)
     job_id = await submit(jobs, "crashy")
     policy = StartPolicy(max_crashes=2, cap_free=0, cap_pro=0, lease_ms=60_000)
-    first = await jobs.start(job_id, policy, stage="queued", progress=0)
-    second = await jobs.start(job_id, policy, stage="queued", progress=0)  # the first never reported
-    third = await jobs.start(job_id, policy, stage="queued", progress=0)
-    fourth = await jobs.start(job_id, policy, stage="queued", progress=0)
-    assert [(s.state, s.attempts, s.crashes) for s in (first, second, third, fourth)] == [
-        ("active", 1, 0),
-        ("active", 1, 1),
-        ("active", 1, 2),
-        ("crashed", 1, 3),
+    starts = [await jobs.start(job_id, policy, stage="queued", progress=0, others_here=1)]
+    for _ in range(4):  # each start finds the one before it never reported back
+        starts.append(await jobs.start(job_id, policy, stage="queued", progress=0))
+    assert [(s.state, s.attempts, s.crashes, s.alone) for s in starts] == [
+        ("active", 1, 0, False),
+        ("active", 1, 0, True),  # died in company: a suspect, run alone, not blamed
+        ("active", 1, 1, True),
+        ("active", 1, 2, True),
+        ("crashed", 1, 3, False),
     ]
+    record = await jobs.get(job_id)
+    assert record is not None and (record["crashes"], record["co_crashes"]) == ("3", "1")
+    assert record["state"] == "failed" and json.loads(record["error"])["code"] == "worker_crashed"
 
 
-async def test_completed_jobs_beyond_the_cap_are_dropped_oldest_first(redis: Redis) -> None:
+async def test_a_suspect_waits_for_a_worker_of_its_own_and_others_wait_while_it_runs(redis: Redis) -> None:
+    jobs = JobStore(redis)
+    suspect, neighbour = await submit(jobs, "suspect"), await submit(jobs, "neighbour")
+    policy = StartPolicy(max_crashes=2, cap_free=0, cap_pro=0, lease_ms=60_000)
+    assert (await jobs.start(suspect, policy, stage="queued", progress=0)).proceed
+    deferred = await jobs.start(suspect, policy, stage="queued", progress=0, others_here=2)  # its worker died
+    assert deferred.state == "deferred" and (await jobs.get(suspect) or {})["state"] == "queued"
+    alone = await jobs.start(suspect, policy, stage="queued", progress=0, others_here=0)
+    assert (alone.state, alone.alone, alone.crashes) == ("active", True, 0)
+    beside = await jobs.start(neighbour, policy, stage="queued", progress=0, others_here=1, suspect_here=True)
+    assert beside.state == "deferred" and (await jobs.get(neighbour) or {})["attempts"] == "0"
+
+
+async def test_completed_jobs_beyond_the_cap_become_tombstones_oldest_first(redis: Redis) -> None:
     jobs = JobStore(redis)
     cap = Retention(seconds=3600, count=3)
     job_ids = [await finished_job(jobs, f"job-{i}", cap) for i in range(5)]
-    kept = [job_id for job_id in job_ids if await redis.exists(names.job(job_id))]
-    assert kept == job_ids[2:]
+    whole = [job_id for job_id in job_ids if "result" in await redis.hgetall(names.job(job_id))]  # type: ignore[misc]
+    assert whole == job_ids[2:]
+    tombstone = await redis.hgetall(names.job(job_ids[0]))  # type: ignore[misc]
+    assert tombstone["evicted"] == "1" and tombstone["state"] == "completed" and "result" not in tombstone
+    assert 0 < await redis.ttl(names.job(job_ids[0])) <= 3600  # a replay stays a replay until then
     assert not await redis.exists(names.job_events(job_ids[0]))
-    assert await redis.zcard(names.COMPLETED_INDEX) == 3
+    assert await redis.zcard(names.user_finished("user", "completed")) == 3
     assert (await jobs.usage("user", "2026-11"))["reports"] == 5  # usage is history, not retention
 
 
@@ -123,8 +145,8 @@ async def test_finished_streams_stay_whole_then_compact_to_their_end_keeping_ids
 async def test_cancelling_a_queued_job_removes_it_from_the_queue_in_the_same_step(redis: Redis) -> None:
     jobs = JobStore(redis)
     job_id = await submit(jobs, "cancel-me")
-    assert await jobs.cancel(job_id, retention_seconds=60) == "queued"
+    assert await jobs.cancel(job_id, retention=KEEP, queued_seconds=60) == "queued"
     assert await redis.zscore("arq:queue", job_id) is None
     assert not await redis.exists(f"arq:job:{job_id}")
     assert (await jobs.start(job_id, START, stage="queued", progress=0)).state == "cancelled"
-    assert await jobs.cancel(job_id, retention_seconds=60) == "cancelled"
+    assert await jobs.cancel(job_id, retention=KEEP, queued_seconds=60) == "cancelled"

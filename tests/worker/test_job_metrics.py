@@ -9,23 +9,27 @@ import httpx
 import redis.asyncio as aioredis
 
 from service.core.settings import Settings
-from service.providers.base import OutputProgress, ProgressThrottle, ReportAnswer, ReportRequest
+from service.providers.base import CallUsage, ProgressThrottle, ReportAnswer, ReportRequest, UsageListener
 from service.report.renderer import PdfRenderer
 from service.store import names
 from service.store.policies import start_policy
-from service.worker.pipeline import run_report_job, summarizing_progress
+from service.worker.pipeline import run_report_job
+from service.worker.stages import summarizing_progress
 from tests.conftest import InputFiles, bearer, create_key, make_settings, submit, worker_deps
 
 
 class FastProvider:
     """Streams a running count, then its final count at once: well inside one throttle interval."""
 
+    async def count_input_tokens(self, request: ReportRequest) -> int:
+        return 10
+
     async def write_report(
-        self, request: ReportRequest, on_output: OutputProgress | None = None
+        self, request: ReportRequest, on_usage: UsageListener | None = None
     ) -> ReportAnswer:
-        progress = ProgressThrottle(on_output)
-        await progress.update(100)
-        await progress.finish(3000)
+        progress = ProgressThrottle(on_usage)
+        await progress.update(CallUsage(10, 100))
+        await progress.finish(CallUsage(10, 3000))
         return ReportAnswer("# Report\n\nShort.", "stub-model", 10, 3000)
 
 
@@ -36,7 +40,8 @@ async def test_a_job_given_up_after_repeated_crashes_is_counted_under_its_plan(
     key = bearer(await create_key(settings, "pat", "pro"))
     job_id = (await submit(api, key, inputs.add("a.csv", "x,y\n1,2\n")))["jobId"]
     async with worker_deps(settings, renderer, FastProvider()) as deps:
-        await deps.jobs.start(job_id, start_policy(settings), stage="queued", progress=0)  # its worker died
+        for _ in range(2):  # its worker died, beside others; then again, running alone: its own doing
+            await deps.jobs.start(job_id, start_policy(settings), stage="queued", progress=0)
         assert await run_report_job(deps, job_id) == "failed"
         assert deps.metrics.pending("jobs_finished_total", plan="pro", state="failed") == 1
         assert deps.metrics.pending("jobs_finished_total", plan="", state="failed") == 0

@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 from service.core.settings import Settings
 from service.providers.offline.provider import OfflineProvider
 from service.report.renderer import PdfRenderer
-from service.store.jobs import JobStore
 from tests.conftest import (
     InputFiles,
     bearer,
@@ -82,18 +81,6 @@ async def test_free_plan_jobs_use_the_free_model(
     assert [call.body["model"] for call in fake_anthropic.calls] == [settings.model_free]
 
 
-class RecordingJobStore(JobStore):
-    """The real store, noting each stage and progress the pipeline announces."""
-
-    def __init__(self, inner: JobStore) -> None:
-        self.__dict__.update(inner.__dict__)
-        self.announced: list[tuple[str, int]] = []
-
-    async def advance(self, job_id: str, *, stage: str, progress: int) -> bool:
-        self.announced.append((stage, progress))
-        return await super().advance(job_id, stage=stage, progress=progress)
-
-
 async def test_stages_are_announced_in_order_with_rising_progress(
     api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer,
     fake_anthropic: FakeAnthropic,
@@ -103,22 +90,23 @@ async def test_stages_are_announced_in_order_with_rising_progress(
     key = bearer(await create_key(settings, "alice", "pro"))
     job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     async with worker_deps(settings, renderer) as deps:
-        recording = RecordingJobStore(deps.jobs)
-        deps.jobs = recording
         await run_burst_worker(settings, deps)
-    stages = [stage for stage, _ in recording.announced]
-    assert stages[0] == "fetching" and stages[-2:] == ["rendering", "storing"]
-    assert stages.count("summarizing") > 2  # 30 rising towards 70 as the answer streams in
-    progress = [value for _, value in recording.announced]
-    assert progress == sorted(progress) and progress[0] == 10 and max(progress) == 90
-    assert all(30 <= value < 70 for stage, value in recording.announced if stage == "summarizing")
     client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     entries = await client.xrange(f"rs:job:{job_id}:events")
     await client.aclose()
-    # The stream holds what a live reader saw: each announcement, then the final progress and the end.
-    names = [fields["event"] for _, fields in entries]
-    assert names[-2:] == ["progress", "completed"] and names.count("progress") == len(recording.announced) + 2
-    assert json.loads(entries[-2][1]["data"]) == {"progress": 100, "state": "completed", "stage": "done"}
+    # The stream holds what a live reader saw: the start, each stage and rise, then the end.
+    events = [fields["event"] for _, fields in entries]
+    assert events[-1] == "completed" and set(events[:-1]) == {"progress"}
+    snapshots = [json.loads(fields["data"]) for _, fields in entries[:-1]]
+    stages = [snapshot["stage"] for snapshot in snapshots]
+    assert (
+        stages[0] == "queued" and stages[1] == "fetching" and stages[-3:] == ["rendering", "storing", "done"]
+    )
+    assert stages.count("summarizing") > 2  # 30 rising towards 70 as the answer streams in
+    progress = [snapshot["progress"] for snapshot in snapshots]
+    assert progress == sorted(progress) and progress[1] == 10 and progress[-1] == 100
+    assert all(30 <= s["progress"] < 70 for s in snapshots if s["stage"] == "summarizing")
+    assert snapshots[-1] == {"progress": 100, "state": "completed", "stage": "done"}
 
 
 async def test_offline_provider_writes_a_clearly_marked_report(

@@ -37,6 +37,9 @@ class SlowProvider:
         self.most: dict[str, int] = defaultdict(int)
         self.order: list[str] = []
 
+    async def count_input_tokens(self, request: ReportRequest) -> int:
+        return len(request.input_text) // 4
+
     async def write_report(self, request: ReportRequest, on_output: object = None) -> ReportAnswer:
         user = request.input_name.split("-")[0]
         self.order.append(request.input_name)

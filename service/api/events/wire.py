@@ -145,8 +145,8 @@ def plan_resume(job_id: str, record: dict[str, str], after: str, replay: list[En
 def plan_start(opening: Opening) -> Start | None:
     """None for a job that does not exist."""
     record = opening.record
-    if record is None:
-        return None
+    if record is None or record.get("evicted"):
+        return None  # no such job, or no longer retained
     if opening.after is not None and opening.replay is not None:
         resumed = plan_resume(opening.job_id, record, opening.after, opening.replay)
         if resumed is not None:

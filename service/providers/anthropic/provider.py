@@ -13,19 +13,17 @@ import anthropic
 import httpx2  # the SDK's transport: a stream cut mid-answer surfaces as its error, unwrapped
 import orjson
 from anthropic import AsyncAnthropic, AsyncStream
+from anthropic.types import MessageParam
 
 from service.core.errors import ProviderRejected, ProviderUnavailable
 from service.core.settings import Settings
 from service.providers.anthropic.errors import translate_error
 from service.providers.anthropic.stream import StreamedAnswer
-from service.providers.base import (
-    CHARS_PER_TOKEN,
-    OutputProgress,
-    ProgressThrottle,
-    ReportAnswer,
-    ReportRequest,
-)
-from service.providers.prompt import SYSTEM_PROMPT, build_user_message
+from service.providers.base import ProgressThrottle, ReportAnswer, ReportRequest, UsageListener
+from service.providers.prompt import SYSTEM_PROMPT, build_user_message, input_tokens_upper_bound
+
+# Counting tokens is a small free call: if it is slow, the upper bound will do.
+COUNT_TIMEOUT_SECONDS = 10.0
 
 
 def finished_answer(streamed: StreamedAnswer) -> ReportAnswer:
@@ -44,7 +42,9 @@ def finished_answer(streamed: StreamedAnswer) -> ReportAnswer:
         if streamed.stop_reason == "max_tokens":
             raise ProviderRejected("the model ran out of output tokens before writing anything")
         raise ProviderUnavailable("the model provider returned an empty answer")
-    return ReportAnswer(text, streamed.model, streamed.input_tokens, streamed.output_tokens)
+    return ReportAnswer(
+        text, streamed.model, streamed.input_tokens, streamed.output_tokens, request_id=streamed.request_id
+    )
 
 
 def build_anthropic_client(settings: Settings) -> AsyncAnthropic:
@@ -72,34 +72,49 @@ class AnthropicProvider:
         # The client's timeouts bound each wait; this bounds the whole call, trickling streams included.
         self._deadline = timeout.read if isinstance(timeout, anthropic.Timeout) else timeout
 
+    async def count_input_tokens(self, request: ReportRequest) -> int:
+        """The provider's own count (its free token-counting endpoint); if that fails, an upper
+        bound: a token is never less than one byte of the prompt, whatever the script."""
+        system, messages = _prompt(request)
+        try:
+            counted = await self._client.with_options(timeout=COUNT_TIMEOUT_SECONDS).messages.count_tokens(
+                model=request.model, system=system, messages=messages
+            )
+            return int(counted.input_tokens)
+        except (anthropic.APIError, httpx2.TransportError, TimeoutError):
+            return input_tokens_upper_bound(request)
+
     async def write_report(
-        self, request: ReportRequest, on_output: OutputProgress | None = None
+        self, request: ReportRequest, on_usage: UsageListener | None = None
     ) -> ReportAnswer:
-        progress = ProgressThrottle(on_output)
+        progress = ProgressThrottle(on_usage)
+        streamed = StreamedAnswer()
         deadline = asyncio.timeout(self._deadline)
         try:
             async with deadline:
-                streamed = await self._stream(request, progress)
+                await self._stream(request, streamed, progress)
         except (anthropic.APIError, httpx2.TransportError) as exc:
+            await progress.finish(streamed.usage())
             raise translate_error(exc, request.model, self._client.api_key) from exc
         except TimeoutError as exc:
+            await progress.finish(streamed.usage())
             if not deadline.expired():
-                raise  # not ours: a caller's timeout, or one raised by ``on_output``
+                raise  # not ours: a caller's timeout, or one raised by ``on_usage``
             raise ProviderUnavailable("the model provider did not finish in time") from exc
-        answer = finished_answer(streamed)
-        await progress.finish(answer.output_tokens)
-        return answer
+        except BaseException:
+            await progress.finish(streamed.usage())  # cancelled: what streamed is what was billed
+            raise
+        await progress.finish(streamed.usage())
+        return finished_answer(streamed)
 
-    async def _stream(self, request: ReportRequest, progress: ProgressThrottle) -> StreamedAnswer:
-        prompt = build_user_message(request.input_text, request.input_name, request.content_type)
+    async def _stream(
+        self, request: ReportRequest, streamed: StreamedAnswer, progress: ProgressThrottle
+    ) -> None:
+        system, messages = _prompt(request)
         stream = await self._client.messages.create(
-            model=request.model,
-            max_tokens=request.max_tokens,
-            system=SYSTEM_PROMPT,
-            messages=[{"role": "user", "content": prompt}],
-            stream=True,
+            model=request.model, max_tokens=request.max_tokens, system=system, messages=messages, stream=True
         )
-        streamed = StreamedAnswer()
+        streamed.request_id = stream.response.headers.get("request-id", "")
         try:
             # The raw events, not the SDK's typed ones: see service.providers.anthropic.stream for why.
             async for sse in AsyncStream.raw_events(stream.response):
@@ -107,10 +122,14 @@ class AnthropicProvider:
                     body = _json_or_text(sse.data)
                     raise anthropic.APIStatusError(f"{body}", response=stream.response, body=body)
                 streamed.feed(sse.event, sse.data)
-                await progress.update(streamed.characters // CHARS_PER_TOKEN)
+                await progress.update(streamed.usage())
         finally:
             await stream.close()
-        return streamed
+
+
+def _prompt(request: ReportRequest) -> tuple[str, list[MessageParam]]:
+    user = build_user_message(request.input_text, request.input_name, request.content_type)
+    return SYSTEM_PROMPT, [{"role": "user", "content": user}]
 
 
 def _json_or_text(data: str) -> object:

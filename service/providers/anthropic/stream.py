@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from service.providers.base import CHARS_PER_TOKEN, CallUsage
+
 
 @dataclass
 class StreamedAnswer:
@@ -22,10 +24,18 @@ class StreamedAnswer:
     stop_reason: str | None = None
     parts: list[str] = field(default_factory=list)
     characters: int = 0
+    request_id: str = ""
+    counted_output: bool = False  # the provider's own output count has arrived (message_delta)
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    def usage(self) -> CallUsage:
+        """What the call has cost so far: the provider's counts where it sent them, else the
+        output estimated from the characters streamed (what it billed, as far as we can know)."""
+        output = self.output_tokens if self.counted_output else self.characters // CHARS_PER_TOKEN
+        return CallUsage(self.input_tokens, output, self.request_id)
 
     def feed(self, event: str | None, data: str) -> None:
         """One SSE event of a 200 stream (``error`` events are the caller's to raise)."""
@@ -41,6 +51,9 @@ class StreamedAnswer:
             body = orjson.loads(data)
             self.stop_reason = (body.get("delta") or {}).get("stop_reason") or self.stop_reason
             self._usage(body.get("usage") or {})
+            self.counted_output = (
+                self.counted_output or (body.get("usage") or {}).get("output_tokens") is not None
+            )
 
     def _start(self, message: dict[str, Any]) -> None:
         self.model = str(message.get("model", ""))

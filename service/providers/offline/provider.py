@@ -10,10 +10,11 @@ import asyncio
 
 from service.providers.base import (
     CHARS_PER_TOKEN,
-    OutputProgress,
+    CallUsage,
     ProgressThrottle,
     ReportAnswer,
     ReportRequest,
+    UsageListener,
 )
 from service.providers.offline.common import NotParsed, Summary, inline
 from service.providers.offline.csv_summary import summarize_csv
@@ -91,18 +92,22 @@ class OfflineProvider:
     def __init__(self, chunk_delay: float = 0.05) -> None:
         self._chunk_delay = chunk_delay
 
+    async def count_input_tokens(self, request: ReportRequest) -> int:
+        return len(request.input_text) // CHARS_PER_TOKEN
+
     async def write_report(
-        self, request: ReportRequest, on_output: OutputProgress | None = None
+        self, request: ReportRequest, on_usage: UsageListener | None = None
     ) -> ReportAnswer:
+        input_tokens = await self.count_input_tokens(request)
+        progress = ProgressThrottle(on_usage)
+        await progress.update(CallUsage(input_tokens, 0))
         # A 2 MB input takes a fraction of a second of CPU: off the event loop, so heartbeats keep going.
         text = await asyncio.to_thread(render_offline_report, request)
-        progress = ProgressThrottle(on_output)
         sent = 0
         for chunk in chunks(text):
             await asyncio.sleep(self._chunk_delay)
             sent += len(chunk)
-            await progress.update(sent // CHARS_PER_TOKEN)
+            await progress.update(CallUsage(input_tokens, sent // CHARS_PER_TOKEN))
         output_tokens = len(text) // CHARS_PER_TOKEN
-        await progress.finish(output_tokens)
-        input_tokens = len(request.input_text) // CHARS_PER_TOKEN
+        await progress.finish(CallUsage(input_tokens, output_tokens))
         return ReportAnswer(text, OFFLINE_MODEL, input_tokens, output_tokens, offline=True)

@@ -39,11 +39,14 @@ async def complete(jobs: JobStore, job_id: str) -> None:
 
 
 async def fail(jobs: JobStore, job_id: str, reason: str) -> None:
-    assert await jobs.fail(job_id, reason, retention_seconds=RETENTION.seconds)
+    assert await jobs.fail(job_id, reason, code="input_rejected", retention=RETENTION)
 
 
 async def cancel(jobs: JobStore, job_id: str) -> None:
-    assert await jobs.cancel(job_id, retention_seconds=RETENTION.seconds) in ("queued", "active")
+    assert await jobs.cancel(job_id, retention=RETENTION, queued_seconds=RETENTION.seconds) in (
+        "queued",
+        "active",
+    )
 
 
 @dataclass

@@ -133,7 +133,7 @@ async def test_a_finished_job_sends_its_snapshot_then_its_terminal_event_then_cl
         ),
         "failed": (
             {"progress": 10, "state": "failed", "stage": "fetching"},
-            {"reason": "the input host answered 404"},
+            {"reason": "the input host answered 404", "code": "input_rejected"},
         ),
         "cancelled": ({"progress": 0, "state": "cancelled", "stage": "queued"}, {}),
     }[outcome]

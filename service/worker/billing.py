@@ -1,0 +1,138 @@
+"""A paid model call's account: its budget reservation before it starts, its ledger records as it
+streams, and its close, whatever ends it.
+
+Records while the answer streams are best effort: a Redis blip must never cut a paid answer short
+(the next record, or the close, carries the count). Saving the answer is not: it is retried until
+it lands, because a paid answer that is not saved would be paid for again by the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from service.core.errors import BudgetExhausted, Unavailable
+from service.core.retry import backoff_seconds
+from service.providers.base import CallUsage, ReportRequest
+from service.store import names
+from service.store.calls import PaidCall, nano_usd_per_token
+from service.store.job_types import Checkpoint
+from service.store.policies import budget_of, budget_period
+from service.telemetry.pricing import price_per_million
+from service.worker.job_metrics import model_billed
+from service.worker.resources import WorkerDeps
+from service.worker.stages import summarizing_progress
+
+log = structlog.get_logger("service.worker.billing")
+
+SAVE_DEADLINE_SECONDS = 30.0  # how long a paid answer's save is retried while Redis is unreachable
+CLOSE_DEADLINE_SECONDS = 5.0  # a failed call's close: past this, the job's end closes it
+
+
+@dataclass
+class CallAccount:
+    deps: WorkerDeps
+    call: PaidCall
+    model: str
+    last: CallUsage = field(default_factory=lambda: CallUsage(0, 0))
+    closed: bool = False
+
+    @classmethod
+    async def open(
+        cls, deps: WorkerDeps, record: dict[str, str], request: ReportRequest, input_tokens: int
+    ) -> CallAccount:
+        """Reserves the call's worst case (its input plus ``max_tokens``) against the user's budget,
+        atomically; raises ``BudgetExhausted`` when it does not fit: the call is never made."""
+        settings, user = deps.settings, record["user_id"]
+        period = budget_period(settings)
+        prices = price_per_million(request.model) or (0.0, 0.0)
+        call = PaidCall(
+            job_id=record["job_id"],
+            call_id=secrets.token_hex(6),
+            usage_key=names.usage(user, period),
+            input_price_nusd=nano_usd_per_token(prices[0]),
+            output_price_nusd=nano_usd_per_token(prices[1]),
+        )
+        worst = input_tokens + request.max_tokens
+        reservation = await deps.calls.reserve(
+            call,
+            worst_case=worst,
+            budget=budget_of(settings, record.get("plan", "free")),
+            model=request.model,
+            hold_key=names.usage(user, record.get("budget_period") or period),
+        )
+        if not reservation.granted:
+            raise BudgetExhausted(
+                f"the token budget of this {settings.budget_period} cannot cover the report: the call "
+                f"could cost up to {worst:,} tokens and {reservation.tokens_left:,} are left"
+            )
+        return cls(deps, call, request.model)
+
+    async def listen(self, usage: CallUsage) -> None:
+        """The provider's running counts: recorded (with the job's progress) as they come."""
+        self.last = usage
+        if usage.final:
+            return  # the save or the close records the last counts
+        try:
+            await self._record(usage, progress=summarizing_progress(usage.output_tokens))
+        except Unavailable as exc:
+            log.warning("call_record_failed", error=str(exc))
+
+    async def save_answer(self, checkpoint: Checkpoint) -> None:
+        """Closes the call as answered and saves the answer with it, in one step, retried."""
+        usage = CallUsage(checkpoint.input_tokens, checkpoint.output_tokens, checkpoint.request_id)
+        progress = summarizing_progress(checkpoint.output_tokens)
+        await _retrying(
+            lambda: self._record(usage, outcome="answered", progress=progress, checkpoint=checkpoint),
+            SAVE_DEADLINE_SECONDS,
+        )
+        self._billed(usage)
+
+    async def close(self, outcome: str) -> None:
+        """The call ended without an answer to keep: what it cost as far as we saw is counted."""
+        if self.closed:
+            return
+        usage = self.last
+        try:
+            await _retrying(lambda: self._record(usage, outcome=outcome), CLOSE_DEADLINE_SECONDS)
+        except Unavailable as exc:
+            log.warning("call_close_failed", error=str(exc), outcome=outcome)
+        self._billed(usage)
+
+    async def _record(
+        self, usage: CallUsage, *, outcome: str = "", progress: int = -1, checkpoint: Checkpoint | None = None
+    ) -> None:
+        await self.deps.calls.record(
+            self.call,
+            usage.input_tokens,
+            usage.output_tokens,
+            request_id=usage.request_id,
+            outcome=outcome,
+            progress=progress,
+            checkpoint=checkpoint,
+            checkpoint_ttl=self.deps.settings.failed_retention_seconds,
+        )
+
+    def _billed(self, usage: CallUsage) -> None:
+        self.closed = True
+        if self.model != "offline":
+            model_billed(self.deps.metrics, self.model, usage.input_tokens, usage.output_tokens)
+
+
+async def _retrying(operation: Callable[[], Awaitable[None]], deadline_seconds: float) -> None:
+    give_up_at = time.monotonic() + deadline_seconds
+    attempt = 0
+    while True:
+        try:
+            return await operation()
+        except Unavailable:
+            attempt += 1
+            wait = backoff_seconds(attempt, base=0.2, cap=3.0)
+            if time.monotonic() + wait > give_up_at:
+                raise
+            await asyncio.sleep(wait)

@@ -1,0 +1,32 @@
+"""The stages a job goes through, the progress each one stands for, and how they are announced."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+
+from service.store.jobs import JobStore
+
+log = structlog.get_logger("service.worker.pipeline")
+
+STAGE_PROGRESS = {"fetching": 10, "summarizing": 30, "rendering": 70, "storing": 90, "done": 100}
+# Output tokens at which summarising progress is halfway from 30 to 70 (it only approaches 70).
+_HALFWAY_TOKENS = 800
+
+
+def summarizing_progress(output_tokens: int) -> int:
+    return 30 + int(40 * output_tokens / (output_tokens + _HALFWAY_TOKENS))
+
+
+@asynccontextmanager
+async def stage(jobs: JobStore, job_id: str, name: str, **fields: Any) -> AsyncIterator[None]:
+    """Announces a stage (state, event) and logs it with its duration once it is done."""
+    await jobs.advance(job_id, stage=name, progress=STAGE_PROGRESS[name])
+    started = time.perf_counter()
+    yield
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    log.info("job_stage", stage=name, duration_ms=duration_ms, **fields)

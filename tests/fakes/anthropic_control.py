@@ -1,0 +1,35 @@
+"""The fake Anthropic API's own control endpoints, for benchmarks that run it as a process of its
+own: queue a storm of 529s or 429s, and read what it served and billed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from tests.fakes.anthropic import FakeAnthropic
+
+
+def control_routes(fake: FakeAnthropic) -> list[Route]:
+    async def storm(request: Request) -> Response:
+        """``POST /_fake/storm {"count": N, "status": 529|429, "retry_after": "2"}``."""
+        spec = await request.json()
+        retry_after = spec.get("retry_after", "1")
+        count = int(spec.get("count", 1))
+        fake.storm(
+            count,
+            status=int(spec.get("status", 529)),
+            retry_after=None if retry_after is None else str(retry_after),
+        )
+        return JSONResponse({"queued": count})
+
+    async def stats(request: Request) -> Response:
+        """``GET /_fake/stats``: calls answered, calls refused by the limits, tokens billed."""
+        billed_input, billed_output = fake.billed_tokens
+        served = {"calls": fake.call_count, "rate_limited": fake.rate_limited_count}
+        return JSONResponse({**served, "billed_input": billed_input, "billed_output": billed_output})
+
+    return [Route("/_fake/storm", storm, methods=["POST"]), Route("/_fake/stats", stats, methods=["GET"])]
