@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.chaos import chaos_section
 from bench.enqueue import measure_enqueue
 from bench.fleet import fleet_section
 from bench.render import measure_render
@@ -110,6 +111,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "scheduling": lambda: scheduling_section(machine()),
     "streams": lambda: streams_section(machine()),
     "fleet": lambda: fleet_section(machine()),
+    "chaos": lambda: chaos_section(machine()),
 }
 
 

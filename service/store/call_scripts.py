@@ -14,7 +14,7 @@ from service.store.lua import COMMON, with_names
 
 # KEYS: job, ledger, usage of this period, usage the job's queue hold was taken from
 # ARGV: call id, worst case tokens (input + max_tokens), budget of the period (0: none), model,
-#       input price, output price (nano-USD per token)
+#       input price, output price (nano-USD per token), the input tokens counted before the call
 # Returns {1} when reserved; {0, tokens left} when the worst case does not fit; {-1} when the job
 # is not running (cancelled meanwhile): nothing is reserved then.
 RESERVE = with_names(
@@ -36,8 +36,9 @@ if hold > 0 then
   redis.call('HSET', KEYS[1], 'budget_reserved', 0)
 end
 redis.call('HINCRBY', KEYS[3], 'reserved', worst)
-local entry = {held = worst, input = 0, output = 0, request_id = '', outcome = 'reserved',
-               model = ARGV[4], pin = tonumber(ARGV[5]), pout = tonumber(ARGV[6]), usage = KEYS[3]}
+local entry = {held = worst, input = 0, output = 0, request_id = '', outcome = 'reserved', at = now_ms(),
+               model = ARGV[4], pin = tonumber(ARGV[5]), pout = tonumber(ARGV[6]), usage = KEYS[3],
+               expect = tonumber(ARGV[7])}
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(entry))
 return {1}
 """

@@ -42,13 +42,13 @@ class CallLedger(RedisStore):
 
     @translate_redis_errors
     async def reserve(
-        self, call: PaidCall, *, worst_case: int, budget: int, model: str, hold_key: str
+        self, call: PaidCall, *, input_tokens: int, worst_case: int, budget: int, model: str, hold_key: str
     ) -> Reservation:
         """Holds ``worst_case`` tokens of the budget for the call, if they fit; ``hold_key`` is the
         usage the job's queue hold was taken from (it becomes part of this reservation)."""
         keys = [names.job(call.job_id), names.job_calls(call.job_id), call.usage_key, hold_key]
         prices = [call.input_price_nusd, call.output_price_nusd]
-        args: list[str | int] = [call.call_id, worst_case, budget, model, *prices]
+        args: list[str | int] = [call.call_id, worst_case, budget, model, *prices, input_tokens]
         reply = await self._reserve(keys=keys, args=args)
         if int(reply[0]) == 1:
             return Reservation(True)

@@ -125,13 +125,18 @@ local function close_call(e, outcome)
   e.held, e.outcome = 0, outcome
 end
 -- Calls of the job still open (their worker died, or the job ended around them) are closed with
--- what was recorded of them: that much was counted, and their holds go back.
+-- what was recorded of them: that much was counted, and their holds go back. A call whose worker
+-- died before it recorded anything is counted its whole input: it was about to be sent, or sent.
 local function close_open_calls(job, outcome)
   local ledger = job .. '@CALLS_SUFFIX@'
   local all = redis.call('HGETALL', ledger)
   for i = 1, #all, 2 do
     local e = cjson.decode(all[i + 1])
     if is_open(e) then
+      if outcome == 'lost' and e.input == 0 and e.expect then
+        count_tokens(e.usage, e, e.expect, 0)
+        e.input = e.expect
+      end
       close_call(e, outcome)
       redis.call('HSET', ledger, all[i], cjson.encode(e))
     end

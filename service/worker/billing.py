@@ -39,6 +39,7 @@ class CallAccount:
     deps: WorkerDeps
     call: PaidCall
     model: str
+    expected_input: int  # the input tokens counted before the call
     last: CallUsage = field(default_factory=lambda: CallUsage(0, 0))
     closed: bool = False
 
@@ -61,6 +62,7 @@ class CallAccount:
         worst = input_tokens + request.max_tokens
         reservation = await deps.calls.reserve(
             call,
+            input_tokens=input_tokens,
             worst_case=worst,
             budget=budget_of(settings, record.get("plan", "free")),
             model=request.model,
@@ -71,7 +73,7 @@ class CallAccount:
                 f"the token budget of this {settings.budget_period} cannot cover the report: the call "
                 f"could cost up to {worst:,} tokens and {reservation.tokens_left:,} are left"
             )
-        return cls(deps, call, request.model)
+        return cls(deps, call, request.model, input_tokens)
 
     async def listen(self, usage: CallUsage) -> None:
         """The provider's running counts: recorded (with the job's progress) as they come."""
@@ -93,11 +95,14 @@ class CallAccount:
         )
         self._billed(usage)
 
-    async def close(self, outcome: str) -> None:
-        """The call ended without an answer to keep: what it cost as far as we saw is counted."""
+    async def close(self, outcome: str, *, maybe_billed: bool) -> None:
+        """The call ended without an answer to keep: what it cost as far as we saw is counted. A call
+        cut before its first event arrived, if it ``maybe_billed``, counts its whole input."""
         if self.closed:
             return
         usage = self.last
+        if maybe_billed and usage.input_tokens == 0:
+            usage = CallUsage(self.expected_input, usage.output_tokens, usage.request_id)
         try:
             await _retrying(lambda: self._record(usage, outcome=outcome), CLOSE_DEADLINE_SECONDS)
         except Unavailable as exc:

@@ -52,19 +52,25 @@ async def reserve(
         await asyncio.sleep(granted + random.uniform(0, 0.05 + granted / 10))
 
 
+async def capacity_for(
+    limiter: LlmLimiter | None, request: ReportRequest, input_tokens: int, metrics: MetricsBuffer
+) -> Grant | None:
+    """Room for the call in the shared limits (None: the offline provider, which has no limits)."""
+    return None if limiter is None else await reserve(limiter, request, input_tokens, metrics)
+
+
 async def call_model(
     limiter: LlmLimiter | None,
+    grant: Grant | None,
     provider: Provider,
     request: ReportRequest,
-    input_tokens: int,
     account: CallAccount,
     metrics: MetricsBuffer,
-) -> tuple[ReportAnswer, Grant | None]:
-    """One paid call inside the shared limits (no limiter: the offline provider costs nothing).
-    Returns the answer and its grant, for ``settle_grant`` once the answer is saved."""
-    if limiter is None:
-        return await provider.write_report(request, account.listen), None
-    grant = await reserve(limiter, request, input_tokens, metrics)
+) -> ReportAnswer:
+    """The paid call, within the room ``grant`` holds in the shared limits; on failure the grant is
+    settled here, on success by the caller (``settle_grant``) once the answer is saved."""
+    if limiter is None or grant is None:
+        return await provider.write_report(request, account.listen)
     try:
         answer = await provider.write_report(request, account.listen)
     except ProviderRejected:
@@ -82,16 +88,19 @@ async def call_model(
     except BaseException:
         await asyncio.shield(settle_grant(limiter, grant, account.last))
         raise
-    return answer, grant
+    return answer
 
 
-async def settle_grant(limiter: LlmLimiter | None, grant: Grant | None, usage: CallUsage) -> None:
+async def settle_grant(limiter: LlmLimiter | None, grant: Grant | None, usage: CallUsage | None) -> None:
     """Corrects the shared buckets to what the call really took (a call cut short took what it had
-    streamed); best effort: a Redis blip here costs at most one call's reservation."""
+    streamed; ``usage`` None: it was never sent); best effort: a Redis blip here costs at most one
+    call's reservation."""
     if limiter is None or grant is None:
         return
     try:
-        if usage.input_tokens or usage.output_tokens:
+        if usage is None:
+            await limiter.release(grant, sent=False)
+        elif usage.input_tokens or usage.output_tokens:
             await limiter.reconcile(grant, usage.input_tokens, usage.output_tokens)
         else:
             await limiter.release(grant)

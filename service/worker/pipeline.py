@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 
 import structlog
 
+from service.core.errors import ProviderRejected, ProviderUnavailable
 from service.inputs.text import human_size
 from service.providers.base import ReportRequest
 from service.report.document import ReportDocument
 from service.store.job_types import Checkpoint, StartOutcome
 from service.store.policies import budget_period, retention, start_policy
 from service.worker.billing import CallAccount
-from service.worker.capacity import CapacityWait, call_model, settle_grant
+from service.worker.capacity import call_model, capacity_for, settle_grant
 from service.worker.job_metrics import job_finished, job_retried, job_started
 from service.worker.outcomes import RetryLater, given_up_after_crashes, settle
 from service.worker.resources import WorkerDeps
@@ -41,13 +42,17 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
     )
     async with stage(deps.jobs, job_id, "summarizing", input_bytes=fetched.size):
         input_tokens = await deps.provider.count_input_tokens(request)
-        account = await CallAccount.open(deps, record, request, input_tokens)
+        # Room in the shared limits first, then the budget: a reserved call is one about to be sent.
+        grant = await capacity_for(deps.limiter, request, input_tokens, deps.metrics)
         try:
-            answer, grant = await call_model(
-                deps.limiter, deps.provider, request, input_tokens, account, deps.metrics
-            )
+            account = await CallAccount.open(deps, record, request, input_tokens)
+        except BaseException:
+            await asyncio.shield(settle_grant(deps.limiter, grant, None))
+            raise
+        try:
+            answer = await call_model(deps.limiter, grant, deps.provider, request, account, deps.metrics)
         except BaseException as exc:
-            await asyncio.shield(account.close(call_outcome(exc)))
+            await asyncio.shield(account.close(call_outcome(exc), maybe_billed=maybe_billed(exc)))
             raise
         checkpoint = Checkpoint(
             text=answer.text,
@@ -68,11 +73,16 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
 
 def call_outcome(exc: BaseException) -> str:
     """How a call that raised ``exc`` ended, as the ledger writes it."""
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled"
-    if isinstance(exc, CapacityWait):
-        return "not_sent"  # our limiter held it back: it never reached the provider
-    return "failed"
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+
+
+def maybe_billed(exc: BaseException) -> bool:
+    """Whether a call cut by ``exc`` before any of its answer arrived may still have been billed its
+    input: not when the provider answered with an error status (it bills nothing then), yes when the
+    call was cut, timed out or cancelled after it was sent (its input in full, the safe side)."""
+    return not isinstance(exc, ProviderRejected) and not (
+        isinstance(exc, ProviderUnavailable) and exc.status is not None
+    )
 
 
 async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None:

@@ -9,6 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes.anthropic_errors import Disconnect, StreamFailure
+
 if TYPE_CHECKING:
     from tests.fakes.anthropic import FakeAnthropic
 
@@ -32,4 +34,19 @@ def control_routes(fake: FakeAnthropic) -> list[Route]:
         served = {"calls": fake.call_count, "rate_limited": fake.rate_limited_count}
         return JSONResponse({**served, "billed_input": billed_input, "billed_output": billed_output})
 
-    return [Route("/_fake/storm", storm, methods=["POST"]), Route("/_fake/stats", stats, methods=["GET"])]
+    async def fail(request: Request) -> Response:
+        """``POST /_fake/fail {"kind": "stream_error"|"disconnect", "count": N}``: the next N answers
+        start, stream a little, then fail with an ``overloaded_error`` event or a dropped connection."""
+        spec = await request.json()
+        count = int(spec.get("count", 1))
+        failure = (
+            Disconnect(after_chunks=3) if spec.get("kind") == "disconnect" else StreamFailure(after_chunks=3)
+        )
+        fake.fail_next(*[failure] * count)
+        return JSONResponse({"queued": count})
+
+    return [
+        Route("/_fake/storm", storm, methods=["POST"]),
+        Route("/_fake/fail", fail, methods=["POST"]),
+        Route("/_fake/stats", stats, methods=["GET"]),
+    ]

@@ -52,6 +52,8 @@ STATIC: dict[str, tuple[int, Headers, bytes]] = {
     "/status/429": (429, {"Retry-After": "7"}, b"slow down"),
     "/status/500": (500, {}, b"oops"),
     "/status/503": (503, {"Retry-After": "7"}, b"busy"),
+    "/status/503-a-day": (503, {"Retry-After": "86400"}, b"come back tomorrow"),
+    "/status/503-superscript": (503, {"Retry-After": "\u00b2"}, b"busy"),
     "/set-cookie": (200, {"Content-Type": "text/plain", "Set-Cookie": "session=abc; Path=/"}, b"ok"),
     "/large-declared": (200, {"Content-Type": "text/plain", "Content-Length": str(10**9)}, b"x" * 1000),
 }

@@ -178,6 +178,15 @@ async def test_server_errors_and_429_are_transient(
     assert caught.value.retry_after == retry_after
 
 
+@pytest.mark.parametrize(("path", "retry_after"), [("503-a-day", 60.0), ("503-superscript", None)])
+async def test_an_input_hosts_retry_after_defers_a_job_a_minute_at_most_and_nonsense_is_ignored(
+    servers: Servers, path: str, retry_after: float | None
+) -> None:
+    with pytest.raises(InputUnavailable, match="answered 503") as caught:
+        await fetch(f"{servers.http}/status/{path}")
+    assert caught.value.retry_after == retry_after
+
+
 async def test_connection_refused_is_transient() -> None:
     with socket.socket() as probe:  # a port that was free a moment ago and has no listener
         probe.bind(("127.0.0.1", 0))

@@ -1,0 +1,87 @@
+"""The call ledger on its own: a crash after any record loses nothing recorded and counts nothing
+twice; a call whose worker died before its first record is counted its whole input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from service.store import names
+from service.store.calls import CallLedger, PaidCall
+from service.store.connection import open_redis
+from service.store.job_types import NewJob, StartPolicy, SubmitPolicy
+from service.store.jobs import JobStore, derive_job_id
+
+OPEN = SubmitPolicy(per_minute=0, burst=1, budget=0, reserve=0, period="2026-12")
+START = StartPolicy(max_crashes=5, cap_free=0, cap_pro=0, lease_ms=60_000)
+USAGE = names.usage("ann", "2026-12")
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = open_redis(redis_url, fail_fast=False)
+    yield client
+    await client.aclose()
+
+
+async def running_job(jobs: JobStore, name: str) -> str:
+    job_id = derive_job_id("ann", name)
+    await jobs.submit(
+        NewJob(job_id, "ann", "pro", "https://x/y.csv", "m", "fp"), OPEN, arq_ttl_ms=0, score_ms=1
+    )
+    assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed
+    return job_id
+
+
+async def reserved(ledger: CallLedger, job_id: str, input_tokens: int = 400) -> PaidCall:
+    call = PaidCall(job_id, "c1", USAGE, input_price_nusd=1000, output_price_nusd=5000)
+    granted = await ledger.reserve(
+        call, input_tokens=input_tokens, worst_case=input_tokens + 1000, budget=0, model="m", hold_key=USAGE
+    )
+    assert granted.granted
+    return call
+
+
+async def test_records_count_the_difference_so_a_repeated_record_counts_nothing_twice(redis: Redis) -> None:
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    call = await reserved(ledger, await running_job(jobs, "repeat"))
+    for output in (10, 50, 50, 120):
+        await ledger.record(call, 400, output, request_id="req_1")
+    usage = await jobs.usage("ann", "2026-12")
+    assert (usage["input_tokens"], usage["output_tokens"]) == (400, 120)
+    assert usage["reserved"] == 1400 - 520  # the hold shrinks by what was spent
+    assert usage["cost_nusd"] == 400 * 1000 + 120 * 5000
+
+
+async def test_a_worker_death_after_records_counts_what_they_said_and_frees_the_hold(redis: Redis) -> None:
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    job_id = await running_job(jobs, "died")
+    call = await reserved(ledger, job_id)
+    await ledger.record(call, 400, 80)
+    assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed  # its worker died
+    usage = await jobs.usage("ann", "2026-12")
+    assert (usage["input_tokens"], usage["output_tokens"], usage["reserved"]) == (400, 80, 0)
+    assert (await ledger.entries(job_id))["c1"]["outcome"] == "lost"
+
+
+async def test_a_worker_death_before_any_record_counts_the_whole_input(redis: Redis) -> None:
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    job_id = await running_job(jobs, "silent")
+    await reserved(ledger, job_id, input_tokens=333)
+    assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed
+    usage = await jobs.usage("ann", "2026-12")
+    assert (usage["input_tokens"], usage.get("output_tokens", 0), usage["reserved"]) == (333, 0, 0)
+
+
+async def test_a_reservation_that_does_not_fit_the_budget_is_refused_and_holds_nothing(redis: Redis) -> None:
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    job_id = await running_job(jobs, "too-big")
+    call = PaidCall(job_id, "c1", USAGE, input_price_nusd=0, output_price_nusd=0)
+    refused = await ledger.reserve(
+        call, input_tokens=900, worst_case=1900, budget=1500, model="m", hold_key=USAGE
+    )
+    assert (refused.granted, refused.tokens_left) == (False, 1500)
+    assert (await jobs.usage("ann", "2026-12")).get("reserved", 0) == 0
+    assert await ledger.entries(job_id) == {}
