@@ -177,10 +177,14 @@ async def upload(http: httpx.AsyncClient, key: str) -> str:
 
 
 async def inject_faults(fleet: Fleet, until: float) -> Counter[str]:
+    """Every kind of fault in turn, in a shuffled order, then again: each kind is injected."""
     injected: Counter[str] = Counter()
+    order: list[str] = []
     while time.monotonic() < until:
         await asyncio.sleep(random.uniform(*FAULT_EVERY_S))
-        fault = random.choice(FAULTS)
+        if not order:
+            order = random.sample(FAULTS, len(FAULTS))
+        fault = order.pop()
         await fleet.inject(fault)
         injected[fault] += 1
     return injected
