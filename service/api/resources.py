@@ -57,7 +57,12 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
             settings=settings,
             redis=redis,
             health=Health(redis, deadline=API_OPERATION_DEADLINE),
-            keys=KeyStore(redis, cache_seconds=settings.auth_cache_seconds, deadline=API_OPERATION_DEADLINE),
+            keys=KeyStore(
+                redis,
+                cache_seconds=settings.auth_cache_seconds,
+                unknown_seconds=settings.auth_unknown_cache_seconds,
+                deadline=API_OPERATION_DEADLINE,
+            ),
             jobs=JobStore(redis, deadline=API_OPERATION_DEADLINE),
             uploads=UploadStore(redis, deadline=API_OPERATION_DEADLINE),
             storage=storage,

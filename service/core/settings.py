@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     signing_secret: SecretStr | None = None
     events_token_ttl_seconds: int = Field(default=3600, ge=60)
     auth_cache_seconds: float = Field(default=5, ge=0, le=300)
+    # How long an API process remembers a key Redis did not know (or knew revoked): a client
+    # retrying one bad key costs one Redis read per this many seconds. It can never let a key in.
+    auth_unknown_cache_seconds: float = Field(default=5, ge=0, le=60)
     metrics_token: SecretStr | None = None  # GET /metrics needs "Authorization: Bearer <it>"; unset: off
     metrics_flush_seconds: float = Field(default=5, gt=0, le=60)
 
