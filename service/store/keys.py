@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -80,6 +81,7 @@ class KeyStore(RedisStore):
         self._digests: TtlCache[str, str] = TtlCache(
             max(cache_seconds, unknown_seconds, 60), limit=CACHE_LIMIT
         )
+        self._reading: dict[str, asyncio.Future[Caller | None]] = {}  # lookups in flight, by digest
 
     @translate_redis_errors
     async def create(self, user_id: str, plan: str) -> tuple[str, KeyInfo]:
@@ -124,13 +126,28 @@ class KeyStore(RedisStore):
             return cached
         if self._unknown.get(digest):
             return None
-        fields = await self._redis.hgetall(names.api_key(digest))  # type: ignore[misc]
+        # Requests that arrive together with one key share one read: a flood of concurrent
+        # requests would otherwise all miss the cache before the first answer fills it.
+        reading = self._reading.get(digest)
+        if reading is None:
+            reading = self._reading[digest] = asyncio.ensure_future(self._read(digest))
+            reading.add_done_callback(lambda done: self._read_finished(digest, done))
+        return await asyncio.shield(reading)  # one waiter giving up does not cancel the others' read
+
+    async def _read(self, digest: str) -> Caller | None:
+        async with asyncio.timeout(self.deadline):  # shared: no single request's deadline bounds it
+            fields = await self._redis.hgetall(names.api_key(digest))  # type: ignore[misc]
         if not fields or fields.get("revoked_ms"):
             self._unknown.put(digest, True)
             return None
         caller = Caller(user_id=fields["user_id"], plan=fields["plan"], key_id=fields["key_id"])
         self._known.put(digest, caller)
         return caller
+
+    def _read_finished(self, digest: str, done: asyncio.Future[Caller | None]) -> None:
+        self._reading.pop(digest, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: when every waiter left, asyncio must not log it as lost
 
     @translate_redis_errors
     async def list(self) -> list[KeyInfo]:

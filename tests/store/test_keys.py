@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from service.core.errors import Unavailable
+from service.dev.embedded_redis import free_port
 from service.store import names
 from service.store.connection import open_redis
 from service.store.keys import KEY_PREFIX, KeyStore, digest_of
@@ -21,6 +23,9 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = open_redis(redis_url, fail_fast=False)
     yield client
     await client.aclose()
+
+
+KEY = KEY_PREFIX + "k" * 43
 
 
 def random_key() -> str:
@@ -103,3 +108,14 @@ async def test_cache_entries_expire_and_a_zero_lifetime_remembers_nothing() -> N
     off: TtlCache[str, int] = TtlCache(0, limit=10)
     off.put("k", 1)
     assert off.get("k") is None and len(off) == 0
+
+
+async def test_concurrent_lookups_of_one_key_share_a_read_and_its_failure() -> None:
+    """Redis unreachable: every request waiting on the shared read gets the 503 error, none hangs."""
+    dead = open_redis(f"redis://127.0.0.1:{free_port()}/0", fail_fast=True)
+    store = KeyStore(dead, unknown_seconds=5, deadline=1.0)
+    try:
+        outcomes = await asyncio.gather(*(store.authenticate(KEY) for _ in range(5)), return_exceptions=True)
+    finally:
+        await dead.aclose()
+    assert all(isinstance(outcome, Unavailable) for outcome in outcomes), outcomes
