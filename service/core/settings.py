@@ -95,6 +95,10 @@ class Settings(BaseSettings):
 
     # --- live events --------------------------------------------------------------------------
     events_ping_seconds: float = Field(default=15, gt=0, le=15)  # SSE comment so proxies keep it open
+    events_max_streams_per_user: int = Field(default=20, ge=0)  # open at once, across the fleet (0: no cap)
+    # A stream's lease in Redis, refreshed every third of it while open: how long a crashed API
+    # process's streams still count against their users.
+    events_stream_lease_seconds: float = Field(default=30, ge=1, le=600)
 
     # --- logging ------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"

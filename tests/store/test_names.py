@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from service.store import limiter_scripts, lua, names, scripts
+from service.store import limiter_scripts, lua, names, scripts, stream_leases
 
 SCRIPTS = {name: getattr(scripts, name) for name in dir(scripts) if name.isupper() and name != "COMMON"}
 
@@ -28,3 +28,9 @@ def test_an_unknown_placeholder_is_refused() -> None:
 def test_the_limiter_scripts_build_no_names() -> None:
     for source in (limiter_scripts.ACQUIRE, limiter_scripts.ADJUST, limiter_scripts.PAUSE):
         assert "rs:" not in source and "arq:" not in source
+
+
+def test_the_stream_lease_scripts_build_no_names() -> None:
+    """Every key they touch comes in KEYS, named by names.py on the Python side."""
+    for source in (stream_leases.ACQUIRE, stream_leases.REFRESH):
+        assert "rs:" not in source and "arq:" not in source and "KEYS[2]" not in source

@@ -30,7 +30,7 @@ ABSURD_IDS = ["99999999999999999999-0", "0-18446744073709551616", "\u0663-\u0661
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return make_settings(redis_url, tmp_path / "data")
+    return make_settings(redis_url, tmp_path / "data", events_max_streams_per_user=0)  # 21 at once
 
 
 @pytest.fixture
