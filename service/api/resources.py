@@ -16,6 +16,7 @@ from service.store.connection import API_OPERATION_DEADLINE, Health, RedisClient
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
 from service.store.metrics import MetricsStore
+from service.store.upload_quota import UploadQuotaStore
 from service.store.uploads import UploadStore
 from service.telemetry.metrics import MetricsBuffer
 
@@ -28,6 +29,7 @@ class ApiServices:
     keys: KeyStore
     jobs: JobStore
     uploads: UploadStore
+    upload_quota: UploadQuotaStore
     storage: Storage
     metrics_store: MetricsStore
     signing: SigningSecrets  # the events tokens' secret
@@ -55,6 +57,7 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
             ),
             jobs=JobStore(redis, deadline=API_OPERATION_DEADLINE),
             uploads=UploadStore(redis, deadline=API_OPERATION_DEADLINE),
+            upload_quota=UploadQuotaStore(redis, deadline=API_OPERATION_DEADLINE),
             storage=storage,
             metrics_store=metrics_store,
             signing=SigningSecrets(settings, redis),

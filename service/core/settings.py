@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     budget_tokens_pro: int = Field(default=20_000_000, ge=0)
     budget_period: Literal["month", "day"] = "month"
     budget_reserve_tokens: int = Field(default=12_000, ge=0)
+    uploads_per_minute_free: int = Field(default=20, ge=0)  # POST /api/inputs per user (0: no limit)
+    uploads_per_minute_pro: int = Field(default=120, ge=0)
+    # Bytes of uploads one user may have stored at once; they free as uploads expire (0: no quota).
+    upload_quota_bytes_free: int = Field(default=50_000_000, ge=0)
+    upload_quota_bytes_pro: int = Field(default=1_000_000_000, ge=0)
 
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from service.core.settings import Settings
 from service.store.job_types import Retention, StartPolicy, SubmitPolicy
+from service.store.upload_quota import UploadPolicy
 
 # After an attempt times out at JOB_TIMEOUT_SECONDS the worker needs a moment to record it; a slot
 # (and arq's in-progress mark) is held that much longer, so a live worker never loses either.
@@ -53,3 +54,14 @@ def start_policy(settings: Settings) -> StartPolicy:
 
 def retention(settings: Settings) -> Retention:
     return Retention(settings.report_retention_seconds, settings.report_retention_count)
+
+
+def upload_policy(settings: Settings, plan: str) -> UploadPolicy:
+    pro = plan == "pro"
+    per_minute = settings.uploads_per_minute_pro if pro else settings.uploads_per_minute_free
+    return UploadPolicy(
+        per_minute=per_minute,
+        burst=max(1, per_minute // 4),  # a quarter of a minute's worth at once, as for submissions
+        quota_bytes=settings.upload_quota_bytes_pro if pro else settings.upload_quota_bytes_free,
+        retention_ms=settings.input_retention_seconds * 1000,
+    )
