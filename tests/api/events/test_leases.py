@@ -14,6 +14,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from service.api.events.leases import StreamLeases
+from service.core.errors import Unavailable
 from service.core.settings import Settings
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
@@ -131,6 +133,42 @@ async def test_refused_and_finished_streams_leave_no_slot_taken(
 
 async def _none_left(leases: StreamLeaseStore, user_id: str) -> bool:
     return await leases.count(user_id) == 0
+
+
+async def test_a_process_shutting_down_gives_back_the_slots_of_its_streams_at_once(
+    settings: Settings, alice: dict[str, str]
+) -> None:
+    """Clients reconnect to another process after a deploy: their old streams must not count."""
+    redis = open_redis(settings.redis_url, fail_fast=True)
+    try:
+        async with live_api(settings) as live, AsyncExitStack() as stack:
+            job_id = (await submit(live.client, alice, URL))["jobId"]
+            for _ in range(CAP):
+                await hold(stack, live.client, events_path(job_id), alice)
+            assert await StreamLeaseStore(redis).count("alice") == CAP
+            live.server.server.should_exit = True  # as SIGTERM does; the streams are still open
+            await eventually(lambda: _none_left(StreamLeaseStore(redis), "alice"), timeout=5)
+    finally:
+        await redis.aclose()
+
+
+async def test_a_keeper_stopping_gives_back_leases_whose_streams_have_not_closed_yet(
+    settings: Settings,
+) -> None:
+    """uvicorn's graceful shutdown may end before every stream has: their leases go all the same."""
+    redis = open_redis(settings.redis_url, fail_fast=True)
+    try:
+        store = StreamLeaseStore(redis)
+        keeper = StreamLeases(store, cap=CAP, lease_seconds=30)
+        keeper.start()
+        _ = [await keeper.acquire("alice") for _ in range(CAP)]  # held, never released
+        assert await store.count("alice") == CAP
+        await keeper.stop()
+        assert await store.count("alice") == 0
+        with pytest.raises(Unavailable):  # and a late arrival is told to go elsewhere, not left waiting
+            await keeper.acquire("alice")
+    finally:
+        await redis.aclose()
 
 
 async def test_an_open_stream_keeps_its_slot_past_the_lease_time(redis_url: str, tmp_path: Path) -> None:
