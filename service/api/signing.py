@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from service.core.settings import Settings
-from service.store.connection import RedisClient
+from service.store.connection import API_OPERATION_DEADLINE, RedisClient
 from service.store.secrets import shared_signing_secret
 
 REREAD_AFTER_FAILURE_SECONDS = 5.0
@@ -76,7 +76,8 @@ class SigningSecrets:
         return accepted
 
     async def _read(self) -> None:
-        secret = await shared_signing_secret(self._redis)
+        # Bounded: every token check and every signing waits on this read while it runs.
+        secret = await shared_signing_secret(self._redis, deadline=API_OPERATION_DEADLINE)
         if self._current is not None and secret != self._current:
             self._previous = (self._current, time.monotonic() + self._token_lifetime)
         self._current = secret
