@@ -17,6 +17,7 @@ from service.api import uploads as api_inputs
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.events import endpoint as events
 from service.api.events.fanout import EventFanout, open_fanout
+from service.api.events.leases import open_stream_leases
 from service.api.middleware import RequestContextMiddleware
 from service.api.resources import open_api_services
 from service.core.settings import Settings
@@ -60,8 +61,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with (
+        async with (  # closed in reverse: the streams end, then their leases go, then Redis
             open_api_services(settings) as services,
+            open_stream_leases(services.redis, settings) as leases,
             open_fanout(services.redis, settings) as fanout,
         ):
             lag = LoopLagMonitor(report_every=settings.loop_lag_report_seconds)
@@ -70,7 +72,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                 calm_garbage_collector()
             services.metrics.gauge_sources.append(api_gauges(fanout, lag))
             try:
-                yield {"services": services, "fanout": fanout}
+                yield {"services": services, "fanout": fanout, "leases": leases}
             finally:
                 await lag.stop()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import redis.asyncio
 import uvicorn
 from arq.worker import Worker
 
@@ -137,6 +138,16 @@ async def create_key(settings: Settings, user_id: str, plan: str) -> str:
         return key
     finally:
         await client.aclose()
+
+
+async def command_calls(redis_url: str, command: str) -> int:
+    """How often Redis has run ``command`` since it started (INFO commandstats): what a request cost."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get(f"cmdstat_{command.lower()}", {}).get("calls", 0))
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from service.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
+
+# ASCII digits only: ``str.isdigit`` takes "²" (one byte in Latin-1, as headers are decoded), which
+# ``int`` refuses.
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,64}")
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class ReportCreate(BaseModel):
@@ -37,7 +43,7 @@ def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
 async def read_body(request: Request, limit: int) -> bytes:
     """Reads at most ``limit`` bytes, refusing early on a larger Content-Length."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit():
+    if _CONTENT_LENGTH.fullmatch(declared):
         if int(declared) > limit:
             raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
         # The HTTP server frames the body by Content-Length: it cannot run past the declared size.
@@ -53,12 +59,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json(request: Request, limit: int) -> Any:
+    """UTF-8 JSON (RFC 8259), a leading byte-order mark forgiven. orjson, not the standard library:
+    it refuses nesting past 1024 levels (``json`` overflows Python's stack: a RecursionError) and
+    lone surrogates (``json`` lets "\\ud800" through, to fail later when the text is encoded)."""
     require_media_type(request, ("application/json",))
     body = await read_body(request, limit)
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest("the body is not valid JSON", [f"invalid JSON: {exc}"]) from exc
+        return orjson.loads(body.removeprefix(_UTF8_BOM))
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the body is not valid UTF-8 JSON", [f"invalid JSON: {exc}"]) from exc
 
 
 def parse(model: type[M], data: Any) -> M:

@@ -60,9 +60,11 @@ async def checked_input_url(url: str, svc: ApiServices, caller: Caller) -> str:
         raise _invalid_url(str(exc)) from exc
 
 
-async def accepted_body(svc: ApiServices, job_id: str, report_id: str, state: str) -> dict[str, Any]:
+async def accepted_body(
+    svc: ApiServices, caller: Caller, job_id: str, report_id: str, state: str
+) -> dict[str, Any]:
     paths = report_paths(job_id)
-    token = await events_token(svc, job_id)
+    token = await events_token(svc, caller, job_id)
     return {
         "jobId": job_id,
         "reportId": report_id,
@@ -96,7 +98,7 @@ async def create_report(request: Request) -> Response:
     refuse_over_limits(outcome, svc)
     if not outcome.same_payload:
         raise IdempotencyKeyMismatch("this idempotency key was already used with a different payload")
-    content = await accepted_body(svc, job.job_id, outcome.report_id, outcome.state)
+    content = await accepted_body(svc, caller, job.job_id, outcome.report_id, outcome.state)
     if outcome.kind == "created":
         return JSONResponse(content, status_code=202, headers={"Location": content["statusUrl"]})
     return JSONResponse(content, status_code=200, headers={"Idempotent-Replayed": "true"})

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from service.api.signing import SigningSecrets
 from service.core.settings import Settings
 from service.storage.base import Storage
 from service.storage.factory import storage_from
@@ -15,7 +16,7 @@ from service.store.connection import API_OPERATION_DEADLINE, Health, RedisClient
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
 from service.store.metrics import MetricsStore
-from service.store.secrets import shared_signing_secret
+from service.store.upload_quota import UploadQuotaStore
 from service.store.uploads import UploadStore
 from service.telemetry.metrics import MetricsBuffer
 
@@ -28,20 +29,11 @@ class ApiServices:
     keys: KeyStore
     jobs: JobStore
     uploads: UploadStore
+    upload_quota: UploadQuotaStore
     storage: Storage
     metrics_store: MetricsStore
+    signing: SigningSecrets  # the events tokens' secret
     metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
-    _signing_secret: bytes | None = field(default=None, repr=False)
-
-    async def signing_secret(self) -> bytes:
-        """Configured, or shared through Redis; fetched lazily so the API starts while Redis is down."""
-        if self._signing_secret is None:
-            configured = self.settings.signing_secret
-            if configured is not None:
-                self._signing_secret = configured.get_secret_value().encode()
-            else:
-                self._signing_secret = await shared_signing_secret(self.redis)
-        return self._signing_secret
 
 
 @asynccontextmanager
@@ -57,11 +49,18 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
             settings=settings,
             redis=redis,
             health=Health(redis, deadline=API_OPERATION_DEADLINE),
-            keys=KeyStore(redis, cache_seconds=settings.auth_cache_seconds, deadline=API_OPERATION_DEADLINE),
+            keys=KeyStore(
+                redis,
+                cache_seconds=settings.auth_cache_seconds,
+                unknown_seconds=settings.auth_unknown_cache_seconds,
+                deadline=API_OPERATION_DEADLINE,
+            ),
             jobs=JobStore(redis, deadline=API_OPERATION_DEADLINE),
             uploads=UploadStore(redis, deadline=API_OPERATION_DEADLINE),
+            upload_quota=UploadQuotaStore(redis, deadline=API_OPERATION_DEADLINE),
             storage=storage,
             metrics_store=metrics_store,
+            signing=SigningSecrets(settings, redis),
             metrics=metrics,
         )
     finally:

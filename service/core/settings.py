@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     budget_tokens_pro: int = Field(default=20_000_000, ge=0)
     budget_period: Literal["month", "day"] = "month"
     budget_reserve_tokens: int = Field(default=0, ge=0)  # 0: the smallest call's worst case
+    uploads_per_minute_free: int = Field(default=20, ge=0)  # POST /api/inputs per user (0: no limit)
+    uploads_per_minute_pro: int = Field(default=120, ge=0)
+    # Bytes of uploads one user may have stored at once; they free as uploads expire (0: no quota).
+    upload_quota_bytes_free: int = Field(default=50_000_000, ge=0)
+    upload_quota_bytes_pro: int = Field(default=1_000_000_000, ge=0)
 
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)
@@ -89,11 +94,18 @@ class Settings(BaseSettings):
     signing_secret: SecretStr | None = None
     events_token_ttl_seconds: int = Field(default=3600, ge=60)
     auth_cache_seconds: float = Field(default=5, ge=0, le=300)
+    # How long an API process remembers a key Redis did not know (or knew revoked): a client
+    # retrying one bad key costs one Redis read per this many seconds. It can never let a key in.
+    auth_unknown_cache_seconds: float = Field(default=5, ge=0, le=60)
     metrics_token: SecretStr | None = None  # GET /metrics needs "Authorization: Bearer <it>"; unset: off
     metrics_flush_seconds: float = Field(default=5, gt=0, le=60)
 
     # --- live events --------------------------------------------------------------------------
     events_ping_seconds: float = Field(default=15, gt=0, le=15)  # SSE comment so proxies keep it open
+    events_max_streams_per_user: int = Field(default=20, ge=0)  # open at once, across the fleet (0: no cap)
+    # A stream's lease in Redis, refreshed every third of it while open: how long a crashed API
+    # process's streams still count against their users.
+    events_stream_lease_seconds: float = Field(default=30, ge=1, le=600)
 
     # --- logging ------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -30,6 +30,19 @@ Entry = tuple[str, dict[str, str]]
 Opened = tuple[dict[str, str] | None, list[Entry], list[Entry] | None]
 
 
+class OpeningRefused(Exception):
+    """Redis refused a command of one job's opening read (not Redis being down: that is
+    ``Unavailable``); carries Redis's message, never a redis-py exception."""
+
+
+def _opened(job_id: str, replies: list[Any]) -> Opened | OpeningRefused:
+    refused = [reply for reply in replies if isinstance(reply, Exception)]
+    if refused:
+        return OpeningRefused(f"opening job {job_id}: {refused[0]}")
+    record, tail = replies[0] or None, replies[1]
+    return record, tail, replies[2] if len(replies) > 2 else None
+
+
 class EventStreams(RedisStore):
     """``redis`` is the API's pool (openings, wake-ups); ``reader`` a dedicated connection for the
     one blocking read, which must not hold a pooled connection for seconds at a time."""
@@ -55,8 +68,11 @@ class EventStreams(RedisStore):
         return replies
 
     @translate_redis_errors
-    async def opening(self, jobs: Iterable[tuple[str, str | None]]) -> list[Opened]:
-        """Each job's record and stream at the same instant (one MULTI/EXEC), for (job id, after)."""
+    async def opening(self, jobs: Iterable[tuple[str, str | None]]) -> list[Opened | OpeningRefused]:
+        """Each job's record and stream at the same instant (one MULTI/EXEC), for (job id, after).
+
+        A command Redis refuses for one job (an id it cannot parse, a key of the wrong type) comes
+        back as that job's ``OpeningRefused``: the other jobs of the transaction are still answered."""
         wanted = list(jobs)
         async with self._redis.pipeline(transaction=True) as pipe:
             for job_id, after in wanted:
@@ -64,12 +80,11 @@ class EventStreams(RedisStore):
                 pipe.xrevrange(names.job_events(job_id), count=2)
                 if after is not None:
                     pipe.xrange(names.job_events(job_id), min=after)
-            replies = iter(await pipe.execute())
-        opened: list[Opened] = []
-        for _, after in wanted:
-            record, tail = next(replies) or None, next(replies)
-            opened.append((record, tail, next(replies) if after is not None else None))
-        return opened
+            replies = iter(await pipe.execute(raise_on_error=False))
+        return [
+            _opened(job_id, [next(replies) for _ in range(2 if after is None else 3)])
+            for job_id, after in wanted
+        ]
 
     @translate_redis_errors
     async def wake(self, wake_key: str) -> None:

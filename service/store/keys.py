@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
-import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -13,9 +13,14 @@ from redis.asyncio import Redis
 from service.core.clock import iso_from_ms, now_ms
 from service.store import names
 from service.store.connection import RedisStore, translate_redis_errors
+from service.store.ttl_cache import TtlCache
 
 PLANS = ("free", "pro")
 KEY_PREFIX = "rsk_"
+# Every key ever minted is the prefix and ``secrets.token_urlsafe(32)``: 43 URL-safe characters.
+# Anything else is refused without asking Redis.
+_KEY_SHAPE = re.compile(r"rsk_[A-Za-z0-9_-]{43}")
+CACHE_LIMIT = 10_000  # entries in each of the caches below, per API process
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
@@ -56,14 +61,27 @@ def check_plan(plan: str) -> str:
 
 class KeyStore(RedisStore):
     """``cache_seconds`` > 0 remembers recent successful lookups in this process: a key revoked
-    elsewhere then stops working within that many seconds instead of at once."""
+    elsewhere then stops working within that many seconds instead of at once. ``unknown_seconds``
+    > 0 remembers digests Redis did not know (or knew revoked) for that long, so a client
+    hammering with one bad key costs one Redis read per that many seconds, not one per request.
+    Neither cache can make a bad key work: the first only holds keys Redis vouched for."""
 
-    _CACHE_LIMIT = 10_000
-
-    def __init__(self, redis: Redis, *, cache_seconds: float = 0, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        cache_seconds: float = 0,
+        unknown_seconds: float = 0,
+        deadline: float | None = None,
+    ) -> None:
         super().__init__(redis, deadline=deadline)
-        self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, Caller]] = {}
+        self._known: TtlCache[str, Caller] = TtlCache(cache_seconds, limit=CACHE_LIMIT)
+        self._unknown: TtlCache[str, bool] = TtlCache(unknown_seconds, limit=CACHE_LIMIT)
+        # A key id's digest never changes (the id is its prefix): remembered as long as it is used.
+        self._digests: TtlCache[str, str] = TtlCache(
+            max(cache_seconds, unknown_seconds, 60), limit=CACHE_LIMIT
+        )
+        self._reading: dict[str, asyncio.Future[Caller | None]] = {}  # lookups in flight, by digest
 
     @translate_redis_errors
     async def create(self, user_id: str, plan: str) -> tuple[str, KeyInfo]:
@@ -85,26 +103,51 @@ class KeyStore(RedisStore):
 
     @translate_redis_errors
     async def authenticate(self, api_key: str) -> Caller | None:
-        if not api_key.startswith(KEY_PREFIX) or len(api_key) > 128:
+        """The caller a bearer key belongs to; None for an unknown, revoked or malformed key."""
+        if not _KEY_SHAPE.fullmatch(api_key):
             return None
-        digest = digest_of(api_key)
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        fields = await self._redis.hgetall(names.api_key(digest))  # type: ignore[misc]
+        return await self._caller(digest_of(api_key))
+
+    @translate_redis_errors
+    async def by_key_id(self, key_id: str) -> Caller | None:
+        """The caller of a key named by its id (as events tokens name the key that minted them);
+        None when no such key exists or it was revoked. Cached like ``authenticate``."""
+        digest = self._digests.get(key_id)
+        if digest is None:
+            digest = await self._redis.hget(names.API_KEYS_INDEX, key_id)  # type: ignore[misc]
+            if digest is None:
+                return None
+            self._digests.put(key_id, digest)
+        return await self._caller(digest)
+
+    async def _caller(self, digest: str) -> Caller | None:
+        cached = self._known.get(digest)
+        if cached is not None:
+            return cached
+        if self._unknown.get(digest):
+            return None
+        # Requests that arrive together with one key share one read: a flood of concurrent
+        # requests would otherwise all miss the cache before the first answer fills it.
+        reading = self._reading.get(digest)
+        if reading is None:
+            reading = self._reading[digest] = asyncio.ensure_future(self._read(digest))
+            reading.add_done_callback(lambda done: self._read_finished(digest, done))
+        return await asyncio.shield(reading)  # one waiter giving up does not cancel the others' read
+
+    async def _read(self, digest: str) -> Caller | None:
+        async with asyncio.timeout(self.deadline):  # shared: no single request's deadline bounds it
+            fields = await self._redis.hgetall(names.api_key(digest))  # type: ignore[misc]
         if not fields or fields.get("revoked_ms"):
-            self._cache.pop(digest, None)
+            self._unknown.put(digest, True)
             return None
         caller = Caller(user_id=fields["user_id"], plan=fields["plan"], key_id=fields["key_id"])
-        self._remember(digest, caller)
+        self._known.put(digest, caller)
         return caller
 
-    def _remember(self, digest: str, caller: Caller) -> None:
-        if self._cache_seconds <= 0:
-            return
-        if len(self._cache) >= self._CACHE_LIMIT:
-            self._cache.pop(next(iter(self._cache)))  # the oldest entry: dicts keep insertion order
-        self._cache[digest] = (time.monotonic() + self._cache_seconds, caller)
+    def _read_finished(self, digest: str, done: asyncio.Future[Caller | None]) -> None:
+        self._reading.pop(digest, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: when every waiter left, asyncio must not log it as lost
 
     @translate_redis_errors
     async def list(self) -> list[KeyInfo]:

@@ -25,6 +25,9 @@ RATE_PREFIX = "rs:rate:"  # + user: the submission token bucket
 ACTIVE_PREFIX = "rs:active:"  # + user: running jobs by lease deadline (the per-user cap)
 PARKED_PREFIX = "rs:parked:"  # + user: jobs waiting for one of the user's slots
 USER_PREFIX = "rs:user:"  # + user + ':completed' / ':ended': finished jobs by expiry, for retention caps
+STREAM_LEASES_PREFIX = "rs:streams:"  # + user: open event streams by lease expiry, across the fleet
+UPLOADS_PREFIX = "rs:uploads:"  # + user: the upload token bucket and the bytes stored
+UPLOAD_SIZES_PREFIX = "rs:upload-sizes:"  # + user: stored uploads ('<id>:<bytes>') by expiry
 
 # --- keys, uploads, secrets ------------------------------------------------------------------------
 API_KEY_PREFIX = "rs:apikey:"  # + SHA-256 of the key
@@ -70,6 +73,18 @@ def user_finished(user_id: str, kind: str) -> str:
 
 def usage(user_id: str, period: str) -> str:
     return f"{USAGE_PREFIX}{user_id}:{period}"
+
+
+def stream_leases(user_id: str) -> str:
+    return STREAM_LEASES_PREFIX + user_id
+
+
+def uploads(user_id: str) -> str:
+    return UPLOADS_PREFIX + user_id
+
+
+def upload_sizes(user_id: str) -> str:
+    return UPLOAD_SIZES_PREFIX + user_id
 
 
 def api_key(digest: str) -> str:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from service.core.settings import Settings
 from service.store.job_types import Retention, StartPolicy, SubmitPolicy
+from service.store.upload_quota import UploadPolicy
 
 # After an attempt times out at JOB_TIMEOUT_SECONDS the worker needs a moment to record it (up to
 # the worker's settle deadline, 3 s), and arq's own timeout comes 4 s after ours; a slot (and arq's
@@ -63,3 +64,14 @@ def retention(settings: Settings) -> Retention:
 def failed_retention(settings: Settings) -> Retention:
     """Failed and cancelled jobs: how long and how many per user."""
     return Retention(settings.failed_retention_seconds, settings.failed_retention_count)
+
+
+def upload_policy(settings: Settings, plan: str) -> UploadPolicy:
+    pro = plan == "pro"
+    per_minute = settings.uploads_per_minute_pro if pro else settings.uploads_per_minute_free
+    return UploadPolicy(
+        per_minute=per_minute,
+        burst=max(1, per_minute // 4),  # a quarter of a minute's worth at once, as for submissions
+        quota_bytes=settings.upload_quota_bytes_pro if pro else settings.upload_quota_bytes_free,
+        retention_ms=settings.input_retention_seconds * 1000,
+    )

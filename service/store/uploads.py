@@ -45,8 +45,6 @@ def new_upload_id() -> str:
 
 
 class UploadStore(RedisStore):
-    pass
-
     @translate_redis_errors
     async def record(self, upload: Upload, *, ttl_seconds: int) -> None:
         fields = {
@@ -56,8 +54,11 @@ class UploadStore(RedisStore):
             "size": upload.size,
             "created_ms": upload.created_ms,
         }
-        await self._redis.hset(names.upload(upload.input_id), mapping=fields)  # type: ignore[misc]
-        await self._redis.expire(names.upload(upload.input_id), ttl_seconds)
+        # One transaction: a record written without its expiry would outlive its bytes for good.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(names.upload(upload.input_id), mapping=fields)
+            pipe.expire(names.upload(upload.input_id), ttl_seconds)
+            await pipe.execute()
 
     @translate_redis_errors
     async def owned(self, input_id: str, user_id: str) -> Upload | None:

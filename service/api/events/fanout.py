@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 import structlog
 
+from service.api.events.admissions import Admission, abandon, fail_all, open_batch
 from service.api.events.subscriber import Subscriber
 from service.api.events.wire import NO_ID, Opening, encode_entry, plan_start, stream_id
 from service.core.errors import Unavailable
@@ -55,13 +56,6 @@ class _Watch:
     subscribers: set[Subscriber] = field(default_factory=set)
 
 
-@dataclass(eq=False)
-class _Admission:
-    job_id: str
-    after: str | None
-    future: asyncio.Future[Subscriber | None]
-
-
 class EventFanout:
     def __init__(self, streams: EventStreams, *, block_ms: int = BLOCK_MS) -> None:
         self._streams = streams
@@ -70,7 +64,7 @@ class EventFanout:
         self._wake_cursor = NO_ID
         self._wake_used = False
         self._watches: dict[str, _Watch] = {}  # by stream key
-        self._pending: list[_Admission] = []
+        self._pending: list[Admission] = []
         self._work = asyncio.Event()
         self._reading = self._wake_sent = self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,13 +110,13 @@ class EventFanout:
         if self._closing:
             raise _shutting_down()
         future: asyncio.Future[Subscriber | None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Admission(job_id, after, future))
+        self._pending.append(Admission(job_id, after, future))
         self._work.set()
         try:
             await self._wake()
             return await future
         except asyncio.CancelledError:
-            _abandon(future)
+            abandon(future)
             raise
 
     def release(self, subscriber: Subscriber) -> None:
@@ -208,21 +202,26 @@ class EventFanout:
         if not batch:
             return
         try:
-            openings = await self._open(batch)
-        except BaseException as exc:  # whatever happened, no handler may wait for ever
-            _fail(batch, exc)
+            openings = await open_batch(self._streams, batch)
+        except BaseException as exc:  # Redis down, or the server stopping: every admission alike
+            fail_all(batch, exc)
             raise
         for admission, opening in zip(batch, openings, strict=True):
-            if not admission.future.done():  # done: the client left while Redis answered
-                admission.future.set_result(self._admitted(opening))
+            self._settle(admission, opening)
 
-    async def _open(self, batch: list[_Admission]) -> list[Opening]:
-        """Each job's record and stream as they are at the same instant (one MULTI/EXEC)."""
-        opened = await self._streams.opening((admission.job_id, admission.after) for admission in batch)
-        return [
-            Opening(admission.job_id, record, tail, admission.after, replay)
-            for admission, (record, tail, replay) in zip(batch, opened, strict=True)
-        ]
+    def _settle(self, admission: Admission, opening: Opening | Exception) -> None:
+        """Answers one waiting handler; what fails here fails that handler alone."""
+        if admission.future.done():  # the client left while Redis answered
+            return
+        if isinstance(opening, Exception):
+            log.error("events_admission_failed", job_id=admission.job_id, error=str(opening))
+            admission.future.set_exception(opening)
+            return
+        try:
+            admission.future.set_result(self._admitted(opening))
+        except Exception as exc:  # an unreadable record or entry: this subscriber's problem only
+            log.error("events_admission_failed", job_id=admission.job_id, error_type=type(exc).__name__)
+            admission.future.set_exception(exc)
 
     def _admitted(self, opening: Opening) -> Subscriber | None:
         start = plan_start(opening)
@@ -239,24 +238,6 @@ class EventFanout:
             watch = self._watches[key] = _Watch(opening.job_id, start.last_id)
         watch.subscribers.add(subscriber)
         return subscriber
-
-
-def _fail(batch: list[_Admission], exc: BaseException) -> None:
-    for admission in batch:
-        if admission.future.done():
-            continue
-        if isinstance(exc, asyncio.CancelledError):
-            admission.future.cancel()
-        else:
-            admission.future.set_exception(exc)
-
-
-def _abandon(future: asyncio.Future[Subscriber | None]) -> None:
-    """The caller was cancelled: what was (or is being) admitted for it must not stay watched."""
-    if not future.done():
-        future.cancel()  # the reader skips admissions nobody waits for
-    elif not future.cancelled() and future.exception() is None and (subscriber := future.result()):
-        subscriber.close()
 
 
 def _shutting_down() -> Unavailable:

@@ -20,7 +20,10 @@ from service.store.views import error_view, report_paths, result_view
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
 # The id of "nothing yet": a queued job's stream may not exist (the submit script writes no event).
 NO_ID = "0-0"
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+# ASCII digits only: ``\d`` would take "٣" or "²", which Redis refuses. Each part is an unsigned 64-bit
+# number in Redis, so 20 digits can still be too many: ``valid_event_id`` checks the value too.
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_STREAM_ID_PART_MAX = 2**64 - 1
 
 
 def stream_id(text: str) -> tuple[int, int]:
@@ -29,8 +32,12 @@ def stream_id(text: str) -> tuple[int, int]:
 
 
 def valid_event_id(text: str | None) -> str | None:
-    """A ``Last-Event-ID`` worth resuming from; anything else means "start with a snapshot"."""
-    return text if text is not None and _STREAM_ID.match(text) else None
+    """A ``Last-Event-ID`` worth resuming from; anything else means "start with a snapshot".
+
+    Only ids Redis accepts get through: one it refuses would fail the shared opening read."""
+    if text is None or not _STREAM_ID.fullmatch(text):
+        return None
+    return text if max(stream_id(text)) <= _STREAM_ID_PART_MAX else None
 
 
 _SEP = "\r\n"  # the line ending sse-starlette writes its keep-alive comments with

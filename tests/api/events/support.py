@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,7 +113,7 @@ class EventStream:
 
 @asynccontextmanager
 async def open_events(
-    client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None
+    client: httpx.AsyncClient, path: str, headers: Mapping[str, str] | Mapping[bytes, bytes] | None = None
 ) -> AsyncIterator[EventStream]:
     async with client.stream("GET", path, headers=headers or {}) as response:
         if response.status_code != 200:

@@ -228,8 +228,9 @@ async def test_events_token_admits_its_own_job_only_and_only_until_it_expires(
         assert (await stream.next()).event == "progress"  # no Authorization header needed
 
     token = first["eventsUrl"].partition("?token=")[2]
+    key_id = token.split(".")[1]
     expired = sign_events_token(
-        await shared_signing_secret(redis), first["jobId"], expires_at=int(time.time()) - 5
+        await shared_signing_secret(redis), first["jobId"], key_id=key_id, expires_at=int(time.time()) - 5
     )
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     refused = [
