@@ -21,7 +21,7 @@ KEY_PREFIX = "rsk_"
 # Anything else is refused without asking Redis.
 _KEY_SHAPE = re.compile(r"rsk_[A-Za-z0-9_-]{43}")
 CACHE_LIMIT = 10_000  # entries in each of the caches below, per API process
-USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from service.api.resources import ApiServices, services
 from service.core.errors import NotFound, Unauthorized
 from service.store.keys import Caller
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}\Z")
 # After the server's shutdown is noticed, how long a stream may take to send what it has queued;
 # well inside uvicorn's --timeout-graceful-shutdown (10 s in the Procfile).
 SHUTDOWN_GRACE_SECONDS = 2.0
