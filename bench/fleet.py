@@ -66,7 +66,7 @@ async def submit_all(redis_url: str, data_dir: Path) -> list[str]:
         job_id = derive_job_id(user, str(number))
         score = queue_score(settings, plan, int(time.time() * 1000))
         new = NewJob(job_id, user, plan, upload.url, "claude-bench", "fp")  # one model: one set of limits
-        await store.submit(new, OPEN, arq_ttl_ms=3_600_000, score_ms=score)
+        await store.submit(new, OPEN, keep_ms=3_600_000, score_ms=score)
         job_ids.append(job_id)
     await client.aclose()
     return job_ids

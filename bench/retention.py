@@ -27,7 +27,7 @@ URL = "https://files.example.com/exports/2026/q3/sales-by-region.csv"
 async def one_job(redis: Redis, jobs: JobStore, number: int, retention: Retention) -> None:
     job_id = derive_job_id(f"user-{number % 30}", f"key-{number}")
     new = NewJob(job_id, f"user-{number % 30}", "pro", URL, "claude-opus-4-7", "f" * 64)
-    await jobs.submit(new, OPEN, arq_ttl_ms=86_400_000, score_ms=number)
+    await jobs.submit(new, OPEN, keep_ms=86_400_000, score_ms=number)
     await jobs.start(job_id, START, stage="queued", progress=0)
     for stage, progress in (
         ("fetching", 10),

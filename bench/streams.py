@@ -55,7 +55,7 @@ async def submit_all(redis_url: str, data_dir: Path, jobs: int) -> None:
     for number in range(jobs):
         job_id = derive_job_id("bench", str(number))
         new = NewJob(job_id, "bench", "pro", upload.url, "claude-bench", "fp")
-        await store.submit(new, OPEN, arq_ttl_ms=3_600_000, score_ms=now)
+        await store.submit(new, OPEN, keep_ms=3_600_000, score_ms=now)
     await client.aclose()
 
 

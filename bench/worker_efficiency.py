@@ -55,7 +55,7 @@ class Submitter:
             job_id = derive_job_id("bench", str(self.counter))
             new = NewJob(job_id, "bench", "pro", "https://x/y.csv", "bench", "fp")
             now = int(time.time() * 1000)
-            await self.jobs.submit(new, OPEN, arq_ttl_ms=3_600_000, score_ms=now)
+            await self.jobs.submit(new, OPEN, keep_ms=3_600_000, score_ms=now)
         else:
             await self.arq.enqueue_job("sleep_job", time.time())
 

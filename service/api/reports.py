@@ -91,7 +91,7 @@ async def create_report(request: Request) -> Response:
     outcome = await svc.jobs.submit(
         job,
         submit_policy(svc.settings, caller.plan, minimal_call_tokens(svc.settings.max_output_tokens)),
-        arq_ttl_ms=svc.settings.failed_retention_seconds * 1000,
+        keep_ms=max(svc.settings.failed_retention_seconds, svc.settings.report_retention_seconds) * 1000,
         score_ms=queue_score(svc.settings, caller.plan, now_ms()),
     )
     svc.metrics.inc("reports_submitted_total", plan=caller.plan, outcome=outcome_name(outcome))

@@ -53,7 +53,7 @@ class JobStore(RedisStore):
 
     @translate_redis_errors
     async def submit(
-        self, job: NewJob, policy: SubmitPolicy, *, arq_ttl_ms: int, score_ms: int
+        self, job: NewJob, policy: SubmitPolicy, *, keep_ms: int, score_ms: int
     ) -> SubmitOutcome:
         """Creates the record and its queue entry in one step, or says why not (or what is there).
 
@@ -83,7 +83,7 @@ class JobStore(RedisStore):
             policy.reserve,
             policy.period,
         ]
-        args: list[bytes | str | int] = [payload, score_ms, arq_ttl_ms, orjson.dumps(fields), *limits]
+        args: list[bytes | str | int] = [payload, score_ms, keep_ms, orjson.dumps(fields), *limits]
         reply = await self._submit(keys=[names.job(job.job_id), names.arq_job(job.job_id)], args=args)
         return _submit_outcome(reply, report_id, job.fingerprint)
 

@@ -72,6 +72,7 @@ local function tombstone(job)
   redis.call('HSET', job, unpack(kept))
   if ttl > 0 then redis.call('PEXPIRE', job, ttl) end
   redis.call('ZREM', TO_COMPACT, job_id_of(job))
+  if f[2] then redis.call('ZREM', '@USER_PREFIX@' .. f[2] .. ':jobs', f[1]) end  -- out of the listing
 end
 -- Each user's finished jobs of a kind, by when they expire: one tenant's volume never shortens
 -- another's retention; past the user's cap, the soonest to expire become tombstones.

@@ -24,7 +24,9 @@ USAGE_PREFIX = "rs:usage:"  # + user + ':' + period: tokens, reports and budget 
 RATE_PREFIX = "rs:rate:"  # + user: the submission token bucket
 ACTIVE_PREFIX = "rs:active:"  # + user: running jobs by lease deadline (the per-user cap)
 PARKED_PREFIX = "rs:parked:"  # + user: jobs waiting for one of the user's slots
-USER_PREFIX = "rs:user:"  # + user + ':completed' / ':ended': finished jobs by expiry, for retention caps
+# + user + ':completed' / ':ended': finished jobs by expiry, for retention caps; + ':jobs': all of
+# the user's jobs by creation time, for their listing.
+USER_PREFIX = "rs:user:"
 STREAM_LEASES_PREFIX = "rs:streams:"  # + user: open event streams by lease expiry, across the fleet
 UPLOADS_PREFIX = "rs:uploads:"  # + user: the upload token bucket and the bytes stored
 UPLOAD_SIZES_PREFIX = "rs:upload-sizes:"  # + user: stored uploads ('<id>:<bytes>') by expiry

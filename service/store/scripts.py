@@ -13,7 +13,8 @@ from __future__ import annotations
 from service.store.lua import COMMON, with_names
 
 # KEYS: job, arq job
-# ARGV: arq payload, queue score, (unused), the record's fields as a JSON object of strings
+# ARGV: arq payload, queue score, the longest a job can be kept (ms: for the user's listing), the
+#       record's fields as a JSON object of strings
 #       (job_id, user_id and fingerprint among them), submissions per minute and burst for the user
 #       (0: no limit), token budget of the period (0: none), tokens to reserve, budget period
 # Returns {1} when created; {0, fingerprint, report id, state} for an existing job; {-1, ms to wait}
@@ -62,6 +63,13 @@ redis.call('HSET', KEYS[1], unpack(flat))
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('ZADD', QUEUE, ARGV[2], fields['job_id'])
 redis.call('ZADD', LIVE, now_ms(), fields['job_id'])
+-- The user's listing, newest first; entries older than any job can be kept go as new ones come.
+local listing, keep = '@USER_PREFIX@' .. user .. ':jobs', tonumber(ARGV[3])
+redis.call('ZADD', listing, fields['created_ms'], fields['job_id'])
+if keep > 0 then
+  redis.call('ZREMRANGEBYSCORE', listing, '-inf', tonumber(fields['created_ms']) - keep)
+  redis.call('PEXPIRE', listing, keep)
+end
 redis.call('HINCRBY', QUEUED, fields['plan'], 1)
 redis.call('PUBLISH', WAKE, 'submitted')
 return {1}

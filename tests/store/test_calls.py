@@ -28,9 +28,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 async def running_job(jobs: JobStore, name: str) -> str:
     job_id = derive_job_id("ann", name)
-    await jobs.submit(
-        NewJob(job_id, "ann", "pro", "https://x/y.csv", "m", "fp"), OPEN, arq_ttl_ms=0, score_ms=1
-    )
+    await jobs.submit(NewJob(job_id, "ann", "pro", "https://x/y.csv", "m", "fp"), OPEN, keep_ms=0, score_ms=1)
     assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed
     return job_id
 

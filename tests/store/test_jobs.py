@@ -24,7 +24,7 @@ START = StartPolicy(max_crashes=5, cap_free=0, cap_pro=0, lease_ms=60_000)
 async def submit(jobs: JobStore, name: str, policy: SubmitPolicy = OPEN, user: str = "user") -> str:
     job_id = derive_job_id(user, name)
     new = NewJob(job_id, user, "pro", "https://x/y.csv", "m", "fp")
-    outcome = await jobs.submit(new, policy, arq_ttl_ms=60_000, score_ms=1)
+    outcome = await jobs.submit(new, policy, keep_ms=60_000, score_ms=1)
     assert outcome.kind == "created", outcome
     return job_id
 

@@ -31,7 +31,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 async def submitted(jobs: JobStore, user: str, name: str) -> str:
     job_id = derive_job_id(user, name)
     new = NewJob(job_id, user, "pro", "https://x/y.csv", "m", "fp")
-    outcome = await jobs.submit(new, OPEN, arq_ttl_ms=0, score_ms=1)
+    outcome = await jobs.submit(new, OPEN, keep_ms=0, score_ms=1)
     assert outcome.kind == "created"
     return job_id
 
