@@ -41,6 +41,7 @@ class CallUsage:
     output_tokens: int
     request_id: str = ""
     final: bool = False  # the call is over (answered, failed or cut): these are its last counts
+    text: str = ""  # the answer's text so far, for pages that show it as it is written
 
 
 # Hears a call's usage as it goes: at its start, while it streams (paced by ``ProgressThrottle``),
@@ -90,4 +91,5 @@ class ProgressThrottle:
         """The call's last counts; only the first ``finish`` is passed on."""
         if self._on_usage is not None and not self._finished:
             self._finished = True
-            await self._on_usage(CallUsage(usage.input_tokens, usage.output_tokens, usage.request_id, True))
+            usage = CallUsage(usage.input_tokens, usage.output_tokens, usage.request_id, True, usage.text)
+            await self._on_usage(usage)

@@ -47,7 +47,8 @@ return {1}
 # KEYS: job, ledger, usage (the entry's), checkpoint
 # ARGV: call id, input tokens, output tokens, provider request id ('' if unknown), outcome ('' while
 #       the call streams; 'answered', 'failed', 'cancelled', 'not_sent' when it ends), progress
-#       (-1: none), checkpoint JSON ('' : none), checkpoint ttl seconds
+#       (-1: none), checkpoint JSON ('' : none), checkpoint ttl seconds, where the new text of the
+#       answer starts (its characters before), the new text ('': none)
 # Records what the call has cost so far; with an outcome, closes it (its remaining hold goes back);
 # with a checkpoint, saves the paid answer in the same step. Returns 0 for an unknown call.
 RECORD = with_names(
@@ -69,6 +70,11 @@ elseif e.outcome == 'reserved' then
 end
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(e))
 if ARGV[7] ~= '' then redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[8]) end
+-- The answer as it is written, for pages that show it: an offset of 0 on a later call says the
+-- answer starts over.
+if ARGV[10] ~= '' and redis.call('HGET', KEYS[1], 'state') == 'active' then
+  emit(KEYS[1], 'text', {offset = tonumber(ARGV[9]), delta = ARGV[10]})
+end
 local progress = tonumber(ARGV[6])
 if progress >= 0 then
   local f = redis.call('HMGET', KEYS[1], 'state', 'progress')

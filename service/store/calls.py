@@ -68,6 +68,8 @@ class CallLedger(RedisStore):
         progress: int = -1,
         checkpoint: Checkpoint | None = None,
         checkpoint_ttl: int = CHECKPOINT_TTL_SECONDS,
+        text_offset: int = 0,
+        text: str = "",
     ) -> None:
         """What the call has cost so far; with ``outcome`` it is closed; with ``checkpoint`` the
         paid answer is saved in the same step, so an answer is never saved without its cost."""
@@ -75,7 +77,7 @@ class CallLedger(RedisStore):
         keys.append(names.job_answer(call.job_id))
         saved = orjson.dumps(checkpoint.__dict__).decode() if checkpoint is not None else ""
         args: list[str | int] = [call.call_id, max(0, input_tokens), max(0, output_tokens)]
-        args += [request_id or "", outcome, progress, saved, checkpoint_ttl]
+        args += [request_id or "", outcome, progress, saved, checkpoint_ttl, text_offset, text]
         await self._record(keys=keys, args=args)
 
     @translate_redis_errors

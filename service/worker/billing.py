@@ -42,6 +42,7 @@ class CallAccount:
     expected_input: int  # the input tokens counted before the call
     last: CallUsage = field(default_factory=lambda: CallUsage(0, 0))
     closed: bool = False
+    text_shown: int = 0  # characters of the answer already in the job's events
 
     @classmethod
     async def open(
@@ -81,16 +82,20 @@ class CallAccount:
         if usage.final:
             return  # the save or the close records the last counts
         try:
-            await self._record(usage, progress=summarizing_progress(usage.output_tokens))
+            await self._record(usage, progress=summarizing_progress(usage.output_tokens), text=usage.text)
         except Unavailable as exc:
             log.warning("call_record_failed", error=str(exc))
 
     async def save_answer(self, checkpoint: Checkpoint) -> None:
         """Closes the call as answered and saves the answer with it, in one step, retried."""
-        usage = CallUsage(checkpoint.input_tokens, checkpoint.output_tokens, checkpoint.request_id)
+        usage = CallUsage(
+            checkpoint.input_tokens, checkpoint.output_tokens, checkpoint.request_id, text=checkpoint.text
+        )
         progress = summarizing_progress(checkpoint.output_tokens)
         await _retrying(
-            lambda: self._record(usage, outcome="answered", progress=progress, checkpoint=checkpoint),
+            lambda: self._record(
+                usage, outcome="answered", progress=progress, checkpoint=checkpoint, text=usage.text
+            ),
             SAVE_DEADLINE_SECONDS,
         )
         self._billed(usage)
@@ -110,8 +115,15 @@ class CallAccount:
         self._billed(usage)
 
     async def _record(
-        self, usage: CallUsage, *, outcome: str = "", progress: int = -1, checkpoint: Checkpoint | None = None
+        self,
+        usage: CallUsage,
+        *,
+        outcome: str = "",
+        progress: int = -1,
+        checkpoint: Checkpoint | None = None,
+        text: str = "",
     ) -> None:
+        shown = min(self.text_shown, len(text))
         await self.deps.calls.record(
             self.call,
             usage.input_tokens,
@@ -121,7 +133,10 @@ class CallAccount:
             progress=progress,
             checkpoint=checkpoint,
             checkpoint_ttl=self.deps.settings.failed_retention_seconds,
+            text_offset=shown,
+            text=text[shown:],
         )
+        self.text_shown = max(self.text_shown, len(text))
 
     def _billed(self, usage: CallUsage) -> None:
         self.closed = True

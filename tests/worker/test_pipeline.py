@@ -96,8 +96,16 @@ async def test_stages_are_announced_in_order_with_rising_progress(
     await client.aclose()
     # The stream holds what a live reader saw: the start, each stage and rise, then the end.
     events = [fields["event"] for _, fields in entries]
-    assert events[-1] == "completed" and set(events[:-1]) == {"progress"}
-    snapshots = [json.loads(fields["data"]) for _, fields in entries[:-1]]
+    assert events[-1] == "completed" and set(events[:-1]) == {"progress", "text"}
+    # The answer as it was written: deltas that join, at their offsets, into the whole report.
+    written = ""
+    for _, fields in entries:
+        if fields["event"] == "text":
+            piece = json.loads(fields["data"])
+            assert piece["offset"] == len(written)
+            written += piece["delta"]
+    assert written == fake_anthropic.reply({}) and events.count("text") > 2
+    snapshots = [json.loads(fields["data"]) for _, fields in entries[:-1] if fields["event"] == "progress"]
     stages = [snapshot["stage"] for snapshot in snapshots]
     assert (
         stages[0] == "queued" and stages[1] == "fetching" and stages[-3:] == ["rendering", "storing", "done"]

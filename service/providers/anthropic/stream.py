@@ -35,7 +35,7 @@ class StreamedAnswer:
         """What the call has cost so far: the provider's counts where it sent them, else the
         output estimated from the characters streamed (what it billed, as far as we can know)."""
         output = self.output_tokens if self.counted_output else self.characters // CHARS_PER_TOKEN
-        return CallUsage(self.input_tokens, output, self.request_id)
+        return CallUsage(self.input_tokens, output, self.request_id, text=self.text)
 
     def feed(self, event: str | None, data: str) -> None:
         """One SSE event of a 200 stream (``error`` events are the caller's to raise)."""
