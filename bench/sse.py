@@ -26,7 +26,7 @@ from bench.enqueue import mint_key, start_server
 from service.dev.embedded_redis import EmbeddedRedis
 from service.store.connection import open_redis
 from service.store.job_types import StartPolicy
-from service.store.jobs import JobStore
+from service.store.jobs import JobStore, member_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLE_SECONDS = 3.0
@@ -64,7 +64,9 @@ async def start_jobs(redis_url: str, job_ids: list[str]) -> None:
     client = open_redis(redis_url, fail_fast=False)
     jobs = JobStore(client)
     for job_id in job_ids:
-        await jobs.start(job_id, START, stage="fetching", progress=10)
+        record = await jobs.get(job_id)
+        assert record is not None
+        await jobs.start(member_of(record), START)  # its first stage, fetching, with it
     await client.aclose()
 
 

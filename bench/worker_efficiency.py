@@ -18,7 +18,6 @@ from arq.connections import RedisSettings as ArqRedisSettings
 
 from bench.efficiency_workers import MODEL_CALL_SECONDS
 from service.dev.embedded_redis import EmbeddedRedis
-from service.store.arq_wire import dumps_job, loads_job
 from service.store.connection import open_redis
 from service.store.job_types import NewJob, SubmitPolicy
 from service.store.jobs import JobStore, derive_job_id
@@ -40,9 +39,7 @@ class Submitter:
 
     async def __aenter__(self) -> Submitter:
         self.jobs = JobStore(open_redis(self.redis_url, fail_fast=False))
-        self.arq: ArqRedis = await create_pool(
-            ArqRedisSettings.from_dsn(self.redis_url), job_serializer=dumps_job, job_deserializer=loads_job
-        )
+        self.arq: ArqRedis = await create_pool(ArqRedisSettings.from_dsn(self.redis_url))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -143,9 +140,10 @@ Measured {machine}.
 One worker process per variant ({CONCURRENCY} concurrent jobs), an embedded Redis, jobs enqueued from
 another process. Pickup: enqueue to job start on an idle worker, {r["probes"]} jobs one at a time.
 Rate: {r["jobs"]:,} jobs enqueued at once, each a 50 ms stand-in for a model call; ideal is
-{CONCURRENCY} / 50 ms = 1,000 jobs/s. "service" runs this service's worker machinery: wake-ups over
-pub/sub, and per job the START, two progress (ADVANCE) and COMPLETE scripts. The arq rows are plain arq
-with the same job and no bookkeeping. Command: `python -m bench scheduling`.
+{CONCURRENCY} / 50 ms = 1,000 jobs/s. "service" runs this service's worker machinery: its own queue and
+runtime, idle workers woken by the marker (BZPOPMIN), and per job the START, two progress (ADVANCE) and
+COMPLETE scripts. The arq rows are plain arq with the same job and no bookkeeping. Command:
+`python -m bench scheduling`.
 
 | variant | pickup p50 ms | pickup p99 ms | jobs/s | share of ideal |
 |---|---|---|---|---|
@@ -153,7 +151,7 @@ with the same job and no bookkeeping. Command: `python -m bench scheduling`.
 
 Pickup p99 goal <= 20 ms: {"met" if ours["pickup_p99_ms"] <= 20 else "missed"}. Rate goal >= 90% of ideal:
 {"met" if ours["share_of_ideal"] >= 0.9 else "missed"}. On this 2-core machine the worker process is
-CPU-bound: each job costs about a dozen Redis round trips (arq's own pickup transaction and bookkeeping,
-plus our four scripts), at tens of microseconds of Python each, while Redis and the enqueuing process
-share the same two cores.
+CPU-bound: each job costs five Redis round trips (a share of one look at the queue, and the four
+scripts), at tens of microseconds of Python each, while Redis and the enqueuing process share the same
+two cores.
 """

@@ -13,7 +13,6 @@ import pytest
 import redis
 import redis.asyncio
 import uvicorn
-from arq.worker import Worker
 
 from service.app import create_app
 from service.core.settings import Settings
@@ -29,8 +28,8 @@ from service.store.jobs import JobStore
 from service.store.keys import KeyStore
 from service.store.limiter import LlmLimiter, limits_from
 from service.store.uploads import UploadStore
-from service.worker.options import worker_options
 from service.worker.resources import WorkerDeps, provider_for
+from service.worker.runtime import WorkerRuntime
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.processes import ServiceProcess
 
@@ -255,15 +254,14 @@ async def worker_deps(
         )
 
 
-async def run_burst_worker(settings: Settings, deps: WorkerDeps) -> Worker:
-    """A real arq Worker in burst mode: runs every queued job (and its retries), then returns."""
-    options = worker_options(settings, standalone=False, deps=deps)
-    worker = Worker(**{**options, "burst": True, "poll_delay": 0})
+async def run_burst_worker(settings: Settings, deps: WorkerDeps) -> WorkerRuntime:
+    """The worker's real runtime in burst mode: runs every queued job (and its retries), then returns."""
+    runtime = WorkerRuntime(deps)
     try:
-        await worker.async_run()
+        await runtime.run(burst=True)
     finally:
-        await worker.close()
-    return worker
+        await runtime.close()
+    return runtime
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def test_the_procfile_commands_start_what_the_code_provides() -> None:
     assert processes["worker"][0] == "arq"
     module, _, attribute = processes["worker"][1].rpartition(".")
     options = getattr(importlib.import_module(module), attribute)
-    assert options["functions"] and options["on_startup"] and options["handle_signals"] is False
+    assert options["cron_jobs"] and options["on_startup"] and options["handle_signals"] is False
 
 
 def test_the_health_paths_are_routes_of_the_app() -> None:

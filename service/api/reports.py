@@ -28,7 +28,7 @@ from service.storage.base import DirectDownloads
 from service.store.job_types import NewJob, SubmitOutcome
 from service.store.jobs import derive_job_id, fingerprint
 from service.store.keys import Caller
-from service.store.policies import failed_retention, queue_score, submit_policy
+from service.store.policies import budget_period, failed_retention, queue_score, submit_policy
 from service.store.uploads import UPLOAD_SCHEME, upload_id_from_url
 from service.store.views import report_paths, status_view
 
@@ -177,7 +177,10 @@ async def cancel_report(request: Request) -> Response:
     settings = svc.settings
     queued_seconds = settings.cancelled_queued_retention_seconds
     before = await svc.jobs.cancel(
-        job_id, retention=failed_retention(settings), queued_seconds=queued_seconds
+        record,
+        retention=failed_retention(settings),
+        queued_seconds=queued_seconds,
+        period=budget_period(settings),
     )
     if before not in ("queued", "active"):
         raise Conflict(f"the job is already {before} and cannot be cancelled")

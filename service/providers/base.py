@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 # How often running token counts are passed on while an answer streams; the final count always is.
-PROGRESS_INTERVAL_SECONDS = 0.25
+# Each one is a Redis script call (the ledger, the progress, the text): once a second keeps a long
+# answer cheap.
+PROGRESS_INTERVAL_SECONDS = 1.0
 CHARS_PER_TOKEN = 4
 
 
@@ -80,6 +82,11 @@ class ProgressThrottle:
         self._clock = clock
         self._last = float("-inf")
         self._finished = False
+
+    def due(self) -> bool:
+        """Whether an ``update`` now would be passed on: a caller whose usage is costly to build
+        (the answer's whole text so far) builds it only then."""
+        return self._on_usage is not None and self._clock() - self._last >= self._interval
 
     async def update(self, usage: CallUsage) -> None:
         now = self._clock()

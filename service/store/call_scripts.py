@@ -1,88 +1,96 @@
 """Lua scripts of the call ledger: every paid model call is reserved against the budget before it
 starts, recorded as it streams, and closed once, each step one atomic change in Redis.
 
-A job's ledger is a hash (``rs:job:<id>:calls``) of call id -> JSON entry: the provider's request
-id, the input and output tokens recorded so far, the tokens still held against the budget, the
-prices, the usage key it is counted in, and how the call ended. Usage grows by the *difference*
-between what a record says and what the entry already had, so a record sent twice, or a crash
-after any record, never counts a token twice and never loses one that was recorded.
+A job's ledger lives in its record: a field per call ('call:<id>') holding a JSON entry: the
+provider's request id, the input and output tokens recorded so far, the tokens still held against
+the budget, the prices, the usage key it is counted in, and how the call ended. While a call
+streams, only its entry changes; when it closes, usage grows by the *difference* between what the
+entry says and what was already counted, so a close sent twice, or a crash after any record, never
+counts a token twice and never loses one that was recorded.
 """
 
 from __future__ import annotations
 
 from service.store.lua import COMMON, with_names
 
-# KEYS: job, ledger, usage of this period, usage the job's queue hold was taken from
+# KEYS: job, usage of this period, usage the job's queue hold was taken from, events
 # ARGV: call id, worst case tokens (input + max_tokens), budget of the period (0: none), model,
-#       input price, output price (nano-USD per token), the input tokens counted before the call
-# Returns {1} when reserved; {0, tokens left} when the worst case does not fit; {-1} when the job
-# is not running (cancelled meanwhile): nothing is reserved then.
+#       input price, output price (nano-USD per token), the input tokens counted before the call,
+#       now (ms, for the entry)
+# Returns {1} when reserved (and the job's summarizing stage begins); {0, tokens left} when the
+# worst case does not fit; {-1} when the job is not running (cancelled meanwhile): nothing is
+# reserved then.
 RESERVE = with_names(
     COMMON
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'budget_reserved')
+local f = redis.call('HMGET', KEYS[1], 'state', 'budget_reserved', 'progress')
 if f[1] ~= 'active' then return {-1} end
 local hold, worst, budget = tonumber(f[2]) or 0, tonumber(ARGV[2]), tonumber(ARGV[3])
 if budget > 0 then
   -- What is spent and what calls in flight hold: queued reports' holds only kept submissions in
   -- check, and give way to a call that is about to be made.
-  local u = redis.call('HMGET', KEYS[3], 'input_tokens', 'output_tokens', 'reserved')
+  local u = redis.call('HMGET', KEYS[2], 'input_tokens', 'output_tokens', 'reserved')
   local committed = (tonumber(u[1]) or 0) + (tonumber(u[2]) or 0) + (tonumber(u[3]) or 0)
   if committed + worst > budget then return {0, budget - committed} end
 end
--- The job's queue hold is replaced by the call's reservation.
-if hold > 0 then
-  redis.call('HINCRBY', KEYS[4], 'queued_hold', -hold)
-  redis.call('HSET', KEYS[1], 'budget_reserved', 0)
-end
-redis.call('HINCRBY', KEYS[3], 'reserved', worst)
-local entry = {held = worst, input = 0, output = 0, request_id = '', outcome = 'reserved', at = now_ms(),
-               model = ARGV[4], pin = tonumber(ARGV[5]), pout = tonumber(ARGV[6]), usage = KEYS[3],
-               expect = tonumber(ARGV[7])}
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(entry))
+release_hold(KEYS[3], hold)   -- replaced by the call's reservation
+redis.call('HINCRBY', KEYS[2], 'reserved', worst)
+local entry = {held = worst, input = 0, output = 0, request_id = '', outcome = 'reserved',
+               at = tonumber(ARGV[8]), model = ARGV[4], pin = tonumber(ARGV[5]), pout = tonumber(ARGV[6]),
+               usage = KEYS[2], expect = tonumber(ARGV[7])}
+local progress = math.max(tonumber(f[3]) or 0, 30)
+redis.call('HSET', KEYS[1], CALL .. ARGV[1], cjson.encode(entry), 'budget_reserved', 0,
+  'stage', 'summarizing', 'progress', progress)
+progress_event(KEYS[4], progress, 'active', 'summarizing')
 return {1}
 """
 )
 
-# KEYS: job, ledger, usage (the entry's), checkpoint
+# KEYS: job, usage (the entry's), events
 # ARGV: call id, input tokens, output tokens, provider request id ('' if unknown), outcome ('' while
-#       the call streams; 'answered', 'failed', 'cancelled', 'not_sent' when it ends), progress
-#       (-1: none), checkpoint JSON ('' : none), checkpoint ttl seconds, where the new text of the
-#       answer starts (its characters before), the new text ('': none)
-# Records what the call has cost so far; with an outcome, closes it (its remaining hold goes back);
-# with a checkpoint, saves the paid answer in the same step. Returns 0 for an unknown call.
+#       the call streams; 'answered', 'failed', 'cancelled', 'lost', 'not_sent' when it ends),
+#       progress (-1: none), checkpoint JSON ('': none), where the new text of the answer starts
+#       (its characters before), the new text ('': none), the stage to announce ('': none)
+# Records what the call has cost so far. While it streams, only its entry changes (what the worker
+# last recorded is what a crash leaves counted); when it closes (an outcome), what it cost goes to
+# the usage and its hold goes back. With a checkpoint, the paid answer is saved in the same step,
+# so an answer is never saved without its cost. Returns the job's state ('' when the call is
+# unknown): a worker that reads anything but 'active' stops.
 RECORD = with_names(
     COMMON
     + """
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
-if not raw then return 0 end
-local e = cjson.decode(raw)
-local input, output = tonumber(ARGV[2]), tonumber(ARGV[3])
--- Counted even when the call was closed already (a cancel closes it while its worker is still
+local f = redis.call('HMGET', KEYS[1], CALL .. ARGV[1], 'state', 'progress')
+if not f[1] then return '' end
+local e = cjson.decode(f[1])
+-- Counted even when the call was closed already (a cancel closes the job while its worker is still
 -- streaming): the worker's last record is the truest count of what the provider billed.
-count_tokens(KEYS[3], e, input - e.input, output - e.output)
-e.input, e.output = input, output
+e.input, e.output = tonumber(ARGV[2]), tonumber(ARGV[3])
 if ARGV[4] ~= '' then e.request_id = ARGV[4] end
-if ARGV[5] ~= '' and is_open(e) then
-  close_call(e, ARGV[5])
+if ARGV[5] ~= '' then
+  if is_open(e) then close_call(KEYS[2], e, ARGV[5]) else count_call(KEYS[2], e, 0) end
 elseif e.outcome == 'reserved' then
   e.outcome = 'streaming'
 end
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(e))
-if ARGV[7] ~= '' then redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[8]) end
+local active = f[2] == 'active'
+local writes = {CALL .. ARGV[1], cjson.encode(e)}
+if ARGV[7] ~= '' and active then
+  writes[#writes + 1], writes[#writes + 2] = '@ANSWER_FIELD@', ARGV[7]
+end
+local progress, stage = tonumber(ARGV[6]), ARGV[10] ~= '' and ARGV[10] or 'summarizing'
+local announce = active and (progress > (tonumber(f[3]) or 0) or ARGV[10] ~= '')
+if announce then
+  progress = math.max(progress, tonumber(f[3]) or 0)
+  writes[#writes + 1], writes[#writes + 2] = 'stage', stage
+  writes[#writes + 1], writes[#writes + 2] = 'progress', progress
+end
+redis.call('HSET', KEYS[1], unpack(writes))
+if not active then return f[2] or '' end
 -- The answer as it is written, for pages that show it: an offset of 0 on a later call says the
 -- answer starts over.
-if ARGV[10] ~= '' and redis.call('HGET', KEYS[1], 'state') == 'active' then
-  emit(KEYS[1], 'text', {offset = tonumber(ARGV[9]), delta = ARGV[10]})
+if ARGV[9] ~= '' then
+  emit(KEYS[3], 'text', {offset = tonumber(ARGV[8]), delta = ARGV[9]})
 end
-local progress = tonumber(ARGV[6])
-if progress >= 0 then
-  local f = redis.call('HMGET', KEYS[1], 'state', 'progress')
-  if f[1] == 'active' and progress > (tonumber(f[2]) or 0) then
-    redis.call('HSET', KEYS[1], 'stage', 'summarizing', 'progress', progress)
-    emit(KEYS[1], 'progress', snapshot(KEYS[1]))
-  end
-end
-return 1
+if announce then progress_event(KEYS[3], progress, 'active', stage) end
+return 'active'
 """
 )

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
+from service.core.clock import now_ms
 from service.store import call_scripts, names
 from service.store.connection import RedisStore, translate_redis_errors
 from service.store.job_types import Checkpoint
-
-# Lifetime of a saved answer: a retry after a failed render or store resumes from it.
-CHECKPOINT_TTL_SECONDS = 7 * 24 * 3600
+from service.store.jobs import call_entries
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class PaidCall:
 class Reservation:
     granted: bool
     tokens_left: int = 0  # when refused: what the budget still had for this call
+    job_active: bool = True  # False: the job stopped running (cancelled) before its call
 
 
 class CallLedger(RedisStore):
@@ -46,14 +47,14 @@ class CallLedger(RedisStore):
     ) -> Reservation:
         """Holds ``worst_case`` tokens of the budget for the call, if they fit; ``hold_key`` is the
         usage the job's queue hold was taken from (it becomes part of this reservation)."""
-        keys = [names.job(call.job_id), names.job_calls(call.job_id), call.usage_key, hold_key]
+        keys = [names.job(call.job_id), call.usage_key, hold_key, names.job_events(call.job_id)]
         prices = [call.input_price_nusd, call.output_price_nusd]
-        args: list[str | int] = [call.call_id, worst_case, budget, model, *prices, input_tokens]
+        args: list[str | int] = [call.call_id, worst_case, budget, model, *prices, input_tokens, now_ms()]
         reply = await self._reserve(keys=keys, args=args)
         if int(reply[0]) == 1:
             return Reservation(True)
         if int(reply[0]) == -1:
-            return Reservation(False, tokens_left=0)
+            return Reservation(False, job_active=False)
         return Reservation(False, tokens_left=max(0, int(reply[1])))
 
     @translate_redis_errors
@@ -67,24 +68,41 @@ class CallLedger(RedisStore):
         outcome: str = "",
         progress: int = -1,
         checkpoint: Checkpoint | None = None,
-        checkpoint_ttl: int = CHECKPOINT_TTL_SECONDS,
         text_offset: int = 0,
         text: str = "",
-    ) -> None:
+        stage: str = "",
+    ) -> bool:
         """What the call has cost so far; with ``outcome`` it is closed; with ``checkpoint`` the
-        paid answer is saved in the same step, so an answer is never saved without its cost."""
-        keys = [names.job(call.job_id), names.job_calls(call.job_id), call.usage_key]
-        keys.append(names.job_answer(call.job_id))
+        paid answer is saved in the same step, so an answer is never saved without its cost; with
+        ``stage`` that stage is announced. False when the job is no longer running."""
+        keys = [names.job(call.job_id), call.usage_key, names.job_events(call.job_id)]
         saved = orjson.dumps(checkpoint.__dict__).decode() if checkpoint is not None else ""
         args: list[str | int] = [call.call_id, max(0, input_tokens), max(0, output_tokens)]
-        args += [request_id or "", outcome, progress, saved, checkpoint_ttl, text_offset, text]
-        await self._record(keys=keys, args=args)
+        args += [request_id or "", outcome, progress, saved, text_offset, text, stage]
+        return str(await self._record(keys=keys, args=args)) == "active"
 
     @translate_redis_errors
-    async def entries(self, job_id: str) -> dict[str, dict[str, object]]:
+    async def close_lost(self, job_id: str, record: dict[str, str], call_ids: tuple[str, ...]) -> None:
+        """Closes calls a dead worker left open, as far as it recorded them; one that recorded
+        nothing counts its whole input (it was sent, or about to be: the safe side)."""
+        entries = call_entries(record)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call_id in call_ids:
+                entry = entries.get(call_id)
+                if entry is None:
+                    continue
+                keys = [names.job(job_id), str(entry["usage"]), names.job_events(job_id)]
+                spent_input = int(entry.get("input", 0)) or int(entry.get("expect") or 0)
+                args: list[str | int] = [call_id, spent_input, int(entry.get("output", 0)), "", "lost"]
+                args += [-1, "", 0, "", ""]
+                await self._record(keys=keys, args=args, client=pipe)
+            await pipe.execute()
+
+    @translate_redis_errors
+    async def entries(self, job_id: str) -> dict[str, dict[str, Any]]:
         """The job's ledger, by call id (for operators and tests)."""
-        raw: dict[str, str] = await self._redis.hgetall(names.job_calls(job_id))  # type: ignore[misc]
-        return {call_id: orjson.loads(entry) for call_id, entry in raw.items()}
+        record: dict[str, str] = await self._redis.hgetall(names.job(job_id))  # type: ignore[misc]
+        return call_entries(record)
 
 
 def nano_usd_per_token(usd_per_million: float) -> int:

@@ -70,6 +70,15 @@ def open_redis(
     return client
 
 
+def open_subscriber(url: str) -> Redis:
+    """A client for one pub/sub subscription: no socket timeout (a subscribed connection is silent
+    until a message), and a PING a minute from redis-py's health check to find a dead one."""
+    client: Redis = Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=2.0, health_check_interval=60
+    )
+    return client
+
+
 def worker_retry_options() -> dict[str, Any]:
     """redis-py retry settings for arq's own connection (``RedisSettings`` attributes): arq's poll
     loop dies on the first Redis error unless its commands retry, so ride out a restart or failover

@@ -1,71 +1,126 @@
-"""Lua scripts that end a job: completed, failed or cancelled, each one atomic step that settles
-everything the job held (its user's slot, its budget holds, its open calls) and applies its user's
-retention (``finish`` in ``service.store.lua``).
+"""Lua scripts that end a job (completed, failed, cancelled) and cut it down past its user's
+retention cap: each ending is one atomic step that settles what the job held (its place in the
+queue, its user's slot, its budget hold), writes the terminal event, and applies the user's
+retention; the ids it pushes past the cap come back for ``EVICT``, one job's keys at a time.
 """
 
 from __future__ import annotations
 
 from service.store.lua import COMMON, with_names
 
-# KEYS: job
-# ARGV: result json, retention seconds, pdf storage key, most completed jobs kept per user, period
+# The keys every ending takes, in this order, and what they all do last.
+ENDING_KEYS = """
+local JOB, EVENTS, QUEUE, ACTIVE, PARKED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local QUEUED, RUNNING, HOLD_USAGE, MARKER, INDEX = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local MEMBER, JOB_ID = ARGV[1], ARGV[2]
+local function ended(seconds, cap, keep)
+  expire_finished(JOB, EVENTS, seconds)
+  return retain(INDEX, JOB_ID, seconds, cap, keep)
+end
+"""
+
+# KEYS: job, events, queue, the user's running jobs, the user's parked jobs, queued counts,
+#       running counts, usage the job's queue hold was taken from, marker, the user's completed
+#       jobs, usage of this period
+# ARGV: queue member, job id, result json, retention seconds, most completed jobs kept per user,
+#       pdf storage key
 # Counts the report (its tokens were counted by the call ledger as they were spent): guarded by the
-# state, so a report is counted exactly once.
+# state, so a report is counted exactly once. The saved answer goes: the PDF has it now. Returns
+# {1, ids past the cap} or {0}.
 COMPLETE = with_names(
     COMMON
+    + ENDING_KEYS
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
-if f[1] ~= 'active' then return 0 end
-local user = f[2]
-redis.call('HINCRBY', RUNNING, f[3], -1)
-redis.call('HSET', KEYS[1], 'state', 'completed', 'stage', 'done', 'progress', 100,
-  'finished_ms', now_ms(), 'result', ARGV[1], 'pdf_key', ARGV[3])
-redis.call('HINCRBY', usage_of(user, ARGV[5]), 'reports', 1)
-leave_slot(KEYS[1], user)
-emit(KEYS[1], 'progress', snapshot(KEYS[1]))
-emit(KEYS[1], 'completed', cjson.decode(ARGV[1]))
-finish(KEYS[1], user, 'completed', 'abandoned', ARGV[2], ARGV[4])
-return 1
+local f = redis.call('HMGET', JOB, 'state', 'plan', 'budget_reserved', 'capped')
+if f[1] ~= 'active' then return {0} end
+redis.call('HINCRBY', RUNNING, f[2], -1)
+redis.call('HINCRBY', KEYS[11], 'reports', 1)
+release_hold(HOLD_USAGE, tonumber(f[3]) or 0)
+leave_slot(ACTIVE, PARKED, QUEUE, MARKER, MEMBER, f[4] == '1')
+redis.call('ZREM', QUEUE, MEMBER)
+progress_event(EVENTS, 100, 'completed', 'done')
+local end_id = emit(EVENTS, 'completed', cjson.decode(ARGV[3]))
+redis.call('HSET', JOB, 'state', 'completed', 'stage', 'done', 'progress', 100, 'finished_ms', now_ms(),
+  'result', ARGV[3], 'pdf_key', ARGV[6], 'end_id', end_id, 'budget_reserved', 0)
+redis.call('HDEL', JOB, '@ANSWER_FIELD@')
+return {1, ended(ARGV[4], ARGV[5], ARGV[4])}
 """
 )
 
-# KEYS: job
-# ARGV: reason, error code, retention seconds, most failed and cancelled jobs kept per user
+# KEYS: as COMPLETE's first ten, with the user's failed and cancelled jobs as the index
+# ARGV: queue member, job id, reason, error code, retention seconds, most failed and cancelled jobs
+#       kept per user
+# A running job, or a queued one (a job that can never run, such as one whose record was damaged).
 FAIL = with_names(
     COMMON
+    + ENDING_KEYS
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
-if f[1] ~= 'active' then return 0 end
-fail_job(KEYS[1], 'active', f[2], f[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-return 1
+local f = redis.call('HMGET', JOB, 'state', 'plan', 'budget_reserved', 'capped')
+if f[1] ~= 'active' and f[1] ~= 'queued' then return {0} end
+redis.call('HINCRBY', f[1] == 'active' and RUNNING or QUEUED, f[2], -1)
+release_hold(HOLD_USAGE, tonumber(f[3]) or 0)
+if f[1] == 'active' then leave_slot(ACTIVE, PARKED, QUEUE, MARKER, MEMBER, f[4] == '1') end
+redis.call('ZREM', QUEUE, MEMBER)
+redis.call('ZREM', PARKED, MEMBER)
+local error = {reason = ARGV[3], code = ARGV[4]}
+local end_id = emit(EVENTS, 'failed', error)
+redis.call('HSET', JOB, 'state', 'failed', 'finished_ms', now_ms(), 'error', cjson.encode(error),
+  'end_id', end_id, 'budget_reserved', 0)
+return {1, ended(ARGV[5], ARGV[6], ARGV[5])}
 """
 )
 
-# KEYS: job
-# ARGV: retention seconds of a job cancelled while it ran, of one cancelled while it waited (it
-#       cost nothing: it may go sooner), most failed and cancelled jobs kept per user
-# Returns the state the job was in. A queued job leaves the queue in the same step, so it can never
-# reach the model; an active one is marked cancelled and its worker told to abort (arq's abort set).
+# KEYS: as FAIL's
+# ARGV: queue member, job id, retention seconds of a job cancelled while it ran, of one cancelled
+#       while it waited (it cost nothing: it may go sooner), most failed and cancelled jobs kept
+# Returns {state the job was in, ids past the cap}. A queued job leaves the queue in the same
+# step, so it can never reach the model; a running one is marked cancelled and its worker told
+# (it stays in the queue, due at its lease's end, until its worker lets go: if that worker died, the
+# next worker to find it closes the calls it left open).
 CANCEL = with_names(
     COMMON
+    + ENDING_KEYS
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'user_id', 'plan')
-local state, user, job_id = f[1], f[2], job_id_of(KEYS[1])
-if state ~= 'queued' and state ~= 'active' then return state or 'missing' end
-redis.call('HINCRBY', state == 'queued' and QUEUED or RUNNING, f[3], -1)
-if state == 'queued' then
-  redis.call('ZREM', QUEUE, job_id)
-  redis.call('DEL', '@ARQ_JOB_PREFIX@' .. job_id)
-  redis.call('ZREM', '@PARKED_PREFIX@' .. user, job_id)
+local f = redis.call('HMGET', JOB, 'state', 'plan', 'budget_reserved', 'capped', 'parked')
+local state = f[1]
+if state ~= 'queued' and state ~= 'active' then return {state or 'missing'} end
+redis.call('HINCRBY', state == 'queued' and QUEUED or RUNNING, f[2], -1)
+if state == 'active' then
+  leave_slot(ACTIVE, PARKED, QUEUE, MARKER, MEMBER, f[4] == '1')
+  redis.call('PUBLISH', CANCELS, JOB_ID)   -- its worker stops it
 else
-  redis.call('ZADD', '@ARQ_ABORT@', now_ms(), job_id)
-  redis.call('PUBLISH', WAKE, 'aborted')
-  leave_slot(KEYS[1], user)
+  redis.call('ZREM', QUEUE, MEMBER)
+  if f[5] == '1' then redis.call('ZREM', PARKED, MEMBER) end
 end
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', now_ms())
-emit(KEYS[1], 'cancelled', {})
+release_hold(HOLD_USAGE, tonumber(f[3]) or 0)
 -- The worker's last record still counts what had streamed (see call_scripts.RECORD).
-finish(KEYS[1], user, 'ended', 'cancelled', state == 'queued' and ARGV[2] or ARGV[1], ARGV[3])
-return state
+local end_id = emit(EVENTS, 'cancelled', {})
+redis.call('HSET', JOB, 'state', 'cancelled', 'finished_ms', now_ms(), 'end_id', end_id, 'budget_reserved', 0)
+local seconds = state == 'queued' and ARGV[4] or ARGV[3]
+return {state, ended(seconds, ARGV[5], math.max(tonumber(ARGV[3]), tonumber(ARGV[4])))}
+"""
+)
+
+# KEYS: job, events, the user's listing
+# ARGV: job id
+# A finished job past its user's cap becomes a tombstone: the fields that answer a replayed POST
+# as a replay until its retention runs out, and nothing else (no result, events, calls, answer).
+EVICT = with_names(
+    COMMON
+    + """
+local names = {'job_id', 'user_id', 'fingerprint', 'report_id', 'state', 'plan', 'created_ms',
+  'finished_ms'}
+local f = redis.call('HMGET', KEYS[1], unpack(names))
+if not f[1] then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+local kept = {'evicted', '1'}
+for i, name in ipairs(names) do
+  if f[i] then kept[#kept + 1] = name; kept[#kept + 1] = f[i] end
+end
+redis.call('HSET', KEYS[1], unpack(kept))
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('ZREM', KEYS[3], ARGV[1])   -- out of the user's listing
+return 1
 """
 )

@@ -51,7 +51,8 @@ class StartPolicy:
     max_crashes: int
     cap_free: int  # active jobs a user may have at once, per plan; 0: no cap
     cap_pro: int
-    lease_ms: int  # how long a slot stays taken if its worker dies silently
+    lease_ms: int  # how long a claimed job (and its user's slot) stays taken if its worker dies
+    park_ms: int = 120_000  # a parked job's safety-net recheck (it is unparked when a slot frees)
     # For a job given up at its start (it kept killing its workers).
     failed_retention: Retention = Retention(7 * 24 * 3600, 1_000)
 
@@ -67,6 +68,9 @@ class StartOutcome:
     record: dict[str, str] = field(default_factory=dict)  # the job's fields, when it goes on
     first: bool = False  # the job's very first start (its queue wait ends here)
     alone: bool = False  # a suspect of killing its worker, run with no other job beside it
+    restarted: bool = False  # its previous worker died under it
+    lost_calls: tuple[str, ...] = ()  # calls a dead worker left open: to be closed as lost
+    member: str = ""  # the job's queue member
 
     @property
     def proceed(self) -> bool:

@@ -1,4 +1,5 @@
-"""Report jobs in Redis: the record, its state changes, its checkpoint, and the arq queue entry."""
+"""Report jobs in Redis: the record, the queue, and every state change, each one script call with
+all its keys named here (``service.store.names``)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import hashlib
 import json
 import math
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from service.core.clock import now_ms
-from service.store import ending_scripts, names, scripts, upkeep_scripts
-from service.store.arq_wire import JOB_FUNCTION, queue_entry
+from service.store import ending_scripts, names, scripts
 from service.store.connection import RedisStore, translate_redis_errors
 from service.store.job_types import (
     Checkpoint,
@@ -27,6 +28,8 @@ from service.store.job_types import (
 
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 
+Record = dict[str, str]  # a job's record: job_id, user_id, plan, state, ... (see SUBMIT)
+
 
 def derive_job_id(user_id: str, idempotency_key: str) -> str:
     """Deterministic, URL-safe, and different for two users who send the same key."""
@@ -38,18 +41,57 @@ def fingerprint(*fields: str) -> str:
     return hashlib.sha256("\x00".join(fields).encode()).hexdigest()
 
 
+def member_of(record: Record) -> str:
+    return names.queue_member(record["job_id"], record["user_id"])
+
+
+def checkpoint_of(record: Record) -> Checkpoint | None:
+    """The paid answer saved in the record, if there is one (a retry resumes from it)."""
+    raw = record.get(names.ANSWER_FIELD)
+    return Checkpoint(**json.loads(raw)) if raw else None
+
+
+def call_entries(record: Record) -> dict[str, dict[str, Any]]:
+    """The record's call ledger: call id -> entry (see ``service.store.call_scripts``)."""
+    prefix = names.CALL_FIELD_PREFIX
+    return {
+        field[len(prefix) :]: orjson.loads(raw) for field, raw in record.items() if field.startswith(prefix)
+    }
+
+
+@dataclass(frozen=True)
+class Due:
+    members: list[str]  # queue members due now, in queue order
+    next_in_ms: int | None  # when the first one not yet due is due; None: the queue has no other
+
+
+def _hold_usage(record: Record, period: str) -> str:
+    """The usage the job's queue hold was taken from (the period it was submitted in)."""
+    return names.usage(record["user_id"], record.get("budget_period") or period)
+
+
+def _slot_keys(user_id: str) -> list[str]:
+    return [
+        names.QUEUE,
+        names.active(user_id),
+        names.parked(user_id),
+        names.QUEUED_COUNTS,
+        names.RUNNING_COUNTS,
+    ]
+
+
 class JobStore(RedisStore):
     def __init__(self, redis: Redis, *, deadline: float | None = None) -> None:
         super().__init__(redis, deadline=deadline)
         self._submit = redis.register_script(scripts.SUBMIT)
+        self._due = redis.register_script(scripts.DUE)
         self._start = redis.register_script(scripts.START)
         self._advance = redis.register_script(scripts.ADVANCE)
         self._requeue = redis.register_script(scripts.REQUEUE)
         self._complete = redis.register_script(ending_scripts.COMPLETE)
         self._fail = redis.register_script(ending_scripts.FAIL)
         self._cancel = redis.register_script(ending_scripts.CANCEL)
-        self._compact = redis.register_script(upkeep_scripts.COMPACT)
-        self._reap = redis.register_script(upkeep_scripts.REAP)
+        self._evict = redis.register_script(ending_scripts.EVICT)
 
     @translate_redis_errors
     async def submit(
@@ -59,9 +101,7 @@ class JobStore(RedisStore):
 
         ``score_ms`` is the job's place in the queue: its submit time, earlier for a higher priority.
         """
-        now = now_ms()
         report_id = "rep_" + secrets.token_hex(12)
-        payload = queue_entry(job.job_id, now)
         fields = {
             "job_id": job.job_id,
             "fingerprint": job.fingerprint,
@@ -74,98 +114,144 @@ class JobStore(RedisStore):
             "stage": "queued",
             "progress": "0",
             "attempts": "0",
-            "created_ms": str(now),  # strings: Lua would print a big number as 1.79e+12
+            "created_ms": str(now_ms()),  # strings: Lua would print a big number as 1.79e+12
         }
-        limits: list[bytes | str | int] = [
-            policy.per_minute,
-            policy.burst,
-            policy.budget,
-            policy.reserve,
-            policy.period,
-        ]
-        args: list[bytes | str | int] = [payload, score_ms, keep_ms, orjson.dumps(fields), *limits]
-        reply = await self._submit(keys=[names.job(job.job_id), names.arq_job(job.job_id)], args=args)
+        limits: list[bytes | str | int] = [policy.per_minute, policy.burst, policy.budget, policy.reserve]
+        limits.append(policy.period)
+        member = names.queue_member(job.job_id, job.user_id)
+        args: list[bytes | str | int] = [member, score_ms, keep_ms, orjson.dumps(fields), *limits]
+        user = job.user_id
+        keys = [names.job(job.job_id), names.QUEUE, names.user_finished(user, "jobs"), names.QUEUED_COUNTS]
+        keys += [names.usage(user, policy.period), names.rate_bucket(user), names.MARKER]
+        reply = await self._submit(keys=keys, args=args)
         return _submit_outcome(reply, report_id, job.fingerprint)
 
     @translate_redis_errors
-    async def get(self, job_id: str) -> dict[str, str] | None:
-        fields: dict[str, str] = await self._redis.hgetall(names.job(job_id))  # type: ignore[misc]
+    async def get(self, job_id: str) -> Record | None:
+        fields: Record = await self._redis.hgetall(names.job(job_id))  # type: ignore[misc]
         return fields or None
+
+    @translate_redis_errors
+    async def due(self, limit: int) -> Due:
+        """Up to ``limit`` members due now, and when the next one is due: one command."""
+        reply = await self._due(keys=[names.QUEUE], args=[limit])
+        next_in = int(reply[-1])
+        return Due([str(member) for member in reply[:-1]], None if next_in < 0 else next_in)
+
+    @translate_redis_errors
+    async def queue_size(self) -> int:
+        """Jobs in the queue, due or not, running ones included (a burst worker stops at 0)."""
+        return int(await self._redis.zcard(names.QUEUE))
+
+    @translate_redis_errors
+    async def wake_one(self) -> None:
+        """Wakes one idle worker (a worker that found more due work than it could take)."""
+        await self._redis.zadd(names.MARKER, {"0": 0})
 
     @translate_redis_errors
     async def start(
         self,
-        job_id: str,
+        member: str,
         policy: StartPolicy,
         *,
-        stage: str,
-        progress: int,
         others_here: int = 0,
         suspect_here: bool = False,
+        defer_ms: int = 2_000,
     ) -> StartOutcome:
-        """``others_here``: jobs this worker runs besides this one; ``suspect_here``: this worker
-        runs a suspect alone (see START for who is blamed when a worker dies)."""
-        args: list[str | int] = [stage, progress, policy.max_crashes, policy.cap_free, policy.cap_pro]
-        args += [policy.lease_ms, others_here, "1" if suspect_here else "0"]
-        args += [policy.failed_retention.seconds, policy.failed_retention.count]
-        reply = await self._start(keys=[names.job(job_id)], args=args)
-        flat = reply[3] if len(reply) > 3 else []
-        record = dict(zip(flat[::2], flat[1::2], strict=True))
-        first = len(reply) > 4 and int(reply[4]) == 1
-        alone = len(reply) > 5 and int(reply[5]) == 1
-        return StartOutcome(str(reply[0]), int(reply[1]), int(reply[2]), record, first, alone)
+        """Claims the queue member for this worker. ``others_here``: jobs this worker runs besides
+        this one; ``suspect_here``: this worker runs a suspect alone (see START for who is blamed
+        when a worker dies); ``defer_ms``: how long a job not taken here waits."""
+        job_id, user_id = names.split_member(member)
+        keys = [names.job(job_id), names.job_events(job_id), *_slot_keys(user_id)]
+        args: list[str | int] = [member, policy.max_crashes, policy.cap_free, policy.cap_pro, policy.lease_ms]
+        args += [others_here, "1" if suspect_here else "0", defer_ms, policy.park_ms]
+        reply = await self._start(keys=keys, args=args)
+        flat = reply[3]
+        return StartOutcome(
+            state=str(reply[0]),
+            attempts=int(reply[1]),
+            crashes=int(reply[2]),
+            record=dict(zip(flat[::2], flat[1::2], strict=True)),
+            first=int(reply[4]) == 1,
+            alone=int(reply[5]) == 1,
+            restarted=int(reply[6]) == 1,
+            lost_calls=tuple(str(call_id) for call_id in reply[7]),
+            member=member,
+        )
 
     @translate_redis_errors
     async def advance(self, job_id: str, *, stage: str, progress: int) -> bool:
-        return bool(await self._advance(keys=[names.job(job_id)], args=[stage, progress]))
+        """False when the job is no longer running (cancelled meanwhile)."""
+        keys = [names.job(job_id), names.job_events(job_id)]
+        return bool(await self._advance(keys=keys, args=[stage, progress]))
 
     @translate_redis_errors
     async def load_checkpoint(self, job_id: str) -> Checkpoint | None:
-        raw = await self._redis.get(names.job_answer(job_id))
+        raw = await self._redis.hget(names.job(job_id), names.ANSWER_FIELD)  # type: ignore[misc]
         return Checkpoint(**json.loads(raw)) if raw else None
 
     @translate_redis_errors
+    async def requeue(
+        self, record: Record, reason: str, *, count_attempt: bool, delay_seconds: float
+    ) -> bool:
+        """Back to the queue, due after ``delay_seconds``; False when the job is no longer running."""
+        job_id = record["job_id"]
+        keys = [names.job(job_id), names.job_events(job_id), *_slot_keys(record["user_id"]), names.MARKER]
+        args: list[str | int] = [member_of(record), reason, "1" if count_attempt else "0"]
+        args.append(max(0, int(delay_seconds * 1000)))
+        return bool(await self._requeue(keys=keys, args=args))
+
+    def _ending_keys(self, record: Record, index_kind: str, period: str) -> list[str]:
+        job_id, user_id = record["job_id"], record["user_id"]
+        keys = [names.job(job_id), names.job_events(job_id), *_slot_keys(user_id)]
+        keys += [_hold_usage(record, period), names.MARKER, names.user_finished(user_id, index_kind)]
+        return keys
+
+    @translate_redis_errors
     async def complete(
-        self, job_id: str, result: dict[str, Any], *, pdf_key: str, retention: Retention, period: str
+        self, record: Record, result: dict[str, Any], *, pdf_key: str, retention: Retention, period: str
     ) -> bool:
         """Marks the job completed and counts the report, once whatever happens (its tokens were
         counted by the call ledger as they were spent)."""
-        args: list[str | int] = [json.dumps(result), retention.seconds, pdf_key, retention.count, period]
-        return bool(await self._complete(keys=[names.job(job_id)], args=args))
+        keys = [*self._ending_keys(record, "completed", period), names.usage(record["user_id"], period)]
+        args: list[str | int] = [member_of(record), record["job_id"], json.dumps(result), retention.seconds]
+        args += [retention.count, pdf_key]
+        reply = await self._complete(keys=keys, args=args)
+        return await self._ended(reply, record["user_id"])
 
     @translate_redis_errors
-    async def fail(self, job_id: str, reason: str, *, code: str, retention: Retention) -> bool:
-        args: list[str | int] = [reason, code, retention.seconds, retention.count]
-        return bool(await self._fail(keys=[names.job(job_id)], args=args))
+    async def fail(
+        self, record: Record, reason: str, *, code: str, retention: Retention, period: str
+    ) -> bool:
+        keys = self._ending_keys(record, "ended", period)
+        args: list[str | int] = [member_of(record), record["job_id"], reason, code, retention.seconds]
+        args.append(retention.count)
+        return await self._ended(await self._fail(keys=keys, args=args), record["user_id"])
 
     @translate_redis_errors
-    async def requeue(self, job_id: str, reason: str, *, count_attempt: bool) -> bool:
-        counted = "1" if count_attempt else "0"
-        return bool(await self._requeue(keys=[names.job(job_id)], args=[reason, counted]))
-
-    @translate_redis_errors
-    async def cancel(self, job_id: str, *, retention: Retention, queued_seconds: int) -> str:
+    async def cancel(self, record: Record, *, retention: Retention, queued_seconds: int, period: str) -> str:
         """Returns the state the job was in before; only 'queued' and 'active' were cancelled. A job
         cancelled while it waited is kept ``queued_seconds`` only: it cost nothing."""
-        args: list[str | int] = [retention.seconds, queued_seconds, retention.count]
-        return str(await self._cancel(keys=[names.job(job_id)], args=args))
+        keys = self._ending_keys(record, "ended", period)
+        args: list[str | int] = [member_of(record), record["job_id"], retention.seconds, queued_seconds]
+        args.append(retention.count)
+        reply = await self._cancel(keys=keys, args=args)
+        await self._ended([1, *reply[1:]], record["user_id"])
+        return str(reply[0])
 
-    @translate_redis_errors
-    async def compact_finished(self, older_than_seconds: float, limit: int = 500) -> int:
-        """Shrinks the event streams of jobs finished longer ago than that; returns how many."""
-        cutoff = now_ms() - int(older_than_seconds * 1000)
-        return int(await self._compact(keys=[], args=[cutoff, limit]))
-
-    @translate_redis_errors
-    async def reap(
-        self, *, older_than_ms: int, limit: int, max_losses: int, failed: Retention
-    ) -> tuple[int, int, int]:
-        """Puts back (or, past ``max_losses``, fails) jobs the queue lost; (looked at, put back, failed)."""
-        now = now_ms()
-        args: list[str | int] = [now, now - older_than_ms, limit, JOB_FUNCTION, max_losses]
-        args += [failed.seconds, failed.count]
-        looked, requeued, failed_count = await self._reap(keys=[names.LIVE_INDEX], args=args)
-        return int(looked), int(requeued), int(failed_count)
+    async def _ended(self, reply: list[Any], user_id: str) -> bool:
+        """The ending's evictions: each job past the user's cap becomes a tombstone."""
+        if int(reply[0]) != 1:
+            return False
+        evicted = [str(job_id) for job_id in (reply[1] if len(reply) > 1 else [])]
+        if evicted:
+            listing = names.user_finished(user_id, "jobs")
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in evicted:
+                    keys = [names.job(job_id), names.job_events(job_id), listing]
+                    await self._evict(keys=keys, args=[job_id], client=pipe)
+                await pipe.execute()
+        return True
 
     @translate_redis_errors
     async def usage(self, user_id: str, period: str) -> dict[str, int]:

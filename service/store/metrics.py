@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from service.store import names
 from service.store.connection import RedisStore, translate_redis_errors
 
-GAUGE_TTL_SECONDS = 30  # a process that stops reporting drops out of the gauges by itself
+GAUGE_TTL_SECONDS = 60  # a process that stops reporting drops out of the gauges by itself
 
 
 @dataclass
@@ -22,7 +22,7 @@ class MetricsSnapshot:
     instances: list[dict[str, float]] = field(default_factory=list)  # each process's own gauges
     queued: dict[str, int] = field(default_factory=dict)  # jobs waiting, per plan
     running: dict[str, int] = field(default_factory=dict)  # jobs running, per plan
-    retrying: int = 0  # queue entries due later: backing off or parked
+    retrying: int = 0  # jobs waiting to be due again: backing off, parked or deferred
 
 
 class MetricsStore(RedisStore):
@@ -49,7 +49,8 @@ class MetricsStore(RedisStore):
             pipe.hgetall(names.METRICS_COUNTERS)
             pipe.hgetall(names.QUEUED_COUNTS)
             pipe.hgetall(names.RUNNING_COUNTS)
-            pipe.zcount(names.ARQ_QUEUE, f"({int(time.time() * 1000)}", "+inf")
+            # Due later: waiting ones, and running ones (due at their lease's end).
+            pipe.zcount(names.QUEUE, f"({int(time.time() * 1000)}", "+inf")
             for key in gauge_keys:
                 pipe.hgetall(key)
             counters, queued, running, retrying, *instances = await pipe.execute()
@@ -58,5 +59,5 @@ class MetricsStore(RedisStore):
             instances=[{name: float(value) for name, value in gauges.items()} for gauges in instances],
             queued={plan: max(0, int(n)) for plan, n in queued.items()},
             running={plan: max(0, int(n)) for plan, n in running.items()},
-            retrying=int(retrying),
+            retrying=max(0, int(retrying) - sum(max(0, int(n)) for n in running.values())),
         )

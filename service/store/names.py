@@ -1,23 +1,28 @@
 """Every Redis key and channel the service uses, named here and nowhere else.
 
-Python builds names with the functions below; the Lua scripts get the same prefixes through
-``LUA_NAMES`` (``service.store.lua`` substitutes them), so a name can never be spelled two ways.
-arq's own keys are listed too: our scripts write its queue entries and abort marks, and
-``tests/store/test_names.py`` pins them to ``arq.constants`` (the API process must not import arq).
+Python builds every name with the functions below and hands it to the scripts in KEYS; no script
+builds one (``tests/store/test_names.py`` checks). The report queue is ours, not arq's: arq hosts
+the worker process and runs its periodic jobs, and its own keys are its business.
 """
 
 from __future__ import annotations
 
 # --- jobs ----------------------------------------------------------------------------------------
-JOB_PREFIX = "rs:job:"  # a job's record (hash); ':events', ':answer', ':calls' below
+# A job's record (hash): its fields, its saved model answer ('answer', while it is needed) and its
+# call ledger (a 'call:<id>' field per paid model call: its tokens and outcome); ':events' below.
+JOB_PREFIX = "rs:job:"
 EVENTS_SUFFIX = ":events"
-ANSWER_SUFFIX = ":answer"
-CALLS_SUFFIX = ":calls"  # the job's call ledger: every paid model call, its tokens and outcome
-LIVE_INDEX = "rs:live"  # jobs not finished yet, by when the reaper last found them well (or changed)
-TO_COMPACT = "rs:to-compact"  # finished jobs whose event streams still hold every event
+CALL_FIELD_PREFIX = "call:"
+ANSWER_FIELD = "answer"
+# The report queue: members '<job id>:<user id>', scored by when the job is due; a running job's
+# score is the end of its lease, so a job whose worker died comes due again by itself.
+QUEUE = "rs:queue"
+# Idle workers block on this sorted set (BZPOPMIN): a script that makes work due sets its one member.
+MARKER = "rs:marker"
 QUEUED_COUNTS = "rs:queued"  # jobs waiting, per plan
 RUNNING_COUNTS = "rs:running"  # jobs running, per plan
-WAKE_CHANNEL = "rs:wake"  # pub/sub: a job was submitted, unparked or cancelled
+CANCEL_CHANNEL = "rs:cancel"  # pub/sub: the id of a running job that was cancelled (its worker stops it)
+REPLAY_MS = 60_000  # a finished job's event stream is kept this long for readers catching up
 
 # --- per user --------------------------------------------------------------------------------------
 USAGE_PREFIX = "rs:usage:"  # + user + ':' + period: tokens, reports and budget reservations
@@ -43,14 +48,6 @@ METRICS_COUNTERS = "rs:metrics:counters"
 METRICS_GAUGES_PREFIX = "rs:metrics:gauges:"  # + instance
 FANOUT_PREFIX = "rs:fanout:"  # + token + ':wake': one API process's events-reader wake-up stream
 
-# --- arq's own (arq.constants) ---------------------------------------------------------------------
-ARQ_QUEUE = "arq:queue"
-ARQ_JOB_PREFIX = "arq:job:"
-ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
-ARQ_RESULT_PREFIX = "arq:result:"
-ARQ_RETRY_PREFIX = "arq:retry:"
-ARQ_ABORT = "arq:abort"
-
 
 def job(job_id: str) -> str:
     return JOB_PREFIX + job_id
@@ -58,14 +55,6 @@ def job(job_id: str) -> str:
 
 def job_events(job_id: str) -> str:
     return JOB_PREFIX + job_id + EVENTS_SUFFIX
-
-
-def job_answer(job_id: str) -> str:
-    return JOB_PREFIX + job_id + ANSWER_SUFFIX
-
-
-def job_calls(job_id: str) -> str:
-    return JOB_PREFIX + job_id + CALLS_SUFFIX
 
 
 def user_finished(user_id: str, kind: str) -> str:
@@ -110,27 +99,33 @@ def fanout_wake(token: str) -> str:
     return f"{FANOUT_PREFIX}{token}:wake"
 
 
-def arq_job(job_id: str) -> str:
-    return ARQ_JOB_PREFIX + job_id
+def queue_member(job_id: str, user_id: str) -> str:
+    """A job as the queue (and the live index, and a user's slot sets) know it: with its user, so
+    the worker can name the user's keys before it reads the record."""
+    return f"{job_id}:{user_id}"
 
 
-# What the Lua scripts know by these placeholders (``@NAME@`` in their source).
+def split_member(member: str) -> tuple[str, str]:
+    job_id, _, user_id = member.partition(":")
+    return job_id, user_id
+
+
+def active(user_id: str) -> str:
+    return ACTIVE_PREFIX + user_id
+
+
+def parked(user_id: str) -> str:
+    return PARKED_PREFIX + user_id
+
+
+def rate_bucket(user_id: str) -> str:
+    return RATE_PREFIX + user_id
+
+
+# What the Lua scripts know by these placeholders (``@NAME@`` in their source): constants only.
 LUA_NAMES = {
-    "JOB_PREFIX": JOB_PREFIX,
-    "EVENTS_SUFFIX": EVENTS_SUFFIX,
-    "ANSWER_SUFFIX": ANSWER_SUFFIX,
-    "CALLS_SUFFIX": CALLS_SUFFIX,
-    "TO_COMPACT": TO_COMPACT,
-    "LIVE_INDEX": LIVE_INDEX,
-    "USER_PREFIX": USER_PREFIX,
-    "QUEUED_COUNTS": QUEUED_COUNTS,
-    "RUNNING_COUNTS": RUNNING_COUNTS,
-    "WAKE_CHANNEL": WAKE_CHANNEL,
-    "USAGE_PREFIX": USAGE_PREFIX,
-    "RATE_PREFIX": RATE_PREFIX,
-    "ACTIVE_PREFIX": ACTIVE_PREFIX,
-    "PARKED_PREFIX": PARKED_PREFIX,
-    "ARQ_QUEUE": ARQ_QUEUE,
-    "ARQ_JOB_PREFIX": ARQ_JOB_PREFIX,
-    "ARQ_ABORT": ARQ_ABORT,
+    "CANCEL_CHANNEL": CANCEL_CHANNEL,
+    "REPLAY_MS": str(REPLAY_MS),
+    "CALL_FIELD_PREFIX": CALL_FIELD_PREFIX,
+    "ANSWER_FIELD": ANSWER_FIELD,
 }

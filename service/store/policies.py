@@ -9,8 +9,8 @@ from service.store.job_types import Retention, StartPolicy, SubmitPolicy
 from service.store.upload_quota import UploadPolicy
 
 # After an attempt times out at JOB_TIMEOUT_SECONDS the worker needs a moment to record it (up to
-# the worker's settle deadline, 3 s), and arq's own timeout comes 4 s after ours; a slot (and arq's
-# in-progress mark) is held longer than both, so a live worker never loses either.
+# the worker's settle deadline, 3 s): a claimed job's lease is longer, so a live worker never loses
+# its job to another.
 LEASE_MARGIN_SECONDS = 5
 
 
@@ -52,6 +52,7 @@ def start_policy(settings: Settings) -> StartPolicy:
         cap_free=settings.user_max_active_free,
         cap_pro=settings.user_max_active_pro,
         lease_ms=int((settings.job_timeout_seconds + LEASE_MARGIN_SECONDS) * 1000),
+        park_ms=int(settings.park_recheck_seconds * 1000),
         failed_retention=failed_retention(settings),
     )
 

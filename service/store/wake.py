@@ -1,29 +1,60 @@
-"""Wake-ups for idle workers: the store's scripts publish on ``rs:wake`` when there may be work to pick
-(a job submitted, unparked or cancelled); a worker listens with a pub/sub connection of its own."""
+"""How a worker hears of work without polling: idle workers block on the marker (``BZPOPMIN
+rs:marker``), which the store's scripts set when a job becomes due at once (submitted, unparked,
+handed back), so one idle worker wakes per marker; and every worker listens on ``rs:cancel`` for the
+running jobs users cancel. Each uses a connection of its own, so a block never holds a pooled one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import structlog
 from redis.asyncio import Redis
 
 from service.store import names
-from service.store.connection import REDIS_DOWN, open_redis
+from service.store.connection import REDIS_DOWN, open_redis, open_subscriber, redis_unavailable
 
 log = structlog.get_logger(__name__)
 
+# The longest one BZPOPMIN blocks: an idle worker looks at the queue this often even if nothing wakes
+# it (a dead worker's job whose lease ran out, a retry due that no one announced).
+MAX_BLOCK_SECONDS = 30.0
 
-class WakeSignal:
-    """Set when there may be work to pick; listens on Redis pub/sub with its own connection."""
 
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
+class WorkMarker:
+    """The blocking wait of an idle worker."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._client = open_redis(
+            redis_url, fail_fast=False, role="worker-marker", blocking_ms=int(MAX_BLOCK_SECONDS * 1000)
+        )
+
+    async def wait(self, seconds: float) -> bool:
+        """Blocks up to ``seconds`` (at most ``MAX_BLOCK_SECONDS``) for the marker; True when it came.
+        Raises ``Unavailable`` when Redis is unreachable."""
+        timeout = max(0.01, min(seconds, MAX_BLOCK_SECONDS))
+        try:
+            return await self._client.bzpopmin(names.MARKER, timeout=round(timeout, 3)) is not None
+        except REDIS_DOWN as exc:
+            raise redis_unavailable() from exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class CancelListener:
+    """Calls ``on_cancel(job_id)`` for every running job a user cancels, fleet-wide; the worker
+    running it stops it (the others find nothing to stop)."""
+
+    def __init__(self, redis_url: str, on_cancel: Callable[[str], None]) -> None:
+        self._url = redis_url
+        self._on_cancel = on_cancel
         self._task: asyncio.Task[None] | None = None
 
-    def start(self, redis_url: str) -> None:
-        self._task = asyncio.create_task(self._listen(redis_url), name="wake-listener")
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="cancel-listener")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -31,23 +62,23 @@ class WakeSignal:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _listen(self, redis_url: str) -> None:
+    async def _listen(self) -> None:
         failures = 0
         while True:
-            client = open_redis(redis_url, fail_fast=False)
+            client = open_subscriber(self._url)
             try:
                 await self._relay(client)
             except REDIS_DOWN as exc:
                 failures += 1
-                log.warning("wake_listener_reconnecting", error=type(exc).__name__, failures=failures)
-                self.event.set()  # something may have been missed: poll once
+                log.warning("cancel_listener_reconnecting", error=type(exc).__name__, failures=failures)
                 await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
             finally:
                 await client.aclose()
 
     async def _relay(self, client: Redis) -> None:
         async with client.pubsub() as pubsub:
-            await pubsub.subscribe(names.WAKE_CHANNEL)
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    self.event.set()
+            await pubsub.subscribe(names.CANCEL_CHANNEL)
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=60.0)
+                if message is not None and message.get("type") == "message":
+                    self._on_cancel(str(message["data"]))

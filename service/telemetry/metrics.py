@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
+import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable
@@ -30,6 +32,9 @@ from service.store.metrics import MetricsStore
 log = structlog.get_logger("service.telemetry.metrics")
 
 FLUSH_SECONDS = 5.0
+# Gauges are rewritten this often even when nothing else is flushed (they expire after
+# ``service.store.metrics.GAUGE_TTL_SECONDS``, so a process that stops reporting drops out by itself).
+GAUGE_REFRESH_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class MetricsBuffer:
         self._counts: dict[Key, float] = defaultdict(float)
         self._gauges: dict[Key, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._gauges_written = -math.inf  # monotonic time of the last gauge write
         # Read just before each flush, to refresh gauges (in-flight jobs, loop lag, subscribers).
         self.gauge_sources: list[Callable[[MetricsBuffer], None]] = []
 
@@ -117,13 +123,21 @@ class MetricsBuffer:
     def set_gauge(self, name: str, value: float, **labels: str) -> None:
         self._gauges[_key(name, labels)] = value
 
-    async def flush(self, store: MetricsStore) -> None:
-        for source in self.gauge_sources:
-            source(self)
+    async def flush(self, store: MetricsStore, *, force: bool = True) -> None:
+        """Writes the counts since the last flush, and the gauges when ``force``d or when they are
+        due (every ``GAUGE_REFRESH_SECONDS``): an idle process costs Redis a write now and then."""
         counts, self._counts = self._counts, defaultdict(float)
-        gauges = {_field(key): value for key, value in self._gauges.items()}
+        gauges: dict[str, float] = {}
+        if force or time.monotonic() - self._gauges_written >= GAUGE_REFRESH_SECONDS:
+            for source in self.gauge_sources:
+                source(self)
+            gauges = {_field(key): value for key, value in self._gauges.items()}
+        if not counts and not gauges:
+            return
         try:
             await store.add({_field(key): value for key, value in counts.items()}, self.instance, gauges)
+            if gauges:
+                self._gauges_written = time.monotonic()
         except Unavailable:
             for key, value in counts.items():  # keep them for the next flush
                 self._counts[key] += value
@@ -144,6 +158,6 @@ class MetricsBuffer:
         while True:
             await asyncio.sleep(every)
             try:
-                await self.flush(store)
+                await self.flush(store, force=False)
             except Unavailable as exc:
                 log.warning("metrics_flush_failed", error=str(exc))

@@ -26,7 +26,7 @@ from service.store.policies import budget_of, budget_period
 from service.telemetry.pricing import price_per_million
 from service.worker.job_metrics import model_billed
 from service.worker.resources import WorkerDeps
-from service.worker.stages import summarizing_progress
+from service.worker.stages import STAGE_PROGRESS, JobStopped, summarizing_progress
 
 log = structlog.get_logger("service.worker.billing")
 
@@ -69,6 +69,8 @@ class CallAccount:
             model=request.model,
             hold_key=names.usage(user, record.get("budget_period") or period),
         )
+        if not reservation.job_active:
+            raise JobStopped("the job stopped before its model call")
         if not reservation.granted:
             raise BudgetExhausted(
                 f"the token budget of this {settings.budget_period} cannot cover the report: the call "
@@ -82,23 +84,39 @@ class CallAccount:
         if usage.final:
             return  # the save or the close records the last counts
         try:
-            await self._record(usage, progress=summarizing_progress(usage.output_tokens), text=usage.text)
+            active = await self._record(
+                usage, progress=summarizing_progress(usage.output_tokens), text=usage.text
+            )
         except Unavailable as exc:
             log.warning("call_record_failed", error=str(exc))
+            return
+        if not active:
+            raise JobStopped("the job was cancelled while its answer was written")
 
-    async def save_answer(self, checkpoint: Checkpoint) -> None:
-        """Closes the call as answered and saves the answer with it, in one step, retried."""
+    async def save_answer(self, checkpoint: Checkpoint) -> bool:
+        """Closes the call as answered and saves the answer with it, in one step, retried; the same
+        step announces the rendering stage. False when the job stopped running meanwhile (the call
+        is counted all the same; the answer is not kept)."""
         usage = CallUsage(
             checkpoint.input_tokens, checkpoint.output_tokens, checkpoint.request_id, text=checkpoint.text
         )
-        progress = summarizing_progress(checkpoint.output_tokens)
-        await _retrying(
-            lambda: self._record(
-                usage, outcome="answered", progress=progress, checkpoint=checkpoint, text=usage.text
-            ),
-            SAVE_DEADLINE_SECONDS,
-        )
+        saved: list[bool] = []
+
+        async def save() -> None:
+            saved.append(
+                await self._record(
+                    usage,
+                    outcome="answered",
+                    progress=STAGE_PROGRESS["rendering"],
+                    checkpoint=checkpoint,
+                    text=usage.text,
+                    stage="rendering",
+                )
+            )
+
+        await _retrying(save, SAVE_DEADLINE_SECONDS)
         self._billed(usage)
+        return saved[-1]
 
     async def close(self, outcome: str, *, maybe_billed: bool) -> None:
         """The call ended without an answer to keep: what it cost as far as we saw is counted. A call
@@ -122,9 +140,10 @@ class CallAccount:
         progress: int = -1,
         checkpoint: Checkpoint | None = None,
         text: str = "",
-    ) -> None:
+        stage: str = "",
+    ) -> bool:
         shown = min(self.text_shown, len(text))
-        await self.deps.calls.record(
+        active = await self.deps.calls.record(
             self.call,
             usage.input_tokens,
             usage.output_tokens,
@@ -132,11 +151,12 @@ class CallAccount:
             outcome=outcome,
             progress=progress,
             checkpoint=checkpoint,
-            checkpoint_ttl=self.deps.settings.failed_retention_seconds,
             text_offset=shown,
             text=text[shown:],
+            stage=stage,
         )
         self.text_shown = max(self.text_shown, len(text))
+        return active
 
     def _billed(self, usage: CallUsage) -> None:
         self.closed = True
@@ -144,12 +164,13 @@ class CallAccount:
             model_billed(self.deps.metrics, self.model, usage.input_tokens, usage.output_tokens)
 
 
-async def _retrying(operation: Callable[[], Awaitable[None]], deadline_seconds: float) -> None:
+async def _retrying(operation: Callable[[], Awaitable[object]], deadline_seconds: float) -> None:
     give_up_at = time.monotonic() + deadline_seconds
     attempt = 0
     while True:
         try:
-            return await operation()
+            await operation()
+            return
         except Unavailable:
             attempt += 1
             wait = backoff_seconds(attempt, base=0.2, cap=3.0)

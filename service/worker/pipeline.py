@@ -1,13 +1,12 @@
 """One report job, start to finish: fetch, summarise, render, store — resumable from its checkpoint.
 
-Plain async functions over injected dependencies: testable without an arq Worker. The arq glue in
-``service.worker.options`` turns ``RetryLater`` into arq's ``Retry``.
+Plain async functions over injected dependencies: the runtime (``service.worker.runtime``) claims a
+job and hands its START outcome here; tests can do the same without a running worker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from datetime import UTC, datetime
 
 import structlog
@@ -17,21 +16,24 @@ from service.inputs.text import human_size
 from service.providers.base import ReportRequest
 from service.report.document import ReportDocument
 from service.store.job_types import Checkpoint, StartOutcome
-from service.store.policies import budget_period, retention, start_policy
+from service.store.jobs import checkpoint_of
+from service.store.policies import budget_period, retention
 from service.worker.billing import CallAccount
 from service.worker.capacity import call_model, capacity_for, settle_grant
-from service.worker.job_metrics import job_finished, job_retried, job_started
-from service.worker.outcomes import RetryLater, given_up_after_crashes, settle
+from service.worker.job_metrics import job_finished, job_started
+from service.worker.outcomes import give_up_after_crashes, settle
 from service.worker.resources import WorkerDeps
-from service.worker.stages import stage
+from service.worker.stages import JobStopped, announce, stage, timed
 
 log = structlog.get_logger("service.worker.pipeline")
 
+Record = dict[str, str]
 
-async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Checkpoint:
+
+async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
     """Fetches the input and pays for one model call: reserved against the budget before it starts,
     counted as it streams, and the answer saved (with its final count) before anything else."""
-    async with stage(deps.jobs, job_id, "fetching"):
+    async with timed("fetching"):  # announced by START
         fetched = await deps.inputs.load(record["input_url"], record["user_id"])
     request = ReportRequest(
         input_text=fetched.text,
@@ -40,7 +42,7 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
         model=record["model"],
         max_tokens=deps.settings.max_output_tokens,
     )
-    async with stage(deps.jobs, job_id, "summarizing", input_bytes=fetched.size):
+    async with timed("summarizing", input_bytes=fetched.size):  # announced by the reservation
         input_tokens = await deps.provider.count_input_tokens(request)
         # Room in the shared limits first, then the budget: a reserved call is one about to be sent.
         grant = await capacity_for(deps.limiter, request, input_tokens, deps.metrics)
@@ -64,16 +66,18 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
             input_name=fetched.name,
             request_id=answer.request_id,
         )
-        await account.save_answer(checkpoint)  # first: nothing after this can lose the paid answer
+        saved = await account.save_answer(checkpoint)  # first: nothing after this can lose the paid answer
     await settle_grant(deps.limiter, grant, account.last)
     log.info("llm_answer_saved", model=answer.model, input_tokens=answer.input_tokens,
              output_tokens=answer.output_tokens)  # fmt: skip
+    if not saved:
+        raise JobStopped("the job was cancelled while its answer was written")
     return checkpoint
 
 
 def call_outcome(exc: BaseException) -> str:
     """How a call that raised ``exc`` ended, as the ledger writes it."""
-    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+    return "cancelled" if isinstance(exc, asyncio.CancelledError | JobStopped) else "failed"
 
 
 def maybe_billed(exc: BaseException) -> bool:
@@ -85,12 +89,14 @@ def maybe_billed(exc: BaseException) -> bool:
     )
 
 
-async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None:
-    checkpoint = await deps.jobs.load_checkpoint(job_id)
+async def produce(deps: WorkerDeps, record: Record) -> None:
+    job_id = record["job_id"]
+    checkpoint = checkpoint_of(record)
     if checkpoint is None:
-        checkpoint = await summarize(deps, job_id, record)
+        checkpoint = await summarize(deps, record)  # its saved answer announces rendering
     else:
         log.info("checkpoint_resumed", model=checkpoint.model)
+        await announce(deps.jobs, job_id, "rendering")
     document = ReportDocument(
         title=f"Executive report: {checkpoint.input_name}",
         created_at=datetime.now(UTC),
@@ -99,7 +105,7 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
         source=checkpoint.source,
         offline=checkpoint.offline,
     )
-    async with stage(deps.jobs, job_id, "rendering"):
+    async with timed("rendering"):
         pdf = await deps.renderer.render(document)
     pdf_key = f"reports/{record['report_id']}.pdf"
     async with stage(deps.jobs, job_id, "storing", pdf_bytes=len(pdf)):
@@ -110,59 +116,28 @@ async def produce(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> None
         "outputTokens": checkpoint.output_tokens,
         "tokensUsed": checkpoint.input_tokens + checkpoint.output_tokens,
     }
+    settings = deps.settings
     done = await deps.jobs.complete(
-        job_id,
-        result,
-        pdf_key=pdf_key,
-        retention=retention(deps.settings),
-        period=budget_period(deps.settings),
+        record, result, pdf_key=pdf_key, retention=retention(settings), period=budget_period(settings)
     )
     if done:
         job_finished(deps.metrics, record, "completed")
         log.info("job_completed", input_tokens=result["inputTokens"], output_tokens=result["outputTokens"])
 
 
-async def run_report_job(deps: WorkerDeps, job_id: str) -> str:
-    """Runs one attempt of a job; returns the state it left the job in (or raises ``RetryLater``)."""
-    async with deps.running.starting() as (others, suspect_here):
-        started = await deps.jobs.start(
-            job_id, start_policy(deps.settings), stage="queued", progress=0,
-            others_here=others, suspect_here=suspect_here,
-        )  # fmt: skip
-        if started.proceed:
-            deps.running.began(job_id, alone=started.alone)
-    try:
-        return await _run_started(deps, job_id, started)
-    finally:
-        deps.running.ended(job_id)
-
-
-async def _run_started(deps: WorkerDeps, job_id: str, started: StartOutcome) -> str:
-    if started.state == "deferred":
-        # A suspect waits for a worker of its own, or others wait while one runs alone here.
-        defer = random.uniform(1.0, 3.0)
-        log.info("job_deferred", defer_s=round(defer, 2))
-        raise RetryLater(defer)
-    if started.state == "crashed":
-        return given_up_after_crashes(deps, started.record)
-    if started.state == "parked":
-        # The user is at their cap of running jobs: the job waits, without spending an attempt, and
-        # is put back in the queue when one of their jobs ends (this recheck is only a safety net).
-        job_started(deps.metrics, started.record, first_start=False)
-        job_retried(deps.metrics, started.record, "parked")
-        log.info("job_parked")
-        raise RetryLater(deps.settings.park_recheck_seconds)
-    if not started.proceed:
-        log.info("job_skipped", state=started.state)
-        return started.state
+async def run_claimed(deps: WorkerDeps, started: StartOutcome) -> None:
+    """Runs one claimed attempt of a job to its recorded outcome (START said 'active' or 'crashed')."""
     record = started.record
+    structlog.contextvars.bind_contextvars(
+        job_id=record.get("job_id"), report_id=record.get("report_id"), user_id=record.get("user_id")
+    )
+    if started.state == "crashed":
+        await give_up_after_crashes(deps, record)
+        return
     job_started(deps.metrics, record, first_start=started.first)
-    structlog.contextvars.bind_contextvars(report_id=record.get("report_id"), user_id=record.get("user_id"))
     log.info("job_started", attempt=started.attempts, crash_restarts=started.crashes, alone=started.alone)
     try:
         async with asyncio.timeout(deps.settings.job_timeout_seconds):
-            await produce(deps, job_id, record)
-    except BaseException as exc:  # every outcome is recorded in our state machine before arq sees it
+            await produce(deps, record)
+    except BaseException as exc:  # every outcome is recorded in the job's state machine
         await settle(deps, record, started.attempts, exc)
-    done = await deps.jobs.get(job_id) or {}
-    return done.get("state", "missing")

@@ -1,4 +1,10 @@
-"""The stages a job goes through, the progress each one stands for, and how they are announced."""
+"""The stages a job goes through, the progress each one stands for, and how they are announced.
+
+Some stages are announced by the store step that begins them, in the same script: START announces
+``fetching``, the call's reservation ``summarizing``, the saved answer ``rendering``; the others
+here, by ADVANCE. A job that is no longer running (its user cancelled it) is told so by any of
+these steps: the worker stops it with ``JobStopped``.
+"""
 
 from __future__ import annotations
 
@@ -18,15 +24,31 @@ STAGE_PROGRESS = {"fetching": 10, "summarizing": 30, "rendering": 70, "storing":
 _HALFWAY_TOKENS = 800
 
 
+class JobStopped(Exception):
+    """The job stopped running under its worker (its user cancelled it): nothing left to record."""
+
+
 def summarizing_progress(output_tokens: int) -> int:
     return 30 + int(40 * output_tokens / (output_tokens + _HALFWAY_TOKENS))
 
 
+async def announce(jobs: JobStore, job_id: str, name: str) -> None:
+    if not await jobs.advance(job_id, stage=name, progress=STAGE_PROGRESS[name]):
+        raise JobStopped(f"the job stopped before its {name} stage")
+
+
 @asynccontextmanager
-async def stage(jobs: JobStore, job_id: str, name: str, **fields: Any) -> AsyncIterator[None]:
-    """Announces a stage (state, event) and logs it with its duration once it is done."""
-    await jobs.advance(job_id, stage=name, progress=STAGE_PROGRESS[name])
+async def timed(name: str, **fields: Any) -> AsyncIterator[None]:
+    """Logs a stage with its duration once it is done."""
     started = time.perf_counter()
     yield
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     log.info("job_stage", stage=name, duration_ms=duration_ms, **fields)
+
+
+@asynccontextmanager
+async def stage(jobs: JobStore, job_id: str, name: str, **fields: Any) -> AsyncIterator[None]:
+    """Announces a stage (state, event), then logs it with its duration once it is done."""
+    await announce(jobs, job_id, name)
+    async with timed(name, **fields):
+        yield

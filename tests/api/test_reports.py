@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.core.settings import Settings
+from service.store import names
 from tests.conftest import bearer, create_key
 
 URL = "https://example.com/data/sales.csv"
@@ -55,8 +56,8 @@ async def test_submit_puts_exactly_one_entry_in_the_queue(
 ) -> None:
     job_id = (await post_report(api, alice, {"inputDataUrl": URL})).json()["jobId"]
     client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-    assert await client.zrange("arq:queue", 0, -1) == [job_id]
-    assert await client.exists(f"arq:job:{job_id}") == 1
+    [member] = await client.zrange(names.QUEUE, 0, -1)
+    assert names.split_member(member)[0] == job_id
     await client.aclose()
 
 
@@ -216,8 +217,7 @@ async def test_cancel_removes_a_queued_job_from_the_queue(
     assert response.status_code == 200
     assert response.json()["state"] == "cancelled"
     client = aioredis.Redis.from_url(settings.redis_url)
-    assert await client.zcard("arq:queue") == 0
-    assert await client.exists(f"arq:job:{accepted['jobId']}") == 0
+    assert await client.zcard(names.QUEUE) == 0
     await client.aclose()
     assert_error(await api.delete(accepted["statusUrl"], headers=alice), 409, "conflict")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.providers.base import CallUsage, ReportRequest
+from service.providers.base import PROGRESS_INTERVAL_SECONDS, CallUsage, ReportRequest
 from service.providers.offline.columns import profile_column
 from service.providers.offline.common import fmt_number, inline, parse_number
 from service.providers.offline.csv_summary import summarize_csv
@@ -207,13 +207,16 @@ async def test_the_provider_streams_with_rising_estimates_then_the_final_count()
         heard.append((time.monotonic(), usage.output_tokens))
 
     request = ReportRequest(SALES, "sales.csv", "text/csv", "ignored", 1000)
-    answer = await OfflineProvider(chunk_delay=0.05).write_report(request, on_output)
+    answer = await OfflineProvider(chunk_delay=0.2).write_report(request, on_output)  # a few intervals
     counts = [tokens for _, tokens in heard]
     assert len(counts) >= 3
     assert counts == sorted(counts)
     assert counts[-1] == answer.output_tokens == len(answer.text) // 4
     estimates = [at for at, _ in heard[:-1]]
-    assert all(later - earlier >= 0.24 for earlier, later in itertools.pairwise(estimates))
+    assert all(
+        later - earlier >= PROGRESS_INTERVAL_SECONDS - 0.01
+        for earlier, later in itertools.pairwise(estimates)
+    )
     assert (answer.model, answer.offline, answer.input_tokens) == ("offline", True, len(SALES) // 4)
     assert answer.text == report(SALES, "sales.csv", "text/csv")
 

@@ -3,6 +3,7 @@ twice; a call whose worker died before its first record is counted its whole inp
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,9 +14,11 @@ from service.store.calls import CallLedger, PaidCall
 from service.store.connection import open_redis
 from service.store.job_types import NewJob, StartPolicy, SubmitPolicy
 from service.store.jobs import JobStore, derive_job_id
+from tests.store.support import claim
 
 OPEN = SubmitPolicy(per_minute=0, burst=1, budget=0, reserve=0, period="2026-12")
-START = StartPolicy(max_crashes=5, cap_free=0, cap_pro=0, lease_ms=60_000)
+# A lease of a millisecond: the next start finds the worker of the last one dead.
+START = StartPolicy(max_crashes=5, cap_free=0, cap_pro=0, lease_ms=1)
 USAGE = names.usage("ann", "2026-12")
 
 
@@ -29,8 +32,15 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 async def running_job(jobs: JobStore, name: str) -> str:
     job_id = derive_job_id("ann", name)
     await jobs.submit(NewJob(job_id, "ann", "pro", "https://x/y.csv", "m", "fp"), OPEN, keep_ms=0, score_ms=1)
-    assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed
+    assert (await claim(jobs, job_id, START)).proceed
     return job_id
+
+
+async def restarted(jobs: JobStore, ledger: CallLedger, job_id: str) -> None:
+    """The job's worker died: its lease runs out and the next worker claims it."""
+    await asyncio.sleep(0.01)
+    outcome = await claim(jobs, job_id, START, ledger=ledger)
+    assert outcome.proceed and outcome.restarted and outcome.lost_calls == ("c1",)
 
 
 async def reserved(ledger: CallLedger, job_id: str, input_tokens: int = 400) -> PaidCall:
@@ -47,9 +57,12 @@ async def test_records_count_the_difference_so_a_repeated_record_counts_nothing_
     call = await reserved(ledger, await running_job(jobs, "repeat"))
     for output in (10, 50, 50, 120):
         await ledger.record(call, 400, output, request_id="req_1")
+    assert (await jobs.usage("ann", "2026-12")).get("input_tokens", 0) == 0  # counted when it closes
+    for _ in range(2):
+        await ledger.record(call, 400, 120, request_id="req_1", outcome="answered")
     usage = await jobs.usage("ann", "2026-12")
     assert (usage["input_tokens"], usage["output_tokens"]) == (400, 120)
-    assert usage["reserved"] == 1400 - 520  # the hold shrinks by what was spent
+    assert usage["reserved"] == 0  # the hold went back when the call closed
     assert usage["cost_nusd"] == 400 * 1000 + 120 * 5000
 
 
@@ -58,7 +71,7 @@ async def test_a_worker_death_after_records_counts_what_they_said_and_frees_the_
     job_id = await running_job(jobs, "died")
     call = await reserved(ledger, job_id)
     await ledger.record(call, 400, 80)
-    assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed  # its worker died
+    await restarted(jobs, ledger, job_id)
     usage = await jobs.usage("ann", "2026-12")
     assert (usage["input_tokens"], usage["output_tokens"], usage["reserved"]) == (400, 80, 0)
     assert (await ledger.entries(job_id))["c1"]["outcome"] == "lost"
@@ -68,7 +81,7 @@ async def test_a_worker_death_before_any_record_counts_the_whole_input(redis: Re
     jobs, ledger = JobStore(redis), CallLedger(redis)
     job_id = await running_job(jobs, "silent")
     await reserved(ledger, job_id, input_tokens=333)
-    assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed
+    await restarted(jobs, ledger, job_id)
     usage = await jobs.usage("ann", "2026-12")
     assert (usage["input_tokens"], usage.get("output_tokens", 0), usage["reserved"]) == (333, 0, 0)
 

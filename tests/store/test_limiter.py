@@ -173,8 +173,13 @@ async def test_concurrent_acquirers_in_two_processes_never_over_grant(
     started = time.monotonic()
     outcomes = await asyncio.gather(*(limiters[n % 2].acquire(MODEL, *size) for n in range(400)))
     elapsed = time.monotonic() - started
-    assert elapsed < 0.4, "too slow for the count to be exact: the buckets would have refilled"
-    assert sum(isinstance(outcome, Grant) for outcome in outcomes) == expected
+    granted = sum(isinstance(outcome, Grant) for outcome in outcomes)
+    # Exact when the 400 calls take under 0.4 s; on a busy machine the buckets refill meanwhile, by at
+    # most the limit's rate over the time taken (one grant of `size` per refill of that much).
+    binding = min(limits)
+    unit = max(size) or 1
+    refilled = int(binding / 60 * max(0.0, elapsed - 0.4) / unit) + (1 if elapsed >= 0.4 else 0)
+    assert expected <= granted <= expected + refilled
 
 
 async def test_a_request_larger_than_a_bucket_gets_through_once_it_is_full(redis_client: Redis) -> None:

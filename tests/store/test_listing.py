@@ -13,6 +13,9 @@ from service.store.connection import open_redis
 from service.store.job_types import NewJob, Retention, StartPolicy, SubmitPolicy
 from service.store.jobs import JobStore, derive_job_id
 from service.store.listing import JobListing, decode_cursor
+from tests.store.support import cancel as cancel_job
+from tests.store.support import claim
+from tests.store.support import complete as complete_job
 
 OPEN = SubmitPolicy(per_minute=0, burst=1, budget=0, reserve=0, period="2026-12")
 START = StartPolicy(max_crashes=5, cap_free=0, cap_pro=0, lease_ms=60_000)
@@ -57,7 +60,7 @@ async def test_a_state_filter_returns_only_that_state_across_pages(redis: Redis)
     jobs, listing = JobStore(redis), JobListing(redis)
     job_ids = [await submitted(jobs, "amy", f"job-{n}") for n in range(9)]
     for job_id in job_ids[::3]:
-        assert await jobs.cancel(job_id, retention=Retention(3600, 100), queued_seconds=3600) == "queued"
+        assert await cancel_job(jobs, job_id, Retention(3600, 100), queued_seconds=3600) == "queued"
     assert await everything(listing, "amy", limit=2, state="cancelled") == list(reversed(job_ids[::3]))
 
 
@@ -65,8 +68,8 @@ async def test_tombstones_leave_the_listing(redis: Redis) -> None:
     jobs, listing = JobStore(redis), JobListing(redis)
     job_ids = [await submitted(jobs, "amy", f"job-{n}") for n in range(3)]
     for job_id in job_ids:
-        assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed
-        await jobs.complete(job_id, RESULT, pdf_key="r/x.pdf", retention=Retention(3600, 2), period="2026-12")
+        assert (await claim(jobs, job_id, START)).proceed
+        await complete_job(jobs, job_id, RESULT, Retention(3600, 2), pdf_key="r/x.pdf", period="2026-12")
     assert await everything(listing, "amy", limit=10) == list(reversed(job_ids[1:]))
 
 

@@ -14,6 +14,10 @@ from service.store.connection import open_redis
 from service.store.job_types import NewJob, Retention, StartPolicy, SubmitPolicy
 from service.store.jobs import JobStore, derive_job_id
 from tests.conftest import api_with, bearer, create_key, make_settings
+from tests.store.support import cancel as cancel_job
+from tests.store.support import claim
+from tests.store.support import complete as complete_job
+from tests.store.support import fail as fail_job
 
 RESULT = {"model": "m", "inputTokens": 10, "outputTokens": 5, "tokensUsed": 15}
 OPEN = SubmitPolicy(per_minute=0, burst=1, budget=0, reserve=0, period="2026-11")
@@ -43,8 +47,8 @@ async def completed(jobs: JobStore, user: str, name: str, cap: Retention = CAP) 
 
 
 async def finish(jobs: JobStore, job_id: str, cap: Retention = CAP) -> None:
-    assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed
-    assert await jobs.complete(job_id, RESULT, pdf_key="reports/x.pdf", retention=cap, period="2026-11")
+    assert (await claim(jobs, job_id, START)).proceed
+    assert await complete_job(jobs, job_id, RESULT, cap, pdf_key="reports/x.pdf", period="2026-11")
 
 
 async def whole(redis: Redis, job_id: str) -> bool:
@@ -66,10 +70,10 @@ async def test_failed_and_cancelled_jobs_are_capped_per_user_too(redis: Redis) -
     for n in range(6):
         job_id = await submitted(jobs, "flaky", f"job-{n}")
         if n % 2:
-            assert await jobs.cancel(job_id, retention=CAP, queued_seconds=600) == "queued"
+            assert await cancel_job(jobs, job_id, CAP, queued_seconds=600) == "queued"
         else:
-            assert (await jobs.start(job_id, START, stage="queued", progress=0)).proceed
-            assert await jobs.fail(job_id, "broken input", code="input_rejected", retention=CAP)
+            assert (await claim(jobs, job_id, START)).proceed
+            assert await fail_job(jobs, job_id, "broken input", CAP, code="input_rejected")
         ended.append(job_id)
     assert sum([await whole(redis, job_id) for job_id in ended]) == 3
     assert await redis.zcard(names.user_finished("flaky", "ended")) == 3
@@ -79,9 +83,9 @@ async def test_a_job_cancelled_before_it_ran_is_kept_only_briefly(redis: Redis) 
     jobs = JobStore(redis)
     waiting = await submitted(jobs, "ivy", "waiting")
     running = await submitted(jobs, "ivy", "running")
-    assert (await jobs.start(running, START, stage="queued", progress=0)).proceed
-    assert await jobs.cancel(waiting, retention=CAP, queued_seconds=120) == "queued"
-    assert await jobs.cancel(running, retention=CAP, queued_seconds=120) == "active"
+    assert (await claim(jobs, running, START)).proceed
+    assert await cancel_job(jobs, waiting, CAP, queued_seconds=120) == "queued"
+    assert await cancel_job(jobs, running, CAP, queued_seconds=120) == "active"
     assert 0 < await redis.ttl(names.job(waiting)) <= 120
     assert 120 < await redis.ttl(names.job(running)) <= CAP.seconds
 
@@ -114,4 +118,4 @@ async def test_evicted_jobs_cost_little_memory(redis: Redis) -> None:
     evicted = await redis.memory_usage(names.job(job_ids[0]))
     kept = await redis.memory_usage(names.job(job_ids[-1]))
     assert evicted is not None and kept is not None and evicted < kept and evicted < 400
-    assert not await redis.exists(names.job_events(job_ids[0]), names.job_calls(job_ids[0]))
+    assert not await redis.exists(names.job_events(job_ids[0]))

@@ -10,6 +10,9 @@ from pypdf import PdfReader
 from service.core.settings import Settings
 from service.providers.offline.provider import OfflineProvider
 from service.report.renderer import PdfRenderer
+from service.store.jobs import member_of
+from service.worker.resources import WorkerDeps
+from service.worker.runtime import WorkerRuntime
 from tests.conftest import run_burst_worker, worker_deps
 
 CSV = "region,revenue,units\nnorth,1200.50,10\nsouth,980.25,8\nMARKER-pipeline,1500,12\n"
@@ -29,3 +32,14 @@ async def status(api: httpx.AsyncClient, key: dict[str, str], job_id: str) -> di
 async def run(settings: Settings, renderer: PdfRenderer, provider: OfflineProvider | None = None) -> None:
     async with worker_deps(settings, renderer, provider) as deps:
         await run_burst_worker(settings, deps)
+
+
+async def run_once(deps: WorkerDeps, job_id: str) -> str:
+    """One attempt of the job, claimed and run as the worker's runtime does; returns its state after."""
+    record = await deps.jobs.get(job_id)
+    assert record is not None
+    await WorkerRuntime(deps).claim(member_of(record))
+    task = deps.running.tasks.get(job_id)
+    if task is not None:
+        await task
+    return (await deps.jobs.get(job_id) or {}).get("state", "missing")

@@ -1,30 +1,25 @@
-"""Nothing stuck: a job arq ends outside our state machine (a Redis error at its start or while its
-outcome is recorded, a payload gone, arq's own timeout) is retried or put back by the reaper, and
-reaches a terminal state; never queued or active without a worker that will run it."""
+"""Nothing stuck: a Redis error at a job's start or while its outcome is recorded, or a worker that
+dies under its job, never leaves the job queued or active without a worker that will run it. The
+queue is the schedule: a claimed job's score is its lease's end, so a dead worker's job comes due
+again by itself, and the calls it left open are closed by the next worker to claim it."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 
 from service.core.errors import Unavailable
 from service.core.settings import Settings
 from service.report.renderer import PdfRenderer
 from service.store import names
+from service.store.calls import PaidCall
 from service.store.jobs import JobStore
-from service.store.policies import failed_retention, start_policy
-from service.worker.options import MAX_QUEUE_LOSSES, reap_lost_jobs, worker_options
-from service.worker.outcomes import SETTLE_DEADLINE_SECONDS
-from tests.conftest import (
-    InputFiles,
-    bearer,
-    create_key,
-    run_burst_worker,
-    submit,
-    worker_deps,
-)
+from service.store.policies import budget_period, start_policy
+from tests.conftest import InputFiles, bearer, create_key, run_burst_worker, submit, worker_deps
+from tests.store.support import cancel, claim
 from tests.worker.support import CSV, status
 
 
@@ -40,13 +35,13 @@ class BlippingJobStore(JobStore):
             self.blip_on = ""
             raise Unavailable("the job store is unreachable; retry shortly")
 
-    async def start(self, job_id: str, *args: Any, **kwargs: Any) -> Any:
+    async def start(self, member: str, *args: Any, **kwargs: Any) -> Any:
         self._blip("start")
-        return await super().start(job_id, *args, **kwargs)
+        return await super().start(member, *args, **kwargs)
 
-    async def fail(self, job_id: str, *args: Any, **kwargs: Any) -> Any:
+    async def fail(self, record: dict[str, str], *args: Any, **kwargs: Any) -> Any:
         self._blip("fail")
-        return await super().fail(job_id, *args, **kwargs)
+        return await super().fail(record, *args, **kwargs)
 
 
 async def test_a_redis_error_when_a_job_starts_retries_it_instead_of_stranding_it(
@@ -76,73 +71,44 @@ async def test_a_redis_error_while_a_failure_is_recorded_still_ends_the_job_fail
     }
 
 
-async def arq_forgets(redis_url: str, job_id: str) -> None:
-    """What arq does when it ends a job on its own (its timeout, an expired payload): the queue
-    entry and the payload go, our record stays as it was. And the reaper's last look at the job
-    was long ago."""
-    client = aioredis.Redis.from_url(redis_url)
-    await client.zrem(names.ARQ_QUEUE, job_id)
-    await client.delete(names.arq_job(job_id))
-    await client.zadd(names.LIVE_INDEX, {job_id: 0})
-    await client.aclose()
-
-
-async def test_the_reaper_puts_back_a_queued_job_the_queue_lost_and_it_completes(
+async def test_a_job_whose_worker_died_comes_due_at_its_leases_end_and_completes(
     api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer
 ) -> None:
     key = bearer(await create_key(settings, "lee", "pro"))
     job_id = (await submit(api, key, inputs.add("a.csv", CSV)))["jobId"]
-    await arq_forgets(settings.redis_url, job_id)
     async with worker_deps(settings, renderer) as deps:
-        retention = failed_retention(settings)
-        assert await deps.jobs.reap(older_than_ms=0, limit=10, max_losses=3, failed=retention) == (1, 1, 0)
-        await run_burst_worker(settings, deps)
-        # Finished: out of the live index, never looked at again.
-        assert await deps.jobs.reap(older_than_ms=0, limit=10, max_losses=3, failed=retention) == (0, 0, 0)
-    assert (await status(api, key, job_id))["state"] == "completed"
-
-
-async def test_a_running_job_lost_by_the_queue_is_put_back_once_its_lease_runs_out(
-    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer
-) -> None:
-    redis_url = settings.redis_url
-    key = bearer(await create_key(settings, "lee", "pro"))
-    job_id = (await submit(api, key, inputs.add("a.csv", CSV)))["jobId"]
-    async with worker_deps(settings, renderer) as deps:
-        assert (await deps.jobs.start(job_id, start_policy(settings), stage="queued", progress=0)).proceed
-        await arq_forgets(redis_url, job_id)  # arq timed it out; its worker is gone
-        retention = failed_retention(settings)
-        assert (await deps.jobs.reap(older_than_ms=0, limit=10, max_losses=3, failed=retention))[1] == 0
-        client = aioredis.Redis.from_url(redis_url)
-        await client.zadd(names.ACTIVE_PREFIX + "lee", {job_id: 0})  # the lease ran out
-        await client.aclose()
-        assert (await deps.jobs.reap(older_than_ms=0, limit=10, max_losses=3, failed=retention))[1] == 1
-        assert (await status(api, key, job_id))["state"] == "queued"
+        short = replace(start_policy(settings), lease_ms=200)
+        assert (await claim(deps.jobs, job_id, short)).proceed  # ... and its worker is never heard of again
+        assert (await status(api, key, job_id))["state"] == "active"
+        assert (await deps.jobs.due(10)).members == []  # not before its lease ends
+        await asyncio.sleep(0.25)
         await run_burst_worker(settings, deps)
     done = await status(api, key, job_id)
-    assert done["state"] == "completed" and done["crashRestarts"] == 0
+    # A restart, not a new attempt.
+    assert (done["state"], done["attempts"], done["crashRestarts"]) == ("completed", 1, 1)
 
 
-async def test_a_job_the_queue_keeps_losing_fails_with_code_internal(
+async def test_a_job_cancelled_while_its_worker_died_mid_call_has_the_call_closed_by_the_next_worker(
     api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer
 ) -> None:
     key = bearer(await create_key(settings, "lee", "pro"))
     job_id = (await submit(api, key, inputs.add("a.csv", CSV)))["jobId"]
+    usage_key = names.usage("lee", budget_period(settings))
     async with worker_deps(settings, renderer) as deps:
-        ctx = {"deps": deps}
-        for _ in range(MAX_QUEUE_LOSSES):
-            await arq_forgets(settings.redis_url, job_id)
-            assert (await reap_lost_jobs(ctx))["put_back"] == 1
-        await arq_forgets(settings.redis_url, job_id)
-        assert (await reap_lost_jobs(ctx))["failed"] == 1
-    done = await status(api, key, job_id)
-    assert done["state"] == "failed" and done["error"]["code"] == "internal"  # type: ignore[index]
+        short = replace(start_policy(settings), lease_ms=200)
+        assert (await claim(deps.jobs, job_id, short)).proceed
+        call = PaidCall(job_id, "c1", usage_key, input_price_nusd=1000, output_price_nusd=5000)
+        reservation = await deps.calls.reserve(
+            call, input_tokens=500, worst_case=1500, budget=0, model="m", hold_key=usage_key
+        )
+        assert reservation.granted
+        await deps.calls.record(call, 500, 40)  # streaming ... then the worker dies
+        assert await cancel(deps.jobs, job_id) == "active"
+        assert (await deps.jobs.usage("lee", budget_period(settings)))["reserved"] == 1500
+        await asyncio.sleep(0.25)
+        await run_burst_worker(settings, deps)  # finds it due: closes the call, lets it go
+        assert await deps.jobs.queue_size() == 0
+        assert (await deps.calls.entries(job_id))["c1"]["outcome"] == "lost"
     usage = (await api.get("/api/usage", headers=key)).json()
-    assert usage["reservedTokens"] == 0  # nothing it held is left behind
-
-
-def test_arqs_own_timeout_comes_only_after_ours_and_the_time_to_record_the_outcome(
-    settings: Settings,
-) -> None:
-    options = worker_options(settings)
-    assert options["job_timeout"] > settings.job_timeout_seconds + SETTLE_DEADLINE_SECONDS
+    assert (usage["inputTokens"], usage["outputTokens"], usage["reservedTokens"]) == (500, 40, 0)
+    assert (await status(api, key, job_id))["state"] == "cancelled"

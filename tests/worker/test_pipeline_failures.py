@@ -13,7 +13,6 @@ from service.core.errors import TransientJobError
 from service.core.settings import Settings
 from service.report.document import ReportDocument
 from service.report.renderer import PdfRenderer
-from service.worker.pipeline import run_report_job
 from tests.conftest import (
     InputFiles,
     bearer,
@@ -30,7 +29,7 @@ from tests.fakes.anthropic_errors import (
     server_error,
     tier_spend_limit_reached,
 )
-from tests.worker.support import CSV, run, status
+from tests.worker.support import CSV, run, run_once, status
 
 
 @pytest.fixture
@@ -170,7 +169,7 @@ async def test_a_finished_job_started_again_does_nothing(
     job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
     await run(settings, renderer)
     async with worker_deps(settings, renderer) as deps:
-        assert await run_report_job(deps, job_id) == "completed"
+        assert await run_once(deps, job_id) == "completed"
     assert fake_anthropic.call_count == 1
     assert (await api.get("/api/usage", headers=key)).json()["reports"] == 1
 

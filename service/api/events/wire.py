@@ -81,14 +81,15 @@ def snapshot(record: dict[str, str], event_id: str) -> bytes:
 
 
 def terminal_from_record(job_id: str, record: dict[str, str], event_id: str) -> bytes:
-    """Only when the stream lost its terminal entry (it expired apart from the record)."""
+    """A finished job's ending from its record: its stream is kept a minute only (``REPLAY_MS``),
+    the record for the job's whole retention. The event keeps its stream id ('end_id')."""
     state = record["state"]
     data: dict[str, Any] | None = {}
     if state == "completed":
         data = result_view(job_id, record)
     elif state == "failed":
         data = error_view(record) or {"reason": "the job failed"}
-    return encode(event_id, state, _json(data or {}))
+    return encode(record.get("end_id") or event_id, state, _json(data or {}))
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def plan_resume(job_id: str, record: dict[str, str], after: str, replay: list[En
     if after != NO_ID and (not replay or replay[0][0] != after):
         return None
     if after == NO_ID and _finished(record):
-        return None  # a finished job's stream is trimmed to its ending: "everything" is not there
+        return None  # a finished job's stream goes a minute after its end: "everything" may not be there
     if _finished(record) and not any(fields.get("event") in TERMINAL_EVENTS for _, fields in replay):
         return None
     chunks: list[bytes] = []

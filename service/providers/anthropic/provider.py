@@ -122,7 +122,8 @@ class AnthropicProvider:
                     body = _json_or_text(sse.data)
                     raise anthropic.APIStatusError(f"{body}", response=stream.response, body=body)
                 streamed.feed(sse.event, sse.data)
-                await progress.update(streamed.usage())
+                if progress.due():  # the usage carries the whole text so far: built only when passed on
+                    await progress.update(streamed.usage())
         finally:
             await stream.close()
 

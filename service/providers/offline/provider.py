@@ -107,7 +107,8 @@ class OfflineProvider:
         for chunk in chunks(text):
             await asyncio.sleep(self._chunk_delay)
             sent += len(chunk)
-            await progress.update(CallUsage(input_tokens, sent // CHARS_PER_TOKEN, text=text[:sent]))
+            if progress.due():
+                await progress.update(CallUsage(input_tokens, sent // CHARS_PER_TOKEN, text=text[:sent]))
         output_tokens = len(text) // CHARS_PER_TOKEN
         await progress.finish(CallUsage(input_tokens, output_tokens, text=text))
         return ReportAnswer(text, OFFLINE_MODEL, input_tokens, output_tokens, offline=True)

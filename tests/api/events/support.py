@@ -18,9 +18,14 @@ from service.client.sse import SseEvent, SseParser
 from service.core.settings import Settings
 from service.providers.offline.provider import OfflineProvider
 from service.report.renderer import PdfRenderer
+from service.store import names
 from service.store.job_types import Retention, StartPolicy
 from service.store.jobs import JobStore
 from tests.conftest import LiveServer, run_burst_worker, worker_deps
+from tests.store.support import cancel as cancel_job
+from tests.store.support import claim
+from tests.store.support import complete as complete_job
+from tests.store.support import fail as fail_job
 
 RETENTION = Retention(seconds=600, count=1000)
 START = StartPolicy(max_crashes=3, cap_free=0, cap_pro=0, lease_ms=60_000)
@@ -28,22 +33,24 @@ RESULT = {"model": "claude-test", "inputTokens": 120, "outputTokens": 30, "token
 
 
 async def start(jobs: JobStore, job_id: str, *, stage: str = "fetching", progress: int = 10) -> None:
-    """Starts a job as a worker does (its first progress event)."""
-    outcome = await jobs.start(job_id, START, stage=stage, progress=progress)
+    """Starts a job as a worker does (its first progress event), then moves it on as asked."""
+    outcome = await claim(jobs, job_id, START)
     assert outcome.proceed, outcome
+    if (stage, progress) != ("fetching", 10):
+        assert await jobs.advance(job_id, stage=stage, progress=progress)
 
 
 async def complete(jobs: JobStore, job_id: str) -> None:
     period = datetime.now(UTC).strftime("%Y-%m")  # the usage period the worker would count it in
-    assert await jobs.complete(job_id, RESULT, pdf_key="reports/x.pdf", retention=RETENTION, period=period)
+    assert await complete_job(jobs, job_id, RESULT, RETENTION, pdf_key="reports/x.pdf", period=period)
 
 
 async def fail(jobs: JobStore, job_id: str, reason: str) -> None:
-    assert await jobs.fail(job_id, reason, code="input_rejected", retention=RETENTION)
+    assert await fail_job(jobs, job_id, reason, RETENTION, code="input_rejected")
 
 
 async def cancel(jobs: JobStore, job_id: str) -> None:
-    assert await jobs.cancel(job_id, retention=RETENTION, queued_seconds=RETENTION.seconds) in (
+    assert await cancel_job(jobs, job_id, RETENTION, queued_seconds=RETENTION.seconds) in (
         "queued",
         "active",
     )
@@ -136,7 +143,7 @@ async def work_off_the_queue(settings: Settings, renderer: PdfRenderer) -> None:
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
         async with asyncio.timeout(20):
-            while not await client.zcard("arq:queue"):
+            while not await client.zcard(names.QUEUE):
                 await asyncio.sleep(0.05)
     finally:
         await client.aclose()
