@@ -61,6 +61,7 @@ RECORD = with_names(
     + """
 local f = redis.call('HMGET', KEYS[1], CALL .. ARGV[1], 'state', 'progress')
 if not f[1] then return '' end
+if string.sub(f[1], 1, 1) ~= '{' then return f[2] or '' end   -- closed, in a finished job's short form
 local e = cjson.decode(f[1])
 -- Counted even when the call was closed already (a cancel closes the job while its worker is still
 -- streaming): the worker's last record is the truest count of what the provider billed.

@@ -13,7 +13,9 @@ ENDING_KEYS = """
 local JOB, EVENTS, QUEUE, ACTIVE, PARKED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local QUEUED, RUNNING, HOLD_USAGE, MARKER, INDEX = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local MEMBER, JOB_ID = ARGV[1], ARGV[2]
-local function ended(seconds, cap, keep)
+-- The record's last fields (``updates``) and its rewrite into the small form a retained job keeps.
+local function ended(updates, seconds, cap, keep)
+  rewrite_finished(JOB, updates)
   expire_finished(JOB, EVENTS, seconds)
   return retain(INDEX, JOB_ID, seconds, cap, keep)
 end
@@ -22,8 +24,8 @@ end
 # KEYS: job, events, queue, the user's running jobs, the user's parked jobs, queued counts,
 #       running counts, usage the job's queue hold was taken from, marker, the user's completed
 #       jobs, usage of this period
-# ARGV: queue member, job id, result json, retention seconds, most completed jobs kept per user,
-#       pdf storage key
+# ARGV: queue member, job id, result json (for the event), retention seconds, most completed jobs
+#       kept per user, pdf storage key, the result as the record keeps it (``views.stored_result``)
 # Counts the report (its tokens were counted by the call ledger as they were spent): guarded by the
 # state, so a report is counted exactly once. The saved answer goes: the PDF has it now. Returns
 # {1, ids past the cap} or {0}.
@@ -40,10 +42,9 @@ leave_slot(ACTIVE, PARKED, QUEUE, MARKER, MEMBER, f[4] == '1')
 redis.call('ZREM', QUEUE, MEMBER)
 progress_event(EVENTS, 100, 'completed', 'done')
 local end_id = emit(EVENTS, 'completed', cjson.decode(ARGV[3]))
-redis.call('HSET', JOB, 'state', 'completed', 'stage', 'done', 'progress', 100, 'finished_ms', now_ms(),
-  'result', ARGV[3], 'pdf_key', ARGV[6], 'end_id', end_id, 'budget_reserved', 0)
-redis.call('HDEL', JOB, '@ANSWER_FIELD@')
-return {1, ended(ARGV[4], ARGV[5], ARGV[4])}
+local updates = {state = 'completed', stage = 'done', progress = '100', finished_ms = tostring(now_ms()),
+  result = ARGV[7], pdf_key = ARGV[6], end_id = end_id}
+return {1, ended(updates, ARGV[4], ARGV[5], ARGV[4])}
 """
 )
 
@@ -64,9 +65,9 @@ redis.call('ZREM', QUEUE, MEMBER)
 redis.call('ZREM', PARKED, MEMBER)
 local error = {reason = ARGV[3], code = ARGV[4]}
 local end_id = emit(EVENTS, 'failed', error)
-redis.call('HSET', JOB, 'state', 'failed', 'finished_ms', now_ms(), 'error', cjson.encode(error),
-  'end_id', end_id, 'budget_reserved', 0)
-return {1, ended(ARGV[5], ARGV[6], ARGV[5])}
+local updates = {state = 'failed', finished_ms = tostring(now_ms()), error = cjson.encode(error),
+  end_id = end_id}
+return {1, ended(updates, ARGV[5], ARGV[6], ARGV[5])}
 """
 )
 
@@ -95,9 +96,9 @@ end
 release_hold(HOLD_USAGE, tonumber(f[3]) or 0)
 -- The worker's last record still counts what had streamed (see call_scripts.RECORD).
 local end_id = emit(EVENTS, 'cancelled', {})
-redis.call('HSET', JOB, 'state', 'cancelled', 'finished_ms', now_ms(), 'end_id', end_id, 'budget_reserved', 0)
+local updates = {state = 'cancelled', finished_ms = tostring(now_ms()), end_id = end_id}
 local seconds = state == 'queued' and ARGV[4] or ARGV[3]
-return {state, ended(seconds, ARGV[5], math.max(tonumber(ARGV[3]), tonumber(ARGV[4])))}
+return {state, ended(updates, seconds, ARGV[5], math.max(tonumber(ARGV[3]), tonumber(ARGV[4])))}
 """
 )
 

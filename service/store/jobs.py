@@ -25,6 +25,7 @@ from service.store.job_types import (
     SubmitOutcome,
     SubmitPolicy,
 )
+from service.store.views import stored_result
 
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 
@@ -52,11 +53,17 @@ def checkpoint_of(record: Record) -> Checkpoint | None:
 
 
 def call_entries(record: Record) -> dict[str, dict[str, Any]]:
-    """The record's call ledger: call id -> entry (see ``service.store.call_scripts``)."""
+    """The record's call ledger: call id -> entry (see ``service.store.call_scripts``); a finished
+    job keeps each closed call as [outcome, input, output, request id]."""
     prefix = names.CALL_FIELD_PREFIX
-    return {
-        field[len(prefix) :]: orjson.loads(raw) for field, raw in record.items() if field.startswith(prefix)
-    }
+    entries: dict[str, dict[str, Any]] = {}
+    for field, raw in record.items():
+        if field.startswith(prefix):
+            entry = orjson.loads(raw)
+            if isinstance(entry, list):
+                entry = dict(zip(("outcome", "input", "output", "request_id"), entry, strict=False))
+            entries[field[len(prefix) :]] = entry
+    return entries
 
 
 @dataclass(frozen=True)
@@ -215,7 +222,7 @@ class JobStore(RedisStore):
         counted by the call ledger as they were spent)."""
         keys = [*self._ending_keys(record, "completed", period), names.usage(record["user_id"], period)]
         args: list[str | int] = [member_of(record), record["job_id"], json.dumps(result), retention.seconds]
-        args += [retention.count, pdf_key]
+        args += [retention.count, pdf_key, stored_result(result)]
         reply = await self._complete(keys=keys, args=args)
         return await self._ended(reply, record["user_id"])
 

@@ -111,6 +111,36 @@ local function open_calls(flat)
   return open
 end
 
+-- A finished job's record is rewritten once, with its last fields (``updates``), without what only a
+-- job that may still run needs (its schedule, its hold, its saved answer; its input URL, which may
+-- carry a signed query), and with its closed calls in short form: when every value is small, Redis
+-- keeps a hash as a compact listpack, a third of a hashtable's memory, and only a fresh hash is.
+local FINISHED_DROP = {['@ANSWER_FIELD@'] = true, due_ms = true, alone = true, capped = true, parked = true,
+  suspect = true, deferrals = true, restarted = true, budget_reserved = true, budget_period = true,
+  input_url = true}
+local function short_call(value)
+  if string.sub(value, 1, 1) ~= '{' then return value end
+  local e = cjson.decode(value)
+  if is_open(e) then return value end   -- its worker still closes it
+  return cjson.encode({e.outcome, e.input, e.output, e.request_id})
+end
+local function rewrite_finished(job, updates)
+  local flat = redis.call('HGETALL', job)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  for name, value in pairs(updates) do fields[name] = value end
+  local kept = {}
+  for name, value in pairs(fields) do
+    if not FINISHED_DROP[name] then
+      if string.sub(name, 1, #CALL) == CALL then value = short_call(value) end
+      kept[#kept + 1] = name
+      kept[#kept + 1] = value
+    end
+  end
+  redis.call('DEL', job)
+  redis.call('HSET', job, unpack(kept))
+end
+
 -- A finished job keeps its stream for REPLAY_MS (readers a little behind, or reconnecting, still
 -- get every event); after that its ending is served from the record ('end_id' names the terminal
 -- event). The record is kept for the retention of its kind.

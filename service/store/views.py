@@ -18,12 +18,29 @@ def report_paths(job_id: str) -> dict[str, str]:
     return {"statusUrl": base, "eventsUrl": f"{base}/events", "pdfUrl": f"{base}/pdf"}
 
 
+# How a finished record keeps its result: short names, and no sum, so the value stays small enough
+# for Redis to keep the whole record as a compact listpack (see ``lua.rewrite_finished``).
+_SHORT_RESULT = {"model": "m", "inputTokens": "i", "outputTokens": "o"}
+
+
+def stored_result(result: dict[str, Any]) -> str:
+    short = {_SHORT_RESULT.get(name, name): value for name, value in result.items() if name != "tokensUsed"}
+    return json.dumps(short, separators=(",", ":"))
+
+
+def _stored_result_view(raw: str) -> dict[str, Any]:
+    stored: dict[str, Any] = json.loads(raw)
+    long = {full: stored.pop(short) for full, short in _SHORT_RESULT.items() if short in stored}
+    if "inputTokens" in long and "outputTokens" in long and "tokensUsed" not in stored:
+        long["tokensUsed"] = long["inputTokens"] + long["outputTokens"]
+    return {**long, **stored}
+
+
 def result_view(job_id: str, record: dict[str, str], pdf_url: str | None = None) -> dict[str, Any] | None:
     """``pdf_url``: a pre-signed link to the object, when the API made one; else the API's own path."""
     if record.get("state") != "completed" or not record.get("result"):
         return None
-    stored: dict[str, Any] = json.loads(record["result"])
-    return {"pdfUrl": pdf_url or report_paths(job_id)["pdfUrl"], **stored}
+    return {"pdfUrl": pdf_url or report_paths(job_id)["pdfUrl"], **_stored_result_view(record["result"])}
 
 
 def error_view(record: dict[str, str]) -> dict[str, Any] | None:
