@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     budget_tokens_pro: int = Field(default=20_000_000, ge=0)
     budget_period: Literal["month", "day"] = "month"
     budget_reserve_tokens: int = Field(default=12_000, ge=0)
+    # CPU-bound steps run in processes killed at these deadlines (the attempt ends as timed_out)
+    render_timeout_seconds: float = Field(default=60, gt=0)  # one PDF render, queueing included
 
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)

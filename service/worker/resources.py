@@ -56,7 +56,7 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
         stack.push_async_callback(redis.aclose)
         input_client = build_input_client(settings)
         stack.push_async_callback(input_client.aclose)
-        renderer = PdfRenderer(processes=1)
+        renderer = PdfRenderer(processes=1, timeout=settings.render_timeout_seconds)
         storage = storage_from(settings)
         stack.push_async_callback(storage.aclose)
         stack.callback(renderer.close)
