@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     budget_reserve_tokens: int = Field(default=12_000, ge=0)
     # CPU-bound steps run in processes killed at these deadlines (the attempt ends as timed_out)
     render_timeout_seconds: float = Field(default=60, gt=0)  # one PDF render, queueing included
+    summary_timeout_seconds: float = Field(default=60, gt=0)  # the offline provider's summary of an input
 
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)

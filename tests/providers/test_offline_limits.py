@@ -5,13 +5,16 @@ from __future__ import annotations
 import gc
 import json
 import time
+from pathlib import Path
 
 import pytest
 
+from service.core.errors import JobTimedOut
 from service.providers.base import ReportRequest
 from service.providers.offline.csv_summary import MAX_COLUMNS, MAX_ROWS
 from service.providers.offline.json_summary import MAX_FIELDS, MAX_NESTING, MAX_RECORDS, summarize_json
 from service.providers.offline.provider import OfflineProvider
+from tests.fakes.stuck import hanging_summary, process_is_gone, runs
 from tests.providers.support import report
 
 
@@ -123,3 +126,14 @@ def test_json_with_a_huge_number_is_summarised(digits: int) -> None:
     assert "2 records in `rows`, with 1 field." in out
     assert "- `big`: number (inf)" in out  # too long for a float: read as one, infinite
     assert "did not parse" not in out
+
+
+async def test_a_summary_that_hangs_is_killed_at_its_deadline(tmp_path: Path) -> None:
+    log = tmp_path / "summary"
+    provider = OfflineProvider(chunk_delay=0, summary_timeout=1.0, summarize=hanging_summary)
+    start = time.monotonic()
+    with pytest.raises(JobTimedOut, match=r"SUMMARY_TIMEOUT_SECONDS \(1s\)"):
+        await provider.write_report(ReportRequest("data", str(log), "text/plain", "m", 9))
+    assert 0.95 <= time.monotonic() - start < 2.5  # 1 s, plus starting the process
+    (pid,) = runs(log)
+    assert process_is_gone(pid)
