@@ -36,16 +36,15 @@ from service.report.document import (
 MAX_CHARS = 100_000  # ~25,000 tokens, 6x the default MAX_OUTPUT_TOKENS; the worst markup parses in ~2 s
 MAX_NESTING = 16  # markdown-it token levels (a list level takes two); deeper content stays plain text
 MAX_DEPTH = 5  # list items nested deeper are drawn at this depth: the page is only so wide
+MAX_COLUMNS = 16  # table cells past it join the last one: thousands of columns would take minutes to lay out
 CUT_NOTE = "[The rest of this report is not shown: it is longer than {limit:,} characters.]"
 _ALIGN = {"text-align:left": "left", "text-align:center": "center", "text-align:right": "right"}
 _STYLE = {"strong_open": (1, 0), "strong_close": (-1, 0), "em_open": (0, 1), "em_close": (0, -1)}
 
 
 def _too_deep(state: StateBlock, start: int, end: int, silent: bool) -> bool:
-    """Past the nesting cap, the rest of the container is one paragraph of its text, markers and all.
-
-    markdown-it's own cap skips that text instead; the recursion it prevents is ours to prevent too.
-    """
+    """Past the nesting cap, the rest of the container is one paragraph of its text (markdown-it's own cap,
+    which bounds its recursion, would drop the text)."""
     if silent or state.level < MAX_NESTING:
         return False
     stop = start + 1
@@ -154,9 +153,18 @@ def _table(tokens: list[Token], start: int) -> tuple[Table, int]:
         elif token.type == "tr_close" and rows:
             rows[-1] += [parse_inline(cell) for cell in extra[len(rows[-1]) :]]
         i += 1
-    width = max(len(row) for row in rows)
-    cells = [tuple(row + [()] * (width - len(row))) for row in rows]
-    return Table(cells[0], tuple(cells[1:]), tuple(align + ["left"] * (width - len(align)))), i + 1
+    width = min(max(len(row) for row in rows), MAX_COLUMNS)
+    cells = [tuple(_fold(row, width) + [()] * (width - len(row))) for row in rows]
+    return Table(cells[0], tuple(cells[1:]), tuple((align + ["left"] * width)[:width])), i + 1
+
+
+def _fold(row: list[Spans], width: int) -> list[Spans]:
+    """The cells of ``row`` past ``width`` joined into its last one: nothing is lost."""
+    return row if len(row) <= width else [*row[: width - 1], _piped(row[width - 1 :])]
+
+
+def _piped(cells: Iterable[Spans]) -> Spans:
+    return _merged([span for cell in cells for span in (Span(" | "), *cell)][1:])
 
 
 class _Blocks:
@@ -176,20 +184,17 @@ class _Blocks:
     def convert(self, tokens: list[Token]) -> list[Block]:
         i = 0
         while i < len(tokens):
-            token = tokens[i]
-            if token.type == "table_open":
+            if tokens[i].type == "table_open":
                 block, i = _table(tokens, i)
                 self._leaf(block)
-                continue
-            handler = getattr(self, "_on_" + token.type, None)
-            if handler is not None:
-                handler(token)
-            i += 1
+            else:
+                getattr(self, "_on_" + tokens[i].type, lambda token: None)(tokens[i])
+                i += 1
         self._flush()
         return self.blocks
 
     def _on_heading_open(self, token: Token) -> None:
-        self.heading = int(token.tag[1:])
+        self.heading = int(token.tag[1:])  # "h1" to "h6"
 
     def _on_inline(self, token: Token) -> None:
         spans = _spans(token.children or [])
@@ -197,8 +202,7 @@ class _Blocks:
         self.heading = 0  # a heading holds this one inline token
 
     def _on_fence(self, token: Token) -> None:
-        text = token.content[:-1] if token.content.endswith("\n") else token.content
-        self._leaf(CodeBlock(text, token.info.strip()))
+        self._leaf(CodeBlock(token.content.removesuffix("\n"), token.info.strip()))
 
     def _on_hr(self, token: Token) -> None:
         self._leaf(Rule())
@@ -283,8 +287,7 @@ class _Blocks:
         elif isinstance(block, CodeBlock):
             spans = (Span(" ".join(block.text.split()), code=True),)
         elif isinstance(block, Table):
-            for row in (block.header, *block.rows):
-                self.quote.append(_merged([span for cell in row for span in (Span(" | "), *cell)][1:]))
+            self.quote += [_piped(row) for row in (block.header, *block.rows)]
         if spans:
             self.quote.append((self.marker, *spans) if self.marker is not None else spans)
             self.marker = None
