@@ -2,9 +2,12 @@
 
 A thread cannot be stopped, and a process stuck in C code (borb, a regex, json) heeds nothing gentler
 than SIGKILL. So every call has a deadline; a call past it has the pool's processes killed, the pool is
-replaced, and the call raises ``JobTimedOut``. The other calls that were on the killed pool are innocent:
-they run again on the new one, each with a fresh deadline, at most ``MAX_RERUNS`` times. A call that is
-cancelled (the job's own deadline, a shutdown) is dropped if it has not started, else killed the same way.
+replaced, and the call raises ``JobTimedOut``. Calls wait in line here, in order, until a process is
+free, and their deadline starts when they are handed one: a call is never charged for the time another
+held the process, and the pool only ever kills a call that is running. The other calls running on a
+killed pool (``processes`` > 1) are innocent: they run again, first in line, with a fresh deadline, at
+most ``MAX_RERUNS`` times. A cancelled call (the job's own deadline, a shutdown) leaves the line, or, if
+it is running, is killed the same way. Waiting in line is bounded by the job's own deadline.
 
 The pool uses the "forkserver" context: the worker process runs asyncio and threads, and a plain fork
 would copy their locks in whatever state they are. The fork server preloads the modules the pools name,
@@ -18,6 +21,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_for_futures
@@ -107,6 +111,8 @@ class DeadlinePool:
             raise ValueError("timeout must be positive")
         self._timeout, self._timed_out, self._died = timeout, timed_out, died
         self._processes = processes
+        self._free = processes  # processes no call holds
+        self._line: deque[asyncio.Future[None]] = deque()  # calls waiting for one, in order
         _PRELOAD.update(preload)
         self._pool: _Pool | None = _Pool(self._executor())
         if warm_up is not None:
@@ -127,16 +133,44 @@ class DeadlinePool:
 
     async def run(self, fn: Callable[[T], R], arg: T) -> R:
         """``fn(arg)`` in a process: ``JobTimedOut`` past the deadline, ``TransientJobError`` if it dies."""
-        for _ in range(MAX_RERUNS + 1):
-            pool = self._current()
+        for rerun in range(MAX_RERUNS + 1):
+            await self._take_process(first=rerun > 0)
             try:
+                pool = self._current()
                 return await self._attempt(pool, fn, arg)
             except BrokenProcessPool as exc:
                 if not pool.killed:  # died by itself (killed from outside, out of memory)
                     self._replace(pool)
                     raise TransientJobError(self._died) from exc
                 # innocent: the pool was killed for another call's deadline; this call runs again
+            finally:
+                self._give_process()
         raise JobTimedOut(f"{self._timed_out}: its process was restarted {MAX_RERUNS} times for other work")
+
+    async def _take_process(self, first: bool) -> None:
+        """Wait for a free process, in line (``first``: at its head); the caller then holds it."""
+        if self._free and not self._line:
+            self._free -= 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        if first:
+            self._line.appendleft(turn)
+        else:
+            self._line.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:  # the turn is cancelled too, and skipped, unless it had come
+            if not turn.cancelled():
+                self._give_process()  # handed over just as the call was cancelled: pass it on
+            raise
+
+    def _give_process(self) -> None:
+        while self._line:
+            turn = self._line.popleft()
+            if not turn.done() and not turn.get_loop().is_closed():
+                turn.set_result(None)  # the process passes to the next in line, without a gap
+                return
+        self._free += 1
 
     async def _attempt(self, pool: _Pool, fn: Callable[[T], R], arg: T) -> R:
         pool, future = self._submit(pool, fn, arg)

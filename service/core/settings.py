@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     budget_period: Literal["month", "day"] = "month"
     budget_reserve_tokens: int = Field(default=12_000, ge=0)
     # CPU-bound steps run in processes killed at these deadlines (the attempt ends as timed_out)
-    render_timeout_seconds: float = Field(default=60, gt=0)  # one PDF render, queueing included
+    render_timeout_seconds: float = Field(default=60, gt=0)  # one PDF render, from when a process takes it
     summary_timeout_seconds: float = Field(default=60, gt=0)  # the offline provider's summary of an input
 
     # --- retries ------------------------------------------------------------------------------

@@ -19,9 +19,10 @@ def _warm_up() -> None:
 
 
 class PdfRenderer:
-    """Renders in a ``DeadlinePool`` of processes (``service.core.process_pool``): a render that takes longer
-    than ``timeout`` seconds - queueing, parsing, layout and painting, the whole call - has its process
-    killed and raises ``JobTimedOut``; renders that shared the killed pool run again on its replacement.
+    """Renders in a ``DeadlinePool`` of processes (``service.core.process_pool``): a render still running
+    ``timeout`` seconds after a process took it - parsing, layout and painting, the whole render - has its
+    process killed and raises ``JobTimedOut``; renders waiting for a process are not charged for the wait
+    (the job's own deadline bounds it), and renders running beside it run again on the replacement.
 
     The fork server preloads the painter, so every pool process - including a replacement - starts with
     borb imported and its font tables built (a replacement renders a 4,000-token report in ~70 ms instead
