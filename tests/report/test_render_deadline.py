@@ -106,3 +106,20 @@ async def test_a_slow_render_within_its_deadline_is_left_alone(renderer: PdfRend
     pdf = await renderer.render(scripted(f"slow {TIMEOUT / 2}", log))
     assert pdf.startswith(b"%PDF-")
     assert runs(log) == renderer.pids()  # one run, in the process that is still there
+
+
+async def test_a_render_queued_behind_two_hanging_ones_still_returns_its_pdf(
+    renderer: PdfRenderer, tmp_path: Path
+) -> None:
+    """Each hung render gets the process for its own deadline; the wait is no render's fault."""
+    hangs = [asyncio.create_task(renderer.render(scripted("hang", tmp_path / f"hang{n}"))) for n in range(2)]
+    await wait_for_runs(tmp_path / "hang0", 1)
+    start = time.monotonic()
+    pdf = await renderer.render(scripted("Sales review", tmp_path / "innocent"))
+    assert 2 * TIMEOUT - 0.3 <= time.monotonic() - start < 2 * TIMEOUT + 2 * MARGIN
+    assert pdf.startswith(b"%PDF-")
+    for hang in hangs:
+        with pytest.raises(JobTimedOut):
+            await hang
+    pids = [*runs(tmp_path / "hang0"), *runs(tmp_path / "hang1"), *runs(tmp_path / "innocent")]
+    assert len(set(pids)) == 3, "each hung render was killed, and the innocent ran in a third process"
