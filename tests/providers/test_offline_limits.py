@@ -60,9 +60,9 @@ def test_the_json_summary_is_linear_in_distinct_keys() -> None:
 
 def test_ten_thousand_records_are_profiled_in_full_and_fast() -> None:
     records = [{"id": n, "region": "NSEW"[n % 4], "revenue": n * 1.5} for n in range(10_000)]
-    start = time.perf_counter()
+    start = time.process_time()
     out = report(json.dumps(records), "orders.json", "application/json")
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
     assert "10,000 records in the top-level array, with 3 fields." in out
     assert "from the first" not in out
     assert "| revenue | 10,000 | 0 | 14,998.5 |" in out
@@ -80,9 +80,9 @@ async def test_a_20_000_column_csv_gives_a_bounded_report() -> None:
 
 
 def test_a_million_row_csv_is_counted_in_full_and_profiled_from_its_first_rows() -> None:
-    start = time.perf_counter()
+    start = time.process_time()
     out = report("n\n" + "1\n" * 1_000_000, "long.csv", "text/csv")
-    assert time.perf_counter() - start < 5.0
+    assert time.process_time() - start < 5.0
     assert "1,000,000 rows and 1 column" in out
     assert f"The column statistics below are from the first {MAX_ROWS:,} rows." in out
 

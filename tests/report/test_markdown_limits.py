@@ -81,18 +81,18 @@ def test_hostile_answers_parse_quickly_and_in_linear_time(case: str) -> None:
 def test_a_2_mb_answer_is_cut_at_the_cap_with_a_visible_note_and_parses_quickly() -> None:
     answer = sample_report_markdown(500_000)
     assert len(answer) >= 2_000_000
-    start = time.perf_counter()
+    start = time.process_time()
     blocks = parse_markdown(answer)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
     assert ends_with_the_cut_note(blocks)
     assert len(words(blocks)) < MAX_CHARS
 
 
 def test_the_worst_markup_found_still_parses_in_bounded_time_at_the_cap() -> None:
     """A run of '[' costs markdown-it the most per character (~25 us): the cap keeps it to seconds."""
-    start = time.perf_counter()
+    start = time.process_time()
     blocks = parse_markdown("[" * 2_000_000)
-    assert time.perf_counter() - start < 8.0  # ~2 s on a shared 2-core machine; RENDER_TIMEOUT is 60 s
+    assert time.process_time() - start < 8.0  # ~2-4 s of CPU on a shared 2-core machine; RENDER_TIMEOUT: 60 s
     assert ends_with_the_cut_note(blocks)
 
 
