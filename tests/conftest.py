@@ -210,7 +210,7 @@ async def inputs() -> AsyncIterator[InputFiles]:
 @pytest.fixture(scope="session")
 def renderer() -> Iterator[PdfRenderer]:
     """One process pool for the session: starting one costs a few hundred milliseconds."""
-    pool = PdfRenderer(processes=1)
+    pool = PdfRenderer(processes=1, timeout=Settings(_env_file=None).render_timeout_seconds)
     yield pool
     pool.close()
 

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # Bytes of uploads one user may have stored at once; they free as uploads expire (0: no quota).
     upload_quota_bytes_free: int = Field(default=50_000_000, ge=0)
     upload_quota_bytes_pro: int = Field(default=1_000_000_000, ge=0)
+    # CPU-bound steps run in processes killed at these deadlines (the attempt ends as timed_out)
+    render_timeout_seconds: float = Field(default=60, gt=0)  # one PDF render, from when a process takes it
+    summary_timeout_seconds: float = Field(default=60, gt=0)  # the offline provider's summary of an input
 
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)

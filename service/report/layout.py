@@ -12,6 +12,8 @@ from service.report.markdown import parse_markdown
 from service.report.pages import MARGIN_BOTTOM, TEXT_WIDTH, Line, Run, paginate
 
 OFFLINE_NOTICE = "Written offline \u2014 no language model was used"
+MAX_PAGES = 150  # borb's writer slows with the square of a PDF's objects: 950 short pages took 45 s
+PAGES_NOTE = "[The rest of this report is not shown: it runs past {limit} pages.]"
 
 _HEADINGS = {1: (16.0, 21.0, 16.0), 2: (13.5, 18.0, 13.0), 3: (11.5, 15.0, 10.0)}  # size, leading, space
 _BULLETS = ("\u2022", "\u2013", "\u00b7")
@@ -47,7 +49,12 @@ class Typesetter:
         lines = self._front_matter(document)
         for block in parse_markdown(document.markdown):
             lines += self._block_lines(block)
-        return paginate(lines)
+        pages = paginate(lines)
+        if len(pages) > MAX_PAGES:  # the first MAX_PAGES - 1 pages, then the note starts the last one
+            kept = sum(len(page) for page in pages[: MAX_PAGES - 1])
+            note = self._text_lines([(PAGES_NOTE.format(limit=MAX_PAGES), "italic")], 10, 14, space_before=7)
+            pages = paginate(lines[:kept] + note)
+        return pages
 
     def _text_width(self, text: str, font: str, size: float) -> float:
         return sum(map(self._widths[font].__getitem__, text.encode("latin-1"))) * size

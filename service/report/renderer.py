@@ -1,40 +1,16 @@
-"""Rendering off the event loop: a pool of processes running the painter (borb is CPU-bound)."""
+"""Rendering off the event loop: the painter in a pool of processes (borb is CPU-bound), under a deadline."""
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import os
-import threading
-import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 
-from service.core.errors import TransientJobError
+from service.core.process_pool import DeadlinePool
 from service.report import painter
 from service.report.document import ReportDocument
 from service.report.painter import render_pdf
-
-
-def _exit_with_owner(owner_pid: int, interval: float = 1.0) -> None:
-    """Pool initializer: leave when the process that owns the pool is gone.
-
-    ProcessPoolExecutor workers never notice their owner's death (each holds both ends of its call
-    queue, so no end-of-file ever arrives), and with the fork server their parent is not the owner:
-    after a ``kill -9`` of a worker they would live on, orphaned, for good.
-    """
-
-    def watch() -> None:
-        while True:
-            time.sleep(interval)
-            try:
-                os.kill(owner_pid, 0)
-            except ProcessLookupError:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 
 
 def _warm_up() -> None:
@@ -43,67 +19,51 @@ def _warm_up() -> None:
 
 
 class PdfRenderer:
-    """Renders off the event loop in a process pool (borb is CPU-bound).
+    """Renders in a ``DeadlinePool`` of processes (``service.core.process_pool``): a render still running
+    ``timeout`` seconds after a process took it - parsing, layout and painting, the whole render - has its
+    process killed and raises ``JobTimedOut``; renders waiting for a process are not charged for the wait
+    (the job's own deadline bounds it), and renders running beside it run again on the replacement.
 
-    The pool uses the "forkserver" context: the worker process runs asyncio and threads, and a plain fork
-    would copy their locks in whatever state they are. The fork server preloads this module, so every pool
-    process - including the replacement after a crash - starts with borb imported and its font tables
-    built (a replacement renders a 4,000-token report in ~70 ms instead of ~170 ms). ``__init__`` also
-    submits one warm-up render per process without waiting for it: the first real job then finds a started,
-    warm process (~40 ms) instead of paying ~220 ms for process start-up, imports and the first render.
-    The first ``PdfRenderer()`` in a process blocks ~150 ms while the fork server starts: create it at
-    worker start-up, not per job.
+    The fork server preloads the painter, so every pool process - including a replacement - starts with
+    borb imported and its font tables built (a replacement renders a 4,000-token report in ~70 ms instead
+    of ~170 ms). ``__init__`` also submits one warm-up render per process without waiting for it: the first
+    real job then finds a started, warm process (~40 ms) instead of paying ~220 ms for process start-up,
+    imports and the first render. The first ``PdfRenderer()`` in a process blocks ~150 ms while the fork
+    server starts: create it at worker start-up, not per job.
+
+    ``render`` is what runs in the pool, ``painter.render_pdf`` unless a test needs a render that hangs; it
+    must be a module-level function, so that it pickles.
     """
 
-    def __init__(self, processes: int = 1) -> None:
-        if processes < 1:
-            raise ValueError("processes must be at least 1")
-        self._processes = processes
-        self._executor: ProcessPoolExecutor | None = self._start()
-
-    def _start(self) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(
-            [painter.__name__]
-        )  # only takes effect if the fork server is not running yet
-        executor = ProcessPoolExecutor(
-            self._processes, mp_context=context, initializer=_exit_with_owner, initargs=(os.getpid(),)
+    def __init__(
+        self,
+        processes: int = 1,
+        *,
+        timeout: float,
+        render: Callable[[ReportDocument], bytes] = render_pdf,
+    ) -> None:
+        self._render = render
+        self._pool = DeadlinePool(
+            timeout=timeout,
+            timed_out=f"the PDF render took longer than RENDER_TIMEOUT_SECONDS ({timeout:g}s)",
+            died="the PDF renderer process died while rendering the report",
+            processes=processes,
+            preload=[painter.__name__],
+            warm_up=_warm_up,
         )
-        for _ in range(self._processes):
-            executor.submit(_warm_up)  # a failure here shows up, and is handled, at the first render
-        return executor
-
-    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
-        if self._executor is broken:  # a concurrent render may have replaced it already
-            broken.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._start()
-        if self._executor is None:
-            raise RuntimeError("the PdfRenderer is closed")
-        return self._executor
 
     async def render(self, document: ReportDocument) -> bytes:
-        """``render_pdf(document)`` in a pool process; a dead process becomes ``TransientJobError``."""
-        executor = self._executor
-        if executor is None:
-            raise RuntimeError("the PdfRenderer is closed")
-        future: Future[bytes]
-        try:
-            future = executor.submit(render_pdf, document)
-        except BrokenProcessPool:
-            # the pool died between jobs (killed, out of memory): nothing of this job was lost
-            executor = self._replace(executor)
-            future = executor.submit(render_pdf, document)
-        try:
-            return await asyncio.wrap_future(future)
-        except BrokenProcessPool as exc:
-            self._replace(executor)
-            raise TransientJobError("the PDF renderer process died while rendering the report") from exc
+        """``render(document)`` in a pool process: ``JobTimedOut`` past the deadline, ``TransientJobError``
+        if its process dies by itself, ``PermanentJobError`` if the document cannot be rendered."""
+        return await self._pool.run(self._render, document)
+
+    def pids(self) -> list[int]:
+        """The ids of the pool's processes (for tests and diagnostics)."""
+        return self._pool.pids()
 
     def close(self) -> None:
-        """Stop the pool, waiting for a render in progress (a few hundred milliseconds at most)."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the pool, waiting for a render in progress (killed if it is still running at its deadline)."""
+        self._pool.close()
 
     async def __aenter__(self) -> PdfRenderer:
         return self

@@ -43,7 +43,7 @@ class WorkerDeps:
 @asynccontextmanager
 async def provider_for(settings: Settings) -> AsyncIterator[Provider]:
     if settings.offline:
-        yield OfflineProvider()
+        yield OfflineProvider(summary_timeout=settings.summary_timeout_seconds)
         return
     client = build_anthropic_client(settings)
     try:
@@ -60,7 +60,7 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
         stack.push_async_callback(redis.aclose)
         input_client = build_input_client(settings)
         stack.push_async_callback(input_client.aclose)
-        renderer = PdfRenderer(processes=1)
+        renderer = PdfRenderer(processes=1, timeout=settings.render_timeout_seconds)
         storage = storage_from(settings)
         stack.push_async_callback(storage.aclose)
         stack.callback(renderer.close)

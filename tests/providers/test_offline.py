@@ -19,6 +19,7 @@ from service.providers.offline.provider import (
     OFFLINE_NOTICE,
     OfflineProvider,
     detect_format,
+    render_offline_report,
 )
 from tests.providers.support import ORDERS, report
 
@@ -222,14 +223,22 @@ async def test_the_provider_streams_with_rising_estimates_then_the_final_count()
 
 
 async def test_the_provider_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the offline provider opened a connection")
+    """No connection but the local one to the fork server (a Unix socket) that starts the summary's process;
+    the summary itself, which the patch cannot follow into that process, is checked here in-process."""
+    connect = socket.socket.connect
+
+    def refuse(self: socket.socket, *args: Any, **kwargs: Any) -> None:
+        if self.family != socket.AF_UNIX:
+            raise AssertionError("the offline provider opened a connection")
+        connect(self, *args, **kwargs)
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    answer = await OfflineProvider(chunk_delay=0).write_report(
-        ReportRequest("Hello.", "a.txt", "text/plain", "m", 9)
-    )
+    request = ReportRequest("Hello.", "a.txt", "text/plain", "m", 9)
+    answer = await OfflineProvider(chunk_delay=0).write_report(request)
     assert answer.offline
+    assert render_offline_report(request) == answer.text
+    with socket.socket() as probe, pytest.raises(AssertionError, match="opened a connection"):
+        probe.connect(("127.0.0.1", 9))  # the patch does refuse the network
 
 
 async def test_a_2_mb_csv_is_summarised_in_well_under_a_few_seconds() -> None:

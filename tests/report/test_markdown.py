@@ -211,10 +211,14 @@ def test_random_unicode_never_raises(seed: int) -> None:
     ],
 )
 def test_pathological_input_parses_in_linear_time(text: str) -> None:
-    """Stray markers in a long paragraph must not make the inline patterns backtrack quadratically."""
+    """Stray markers in a long paragraph must not make the parser backtrack quadratically.
+
+    2 s, not the old parser's 1 s: markdown-it is linear, but its pure-Python constant for failed link
+    destinations (``![a](`` repeated) is ~20 microseconds a character; ~1 s here on a shared machine.
+    """
     start = time.perf_counter()
     parse_markdown(text)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 2.0
 
 
 def test_a_row_with_more_cells_than_the_header_widens_the_table_instead_of_dropping_data() -> None:

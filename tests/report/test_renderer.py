@@ -21,7 +21,7 @@ from tests.report.support import document, page_texts
 
 @pytest.fixture(scope="module")
 def renderer() -> Iterator[PdfRenderer]:
-    pool = PdfRenderer()
+    pool = PdfRenderer(timeout=60)
     yield pool
     pool.close()
 
@@ -70,7 +70,7 @@ async def test_the_event_loop_stays_responsive_while_a_long_report_renders(rende
 
 @pytest.fixture
 async def own_renderer() -> AsyncIterator[PdfRenderer]:
-    async with PdfRenderer() as pool:
+    async with PdfRenderer(timeout=60) as pool:
         yield pool
 
 
@@ -80,8 +80,7 @@ async def test_a_dead_pool_process_is_a_transient_error_and_the_next_render_work
     await own_renderer.render(document())
     render = asyncio.create_task(own_renderer.render(document(sample_report_markdown(40_000))))
     await asyncio.sleep(0.05)
-    executor: Any = own_renderer._executor
-    for pid in list(executor._processes):
+    for pid in own_renderer.pids():
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(TransientJobError, match="renderer process died"):
         await render
@@ -91,14 +90,14 @@ async def test_a_dead_pool_process_is_a_transient_error_and_the_next_render_work
 async def test_a_pool_that_died_between_jobs_is_replaced_without_failing_the_next_job(
     own_renderer: PdfRenderer,
 ) -> None:
-    executor: Any = own_renderer._executor
+    executor: Any = own_renderer._pool._current().executor  # private: a pool process exits between jobs
     with pytest.raises(Exception, match="terminated abruptly"):
         await asyncio.wrap_future(executor.submit(os._exit, 1))
     assert (await own_renderer.render(document())).startswith(b"%PDF-")
 
 
 async def test_render_after_close_is_refused_and_close_is_idempotent() -> None:
-    pool = PdfRenderer()
+    pool = PdfRenderer(timeout=60)
     pool.close()
     pool.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -107,4 +106,4 @@ async def test_render_after_close_is_refused_and_close_is_idempotent() -> None:
 
 def test_processes_must_be_at_least_one() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        PdfRenderer(processes=0)
+        PdfRenderer(processes=0, timeout=60)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
+from itertools import accumulate, islice
 from typing import Any
 
 from service.providers.offline.columns import (
@@ -21,7 +23,12 @@ SAMPLE = 1_000  # values looked at per level of the outline: enough for the shap
 MAX_OUTLINE_LINES = 40
 MAX_OUTLINE_DEPTH = 4
 MAX_KEYS = 25
-MAX_FIELDS = 60
+MAX_FIELDS = 60  # record fields profiled as columns
+MAX_RECORDS = 10_000  # records profiled; the counts still cover every record
+MAX_NESTING = 200  # deeper documents are not parsed (the parser would recurse that deep): they are text
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)  # possessive: never backtracks, even unclosed
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,9 @@ def summarize_json(text: str) -> Summary:
 
 def load_json(text: str) -> tuple[Any, bool]:
     """The parsed document and whether it came as JSON Lines (one document per line)."""
+    _check_nesting(text)
     try:
-        return json.loads(text), False
-    except RecursionError as exc:
-        raise NotParsed("it is nested too deeply to read") from exc
+        return _loads(text), False
     except json.JSONDecodeError as exc:
         records = _json_lines(text)
         if records is None:
@@ -65,13 +71,32 @@ def load_json(text: str) -> tuple[Any, bool]:
         return records, True
 
 
+def _check_nesting(text: str) -> None:
+    """Raises ``NotParsed`` past ``MAX_NESTING`` levels: linear, without recursion, strings left out.
+
+    Up to its first error the parser nests exactly as deep as the brackets before it, so the deepest
+    prefix bounds its recursion whether or not the text is valid.
+    """
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    if max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > MAX_NESTING:
+        raise NotParsed(f"it is nested too deeply to read (more than {MAX_NESTING} levels)")
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``, with integers too long for Python's limit (4,300 digits) or for a float read as
+    floats (infinite): 300 digits are plenty for any real figure, and the summary never fails on one."""
+    return json.loads(text, parse_int=lambda digits: int(digits) if len(digits) <= 300 else float(digits))
+
+
 def _json_lines(text: str) -> list[Any] | None:
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) < 2:
         return None
     try:
-        return [json.loads(line) for line in lines]
-    except (ValueError, RecursionError):
+        for line in lines:
+            _check_nesting(line)  # a line deeper than the whole: earlier lines can close more than they open
+        return [_loads(line) for line in lines]
+    except (ValueError, NotParsed):
         return None
 
 
@@ -129,7 +154,9 @@ def _describe(values: list[Any], label: str, depth: int, lines: list[str]) -> No
         present = [obj[key] for obj in objects if key in obj]
         share = "" if len(present) == len(objects) else f" (in {len(present):,} of {len(objects):,})"
         _describe(present, f"`{_key(key)}`{share}", depth + 1, lines)
-    items = [item for value in values[:SAMPLE] if isinstance(value, list) for item in value[:SAMPLE]]
+    items = list(
+        islice((item for value in values[:SAMPLE] if isinstance(value, list) for item in value), SAMPLE)
+    )
     if items:
         _describe(items, "items", depth + 1, lines)
 
@@ -196,18 +223,36 @@ def main_records(data: Any) -> tuple[str, list[dict[str, Any]]] | None:
 
 
 def _add_records(summary: Summary, where: str, records: list[dict[str, Any]]) -> None:
-    fields = _keys(records)
-    flat = [key for key in fields if any(_is_scalar(record.get(key)) for record in records)]
-    columns = {key: [_cell(record.get(key)) for record in records] for key in flat[:MAX_FIELDS]}
+    sample = records[:MAX_RECORDS]
+    fields, plain = _fields(sample)
+    columns = {key: [_cell(record.get(key)) for record in sample] for key in plain[:MAX_FIELDS]}
     profiles = [profile_column(key, values) for key, values in columns.items()]
+    among = f" in the first {len(sample):,}" if len(sample) < len(records) else ""
     summary.findings.append(
-        f"{plural(len(records), 'record')} in {where}, with {plural(len(fields), 'field')}."
+        f"{plural(len(records), 'record')} in {where}, with {plural(len(fields), 'field')}{among}."
     )
-    summary.findings += column_findings(profiles, len(records))[1:]  # the types are in the table
-    sections = [overview_section(profiles, len(records), "Record fields"), numeric_section(profiles)]
+    if among:
+        summary.findings.append(f"The field statistics below are from the first {len(sample):,} records.")
+    if len(plain) > MAX_FIELDS:
+        summary.findings.append(
+            f"The first {MAX_FIELDS} fields with plain values are profiled; "
+            f"{plural(len(plain) - MAX_FIELDS, 'more field')} are not."
+        )
+    summary.findings += column_findings(profiles, len(sample))[1:]  # the types are in the table
+    sections = [overview_section(profiles, len(sample), "Record fields"), numeric_section(profiles)]
     sections.append(categories_section(profiles))
     summary.sections += [section for section in sections if section is not None]
-    summary.notes += column_notes(profiles, len(records))
+    summary.notes += column_notes(profiles, len(sample))
+
+
+def _fields(records: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Every key in first-seen order, and those that hold a plain value in some record: one pass."""
+    plain_in: dict[str, bool] = {}
+    for record in records:
+        for key, value in record.items():
+            if not plain_in.get(key):
+                plain_in[key] = _is_scalar(value)
+    return list(plain_in), [key for key, plain in plain_in.items() if plain]
 
 
 def _is_scalar(value: Any) -> bool:

@@ -2,12 +2,16 @@
 
 Used when no API key is configured. It never touches the network and says so at the top of every
 report. It streams its text in chunks like the real provider, so the job's progress events behave alike.
+The summary is CPU-bound and the input is anyone's: it runs in a process of its own, killed at
+``SUMMARY_TIMEOUT_SECONDS`` (a thread could not be stopped).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+from service.core.process_pool import DeadlinePool
 from service.providers.base import (
     CHARS_PER_TOKEN,
     CallUsage,
@@ -87,10 +91,22 @@ def chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
 
 
 class OfflineProvider:
-    """Implements ``Provider`` with ``render_offline_report``; ``chunk_delay`` paces the fake streaming."""
+    """Implements ``Provider`` with ``render_offline_report``; ``chunk_delay`` paces the fake streaming.
 
-    def __init__(self, chunk_delay: float = 0.05) -> None:
+    ``summary_timeout`` is the deadline of the summary (``SUMMARY_TIMEOUT_SECONDS``, 60 by default);
+    ``summarize`` is what runs in the summary's process, a module-level function (tests make one hang).
+    """
+
+    def __init__(
+        self,
+        chunk_delay: float = 0.05,
+        *,
+        summary_timeout: float = 60,
+        summarize: Callable[[ReportRequest], str] = render_offline_report,
+    ) -> None:
         self._chunk_delay = chunk_delay
+        self._summary_timeout = summary_timeout
+        self._summarize = summarize
 
     async def count_input_tokens(self, request: ReportRequest) -> int:
         return len(request.input_text) // CHARS_PER_TOKEN
@@ -101,8 +117,7 @@ class OfflineProvider:
         input_tokens = await self.count_input_tokens(request)
         progress = ProgressThrottle(on_usage)
         await progress.update(CallUsage(input_tokens, 0))
-        # A 2 MB input takes a fraction of a second of CPU: off the event loop, so heartbeats keep going.
-        text = await asyncio.to_thread(render_offline_report, request)
+        text = await self._summary(request)
         sent = 0
         for chunk in chunks(text):
             await asyncio.sleep(self._chunk_delay)
@@ -112,3 +127,17 @@ class OfflineProvider:
         output_tokens = len(text) // CHARS_PER_TOKEN
         await progress.finish(CallUsage(input_tokens, output_tokens, text=text))
         return ReportAnswer(text, OFFLINE_MODEL, input_tokens, output_tokens, offline=True)
+
+    async def _summary(self, request: ReportRequest) -> str:
+        """The summary in a process of its own, one per job: a hostile input stalls nobody else's."""
+        limit = f"SUMMARY_TIMEOUT_SECONDS ({self._summary_timeout:g}s)"
+        pool = DeadlinePool(
+            timeout=self._summary_timeout,
+            timed_out=f"the offline summary took longer than {limit}",
+            died="the offline summary's process died",
+            preload=[__name__],
+        )
+        try:
+            return await pool.run(self._summarize, request)
+        finally:
+            pool.close(wait=False)  # nothing is left running: the call returned, or was killed
