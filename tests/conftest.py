@@ -29,9 +29,11 @@ from service.store.jobs import JobStore
 from service.store.keys import KeyStore
 from service.store.limiter import LlmLimiter, limits_from
 from service.store.uploads import UploadStore
+from service.telemetry.tracing import closing, open_tracing
 from service.worker.options import worker_options
 from service.worker.resources import WorkerDeps, provider_for
 from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.otlp import FakeOtlp
 from tests.fakes.processes import ServiceProcess
 
 # Variables a developer's shell may carry that would leak into Settings() inside tests.
@@ -229,6 +231,19 @@ def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> FakeAnthropic:
     return fake_anthropic_server
 
 
+@pytest.fixture(scope="session")
+def fake_otlp_server() -> Iterator[FakeOtlp]:
+    with FakeOtlp() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_otlp(fake_otlp_server: FakeOtlp) -> FakeOtlp:
+    """The session's fake OTLP/HTTP trace receiver, with the spans of earlier tests forgotten."""
+    fake_otlp_server.reset()
+    return fake_otlp_server
+
+
 @asynccontextmanager
 async def worker_deps(
     settings: Settings, renderer: PdfRenderer, provider: Provider | None = None
@@ -243,6 +258,8 @@ async def worker_deps(
         stack.push_async_callback(http.aclose)
         if provider is None:
             provider = await stack.enter_async_context(provider_for(settings))
+        tracing = open_tracing(settings, process="worker")  # as the worker's own start-up does
+        await stack.enter_async_context(closing(tracing))
         yield WorkerDeps(
             settings=settings,
             jobs=JobStore(redis_client),
@@ -252,6 +269,7 @@ async def worker_deps(
             storage=storage,
             calls=CallLedger(redis_client),
             limiter=None if settings.offline else LlmLimiter(redis_client, limits_from(settings)),
+            tracing=tracing,
         )
 
 

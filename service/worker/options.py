@@ -84,7 +84,7 @@ async def generate_report(ctx: dict[str, Any], job_id: str) -> str:
         log.warning("job_outcome_unrecorded", error_type=type(exc).__name__, error=str(exc)[:200])
         raise Retry(defer=backoff_seconds(1, base=2.0, cap=30.0)) from exc
     finally:
-        structlog.contextvars.unbind_contextvars("job_id", "report_id", "user_id")
+        structlog.contextvars.unbind_contextvars("job_id", "report_id", "user_id", "request_id")
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:

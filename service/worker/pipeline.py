@@ -18,9 +18,11 @@ from service.providers.base import ReportRequest
 from service.report.document import ReportDocument
 from service.store.job_types import Checkpoint, StartOutcome
 from service.store.policies import budget_period, retention, start_policy
+from service.telemetry.tracing import job_span
 from service.worker.billing import CallAccount
-from service.worker.capacity import call_model, capacity_for, settle_grant
+from service.worker.capacity import capacity_for, settle_grant
 from service.worker.job_metrics import job_finished, job_retried, job_started
+from service.worker.model_call import call_model_traced
 from service.worker.outcomes import RetryLater, given_up_after_crashes, settle
 from service.worker.resources import WorkerDeps
 from service.worker.stages import stage
@@ -50,7 +52,7 @@ async def summarize(deps: WorkerDeps, job_id: str, record: dict[str, str]) -> Ch
             await asyncio.shield(settle_grant(deps.limiter, grant, None))
             raise
         try:
-            answer = await call_model(deps.limiter, grant, deps.provider, request, account, deps.metrics)
+            answer = await call_model_traced(deps, grant, request, account)
         except BaseException as exc:
             await asyncio.shield(account.close(call_outcome(exc), maybe_billed=maybe_billed(exc)))
             raise
@@ -157,11 +159,14 @@ async def _run_started(deps: WorkerDeps, job_id: str, started: StartOutcome) -> 
         return started.state
     record = started.record
     job_started(deps.metrics, record, first_start=started.first)
-    structlog.contextvars.bind_contextvars(report_id=record.get("report_id"), user_id=record.get("user_id"))
+    structlog.contextvars.bind_contextvars(
+        report_id=record.get("report_id"), user_id=record.get("user_id"), request_id=record.get("request_id")
+    )
     log.info("job_started", attempt=started.attempts, crash_restarts=started.crashes, alone=started.alone)
     try:
-        async with asyncio.timeout(deps.settings.job_timeout_seconds):
-            await produce(deps, job_id, record)
+        with job_span(deps.tracing, job_id, record, started.attempts):
+            async with asyncio.timeout(deps.settings.job_timeout_seconds):
+                await produce(deps, job_id, record)
     except BaseException as exc:  # every outcome is recorded in our state machine before arq sees it
         await settle(deps, record, started.attempts, exc)
     done = await deps.jobs.get(job_id) or {}

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from service.store.jobs import JobStore
+from service.telemetry.tracing import span
 
 log = structlog.get_logger("service.worker.pipeline")
 
@@ -24,9 +25,11 @@ def summarizing_progress(output_tokens: int) -> int:
 
 @asynccontextmanager
 async def stage(jobs: JobStore, job_id: str, name: str, **fields: Any) -> AsyncIterator[None]:
-    """Announces a stage (state, event) and logs it with its duration once it is done."""
-    await jobs.advance(job_id, stage=name, progress=STAGE_PROGRESS[name])
-    started = time.perf_counter()
-    yield
-    duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    log.info("job_stage", stage=name, duration_ms=duration_ms, **fields)
+    """Announces a stage (state, event) and logs it with its duration once it is done; with tracing
+    on, the stage is a span of the job's trace."""
+    with span(f"stage {name}", {"report_service.stage": name}):
+        await jobs.advance(job_id, stage=name, progress=STAGE_PROGRESS[name])
+        started = time.perf_counter()
+        yield
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        log.info("job_stage", stage=name, duration_ms=duration_ms, **fields)
