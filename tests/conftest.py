@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -33,8 +34,10 @@ from service.telemetry.tracing import closing, open_tracing
 from service.worker.options import worker_options
 from service.worker.resources import WorkerDeps, provider_for
 from tests.fakes.anthropic import FakeAnthropic
-from tests.fakes.otlp import FakeOtlp
 from tests.fakes.processes import ServiceProcess
+
+if TYPE_CHECKING:
+    from tests.fakes.otlp import FakeOtlp
 
 # Variables a developer's shell may carry that would leak into Settings() inside tests.
 _SETTINGS_ENV = [name.upper() for name in Settings.model_fields]
@@ -233,6 +236,10 @@ def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> FakeAnthropic:
 
 @pytest.fixture(scope="session")
 def fake_otlp_server() -> Iterator[FakeOtlp]:
+    # Imported here, not at the top: it loads protobuf, and tests/telemetry/tracing_probe.py imports
+    # this module to check that a process with tracing off never does.
+    from tests.fakes.otlp import FakeOtlp
+
     with FakeOtlp() as fake:
         yield fake
 
