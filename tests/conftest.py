@@ -7,7 +7,6 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -36,8 +35,9 @@ from service.worker.resources import WorkerDeps, provider_for
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.processes import ServiceProcess
 
-if TYPE_CHECKING:
-    from tests.fakes.otlp import FakeOtlp
+# The fake OTLP receiver's fixtures live with it; named, not imported, so a process importing this
+# module (tests/telemetry/tracing_probe.py) loads no protobuf.
+pytest_plugins = ["tests.fakes.otlp"]
 
 # Variables a developer's shell may carry that would leak into Settings() inside tests.
 _SETTINGS_ENV = [name.upper() for name in Settings.model_fields]
@@ -232,23 +232,6 @@ def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> FakeAnthropic:
     """The session's fake Anthropic API, with its calls forgotten and its behaviour reset."""
     fake_anthropic_server.reset()
     return fake_anthropic_server
-
-
-@pytest.fixture(scope="session")
-def fake_otlp_server() -> Iterator[FakeOtlp]:
-    # Imported here, not at the top: it loads protobuf, and tests/telemetry/tracing_probe.py imports
-    # this module to check that a process with tracing off never does.
-    from tests.fakes.otlp import FakeOtlp
-
-    with FakeOtlp() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake_otlp(fake_otlp_server: FakeOtlp) -> FakeOtlp:
-    """The session's fake OTLP/HTTP trace receiver, with the spans of earlier tests forgotten."""
-    fake_otlp_server.reset()
-    return fake_otlp_server
 
 
 @asynccontextmanager

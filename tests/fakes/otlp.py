@@ -1,6 +1,7 @@
 """A fake OTLP/HTTP trace receiver on loopback: what the service's real exporter sends, decoded.
 
-It speaks the collector's protocol (``POST /v1/traces``, a protobuf ``ExportTraceServiceRequest``,
+A pytest plugin too (``pytest_plugins`` in tests/conftest.py): the ``fake_otlp`` fixture. It speaks
+the collector's protocol (``POST /v1/traces``, a protobuf ``ExportTraceServiceRequest``,
 gzip or not), so tests check the spans as a tracing backend would receive them, from this process
 or from service subprocesses alike.
 """
@@ -11,10 +12,12 @@ import asyncio
 import gzip
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -133,3 +136,16 @@ class FakeOtlp:
             self.exports += 1
         answer = ExportTraceServiceResponse().SerializeToString()
         return Response(answer, media_type="application/x-protobuf")
+
+
+@pytest.fixture(scope="session")
+def fake_otlp_server() -> Iterator[FakeOtlp]:
+    with FakeOtlp() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_otlp(fake_otlp_server: FakeOtlp) -> FakeOtlp:
+    """The session's fake OTLP/HTTP trace receiver, with the spans of earlier tests forgotten."""
+    fake_otlp_server.reset()
+    return fake_otlp_server
