@@ -21,6 +21,7 @@ from tests.conftest import (
     worker_deps,
 )
 from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.anthropic_errors import Disconnect
 from tests.fakes.otlp import FakeOtlp, ReceivedSpan
 
 CSV = "region,revenue\nnorth,1200\nsouth,980\n"
@@ -160,3 +161,32 @@ async def test_a_failing_stage_marks_its_span_and_the_attempt_failed_with_the_er
     for span in fetching + jobs:
         assert span.status == "ERROR" and span.attributes["error.type"] == "InputRejected"
     assert "SECRET-SIGNATURE" not in repr(spans)
+
+
+async def test_a_retried_attempt_stays_in_the_trace_and_a_cut_model_call_shows_what_it_billed(
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_otlp: FakeOtlp,
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.fail_next(Disconnect(after_chunks=3))  # the first answer is cut mid-stream
+    header, trace_id, _ = caller_traceparent()
+    await run_traced_report(settings, inputs, renderer, {"traceparent": header})
+    spans = submit_trace(fake_otlp)
+    request = the_one(spans, "POST /api/reports")
+    attempts = sorted(
+        (span for span in spans if span.name == "generate_report"),
+        key=lambda span: int(str(span.attributes["report_service.attempt"])),
+    )
+    assert [span.parent_id for span in attempts] == [request.span_id] * 2
+    assert [span.status for span in attempts] == ["ERROR", "UNSET"]
+    cut, answered = sorted(
+        (span for span in spans if span.name.startswith("chat ")), key=lambda span: span.status != "ERROR"
+    )
+    assert (cut.status, cut.attributes["error.type"]) == ("ERROR", "ProviderUnavailable")
+    assert int(str(cut.attributes["gen_ai.usage.input_tokens"])) > 0
+    assert int(str(cut.attributes["gen_ai.usage.output_tokens"])) > 0  # what streamed before the cut
+    assert "gen_ai.response.model" not in cut.attributes and answered.status == "UNSET"
+    sent = [call.headers["traceparent"] for call in fake_anthropic.calls]
+    assert sent == [f"00-{trace_id}-{cut.span_id}-01", f"00-{trace_id}-{answered.span_id}-01"]
