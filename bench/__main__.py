@@ -21,6 +21,7 @@ from bench.render import measure_render
 from bench.retention import measure_retention
 from bench.sse import sse_section
 from bench.streams import streams_section
+from bench.tracing import tracing_section
 from bench.worker_efficiency import scheduling_section
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -112,6 +113,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "streams": lambda: streams_section(machine()),
     "fleet": lambda: fleet_section(machine()),
     "chaos": lambda: chaos_section(machine()),
+    "tracing": lambda: tracing_section(machine()),
 }
 
 

@@ -24,6 +24,7 @@ from service.core.settings import Settings
 from service.telemetry.logs import configure_logging
 from service.telemetry.loop_lag import LoopLagMonitor, calm_garbage_collector
 from service.telemetry.metrics import MetricsBuffer
+from service.telemetry.tracing import closing, open_tracing
 
 # Hottest first: Starlette tries routes in order.
 ROUTES: list[BaseRoute] = [
@@ -58,10 +59,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     settings = settings if settings is not None else Settings()
     if configure_logs:
         configure_logging(settings, process="api")
+    tracing = open_tracing(settings, process="api")  # None when off
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with (  # closed in reverse: the streams end, then their leases go, then Redis
+        async with (  # closed in reverse: the streams end, then their leases go, then Redis, then spans
+            closing(tracing),
             open_api_services(settings) as services,
             open_stream_leases(services.redis, settings) as leases,
             open_fanout(services.redis, settings) as fanout,
@@ -78,7 +81,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[Middleware(RequestContextMiddleware, tracing=tracing)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -28,10 +28,15 @@ from service.store.jobs import JobStore
 from service.store.keys import KeyStore
 from service.store.limiter import LlmLimiter, limits_from
 from service.store.uploads import UploadStore
+from service.telemetry.tracing import closing, open_tracing
 from service.worker.resources import WorkerDeps, provider_for
 from service.worker.runtime import WorkerRuntime
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.processes import ServiceProcess
+
+# The fake OTLP receiver's fixtures live with it; named, not imported, so a process importing this
+# module (tests/telemetry/tracing_probe.py) loads no protobuf.
+pytest_plugins = ["tests.fakes.otlp"]
 
 # Variables a developer's shell may carry that would leak into Settings() inside tests.
 _SETTINGS_ENV = [name.upper() for name in Settings.model_fields]
@@ -242,6 +247,8 @@ async def worker_deps(
         stack.push_async_callback(http.aclose)
         if provider is None:
             provider = await stack.enter_async_context(provider_for(settings))
+        tracing = open_tracing(settings, process="worker")  # as the worker's own start-up does
+        await stack.enter_async_context(closing(tracing))
         yield WorkerDeps(
             settings=settings,
             jobs=JobStore(redis_client),
@@ -251,6 +258,7 @@ async def worker_deps(
             storage=storage,
             calls=CallLedger(redis_client),
             limiter=None if settings.offline else LlmLimiter(redis_client, limits_from(settings)),
+            tracing=tracing,
         )
 
 

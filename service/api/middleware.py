@@ -1,14 +1,45 @@
-"""Per-request context: a request id on every log line, one access line per request."""
+"""Per-request context: a request id on every log line, one access line per request, and the
+request's span when tracing is on."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
+from collections.abc import Callable, Iterable
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.telemetry.tracing import Tracing, http_responded, http_server_span
+
 log = structlog.get_logger("service.access")
+
+# An incoming X-Request-ID is kept when it is visible ASCII of at most 128 characters: it goes into
+# every log line of the request and of the job it submits, and back out in a header. Anything else
+# (too long, spaces, control or non-ASCII bytes) is dropped and a fresh id made.
+_REQUEST_ID = re.compile(rb"[!-~]{1,128}")
+
+
+def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The caller's X-Request-ID when it is one we can carry, else a fresh one."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            if _REQUEST_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return secrets.token_hex(8)
+
+
+def request_id_of(request: Request) -> str:
+    """The id the middleware gave this request (what a job it submits carries into its logs)."""
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's template (``/api/reports/{job_id}``), never the raw path."""
+    return getattr(scope.get("route"), "path", None)
 
 
 def count_request(scope: Scope, status: int, elapsed: float) -> None:
@@ -16,8 +47,7 @@ def count_request(scope: Scope, status: int, elapsed: float) -> None:
     services = scope.get("state", {}).get("services")
     if services is None:
         return
-    route = scope.get("route")
-    template = getattr(route, "path", "unmatched")
+    template = route_template(scope) or "unmatched"
     services.metrics.inc("http_requests_total", route=template, method=scope["method"], status=str(status))
     services.metrics.observe("http_request_duration_seconds", elapsed, route=template)
 
@@ -25,14 +55,16 @@ def count_request(scope: Scope, status: int, elapsed: float) -> None:
 class RequestContextMiddleware:
     """Pure ASGI (not BaseHTTPMiddleware), so streaming responses pass through untouched."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, tracing: Tracing | None = None) -> None:
         self.app = app
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = secrets.token_hex(8)
+        request_id = request_id_from(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = request_id  # the request's own copy of the state
         started = time.perf_counter()
         status = 500
         # Each request runs in its own task with its own copy of the context: what is bound here
@@ -47,7 +79,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if self.tracing is None:  # the one check tracing costs when it is off
+                await self.app(scope, receive, send_with_id)
+            else:
+                await self._traced(self.tracing, scope, receive, send_with_id, lambda: status)
         finally:
             elapsed = time.perf_counter() - started
             # The path only: query strings may carry events tokens.
@@ -59,3 +94,14 @@ class RequestContextMiddleware:
                 duration_ms=round(elapsed * 1000, 2),
             )
             count_request(scope, status, elapsed)
+
+    async def _traced(
+        self, tracing: Tracing, scope: Scope, receive: Receive, send: Send, status: Callable[[], int]
+    ) -> None:
+        method = scope["method"]
+        request_id = scope["state"]["request_id"]
+        with http_server_span(tracing, method, scope["path"], scope["headers"], request_id) as span:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                http_responded(span, method, route_template(scope), status())

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from service.api.auth import events_token, require_caller
 from service.api.bodies import ReportCreate, parse, read_json
+from service.api.middleware import request_id_of
 from service.api.resources import ApiServices, services
 from service.api.responses import JSONResponse
 from service.core.clock import now_ms
@@ -31,6 +32,7 @@ from service.store.keys import Caller
 from service.store.policies import budget_period, failed_retention, queue_score, submit_policy
 from service.store.uploads import UPLOAD_SCHEME, upload_id_from_url
 from service.store.views import report_paths, status_view
+from service.telemetry.tracing import current_traceparent
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}\Z")
 
@@ -87,6 +89,8 @@ async def create_report(request: Request) -> Response:
         input_url=url,
         model=svc.settings.model_for(caller.plan),
         fingerprint=fingerprint(url),
+        request_id=request_id_of(request),
+        traceparent=current_traceparent(),
     )
     outcome = await svc.jobs.submit(
         job,

@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     # process's streams still count against their users.
     events_stream_lease_seconds: float = Field(default=30, ge=1, le=600)
 
+    # --- tracing (the standard OpenTelemetry names) ----------------------------------------------
+    # Unset: no tracing, and nothing of OpenTelemetry's SDK is loaded. The base URL gets /v1/traces,
+    # as the OpenTelemetry specification says; the traces endpoint is used as it is.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str | None = None  # unset: report-service-api / report-service-worker
+    otel_sdk_disabled: bool = False
+
     # --- logging ------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -135,6 +143,14 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _otlp_http_url(cls, value: str | None) -> str | None:
+        # OTLP/HTTP only (the gRPC exporter is not installed): a bare host:port would fail at export.
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL (OTLP/HTTP)")
+        return value or None
+
     @model_validator(mode="after")
     def _s3_complete(self) -> Settings:
         # A half-configured object store would silently fall back to local files on each host.
@@ -156,6 +172,17 @@ class Settings(BaseSettings):
     def offline(self) -> bool:
         """Without an API key the offline provider writes reports, clearly marked as such."""
         return self.anthropic_api_key is None or not self.anthropic_api_key.get_secret_value()
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where spans are sent (OTLP/HTTP), or None: tracing is off."""
+        if self.otel_sdk_disabled:
+            return None
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        if self.otel_exporter_otlp_endpoint:
+            return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        return None
 
     def model_for(self, plan: str) -> str:
         return self.model_pro if plan == "pro" else self.model_free

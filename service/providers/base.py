@@ -4,8 +4,8 @@ a provider reports the output it has streamed so far."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 # How often running token counts are passed on while an answer streams; the final count always is.
@@ -22,6 +22,9 @@ class ReportRequest:
     content_type: str  # "text/csv", "application/json", "text/plain", or anything else
     model: str
     max_tokens: int
+    # W3C trace context (``traceparent``) naming the model call's span, sent with the call so the
+    # provider's side joins the trace; empty when tracing is off.
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ class NewJob:
     input_url: str
     model: str
     fingerprint: str
+    request_id: str = ""  # the submitting request's X-Request-ID, for the job's log lines
+    traceparent: str = ""  # W3C trace context of the submitting request's span ('' when tracing is off)
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,9 @@ class JobStore(RedisStore):
             "attempts": "0",
             "created_ms": str(now_ms()),  # strings: Lua would print a big number as 1.79e+12
         }
+        # Carried to the worker for its log lines and its spans; left out when empty (tracing off).
+        carried = {"request_id": job.request_id, "traceparent": job.traceparent}
+        fields.update({name: value for name, value in carried.items() if value})
         limits: list[bytes | str | int] = [policy.per_minute, policy.burst, policy.budget, policy.reserve]
         limits.append(policy.period)
         member = names.queue_member(job.job_id, job.user_id)

@@ -18,9 +18,11 @@ from service.report.document import ReportDocument
 from service.store.job_types import Checkpoint, StartOutcome
 from service.store.jobs import checkpoint_of
 from service.store.policies import budget_period, retention
+from service.telemetry.tracing import job_span
 from service.worker.billing import CallAccount
-from service.worker.capacity import call_model, capacity_for, settle_grant
+from service.worker.capacity import capacity_for, settle_grant
 from service.worker.job_metrics import job_finished, job_started
+from service.worker.model_call import call_model_traced
 from service.worker.outcomes import give_up_after_crashes, settle
 from service.worker.resources import WorkerDeps
 from service.worker.stages import JobStopped, announce, stage, timed
@@ -52,7 +54,7 @@ async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
             await asyncio.shield(settle_grant(deps.limiter, grant, None))
             raise
         try:
-            answer = await call_model(deps.limiter, grant, deps.provider, request, account, deps.metrics)
+            answer = await call_model_traced(deps, grant, request, account)
         except BaseException as exc:
             await asyncio.shield(account.close(call_outcome(exc), maybe_billed=maybe_billed(exc)))
             raise
@@ -129,7 +131,10 @@ async def run_claimed(deps: WorkerDeps, started: StartOutcome) -> None:
     """Runs one claimed attempt of a job to its recorded outcome (START said 'active' or 'crashed')."""
     record = started.record
     structlog.contextvars.bind_contextvars(
-        job_id=record.get("job_id"), report_id=record.get("report_id"), user_id=record.get("user_id")
+        job_id=record.get("job_id"),
+        report_id=record.get("report_id"),
+        user_id=record.get("user_id"),
+        request_id=record.get("request_id"),
     )
     if started.state == "crashed":
         await give_up_after_crashes(deps, record)
@@ -137,7 +142,8 @@ async def run_claimed(deps: WorkerDeps, started: StartOutcome) -> None:
     job_started(deps.metrics, record, first_start=started.first)
     log.info("job_started", attempt=started.attempts, crash_restarts=started.crashes, alone=started.alone)
     try:
-        async with asyncio.timeout(deps.settings.job_timeout_seconds):
-            await produce(deps, record)
+        with job_span(deps.tracing, record["job_id"], record, started.attempts):
+            async with asyncio.timeout(deps.settings.job_timeout_seconds):
+                await produce(deps, record)
     except BaseException as exc:  # every outcome is recorded in the job's state machine
         await settle(deps, record, started.attempts, exc)

@@ -23,6 +23,7 @@ from service.store.limiter import LlmLimiter, limits_from
 from service.store.metrics import MetricsStore
 from service.store.uploads import UploadStore
 from service.telemetry.metrics import MetricsBuffer
+from service.telemetry.tracing import Tracing, closing, open_tracing
 from service.worker.running import RunningJobs
 
 
@@ -38,6 +39,12 @@ class WorkerDeps:
     limiter: LlmLimiter | None = None  # None: the offline provider, which costs nothing
     metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
     running: RunningJobs = field(default_factory=RunningJobs)  # this process's jobs
+    tracing: Tracing | None = None  # None: tracing is off
+
+
+def provider_name(settings: Settings) -> str:
+    """Who writes the reports, as the model call's span names it (``gen_ai.provider.name``)."""
+    return "offline" if settings.offline else "anthropic"
 
 
 @asynccontextmanager
@@ -68,6 +75,8 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
         metrics_store = MetricsStore(redis)
         metrics.start(metrics_store, every=settings.metrics_flush_seconds)
         stack.push_async_callback(metrics.stop, metrics_store)
+        tracing = open_tracing(settings, process="worker")
+        await stack.enter_async_context(closing(tracing))
         yield WorkerDeps(
             settings=settings,
             jobs=JobStore(redis),
@@ -78,4 +87,5 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
             calls=CallLedger(redis),
             limiter=None if settings.offline else LlmLimiter(redis, limits_from(settings)),
             metrics=metrics,
+            tracing=tracing,
         )

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from service.store.jobs import JobStore
+from service.telemetry.tracing import span
 
 log = structlog.get_logger("service.worker.pipeline")
 
@@ -39,16 +40,18 @@ async def announce(jobs: JobStore, job_id: str, name: str) -> None:
 
 @asynccontextmanager
 async def timed(name: str, **fields: Any) -> AsyncIterator[None]:
-    """Logs a stage with its duration once it is done."""
-    started = time.perf_counter()
-    yield
-    duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    log.info("job_stage", stage=name, duration_ms=duration_ms, **fields)
+    """Logs a stage with its duration once it is done; with tracing on, the stage is a span of the
+    job's trace."""
+    with span(f"stage {name}", {"report_service.stage": name}):
+        started = time.perf_counter()
+        yield
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        log.info("job_stage", stage=name, duration_ms=duration_ms, **fields)
 
 
 @asynccontextmanager
 async def stage(jobs: JobStore, job_id: str, name: str, **fields: Any) -> AsyncIterator[None]:
-    """Announces a stage (state, event), then logs it with its duration once it is done."""
+    """Announces a stage (state, event), then times it as ``timed`` does."""
     await announce(jobs, job_id, name)
     async with timed(name, **fields):
         yield

@@ -54,13 +54,24 @@ def build_anthropic_client(settings: Settings) -> AsyncAnthropic:
     multiply with the job's attempts (3 x 3 paid calls instead of 3) and hide the provider's
     ``retry-after`` from the scheduler. ``base_url=None`` keeps the SDK default, which honours
     ``ANTHROPIC_BASE_URL``.
+
+    ``open_telemetry=False``: the model call's span is ours (``service.worker.model_call``), and its
+    ``traceparent`` goes with the request. The SDK's own span would be a second one for the same call,
+    and without ``gen_ai.usage.*`` or the response's model, which it reads from the SDK's typed
+    stream, not the raw events we read (see ``stream.py``); off, it also costs nothing per call.
     """
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key is not None else ""
     if not key:
         raise ValueError("no Anthropic API key is configured: use the offline provider instead")
     seconds = settings.llm_timeout_seconds
     timeout = anthropic.Timeout(seconds, connect=min(10.0, seconds))
-    return AsyncAnthropic(api_key=key, base_url=settings.anthropic_base_url, timeout=timeout, max_retries=0)
+    return AsyncAnthropic(
+        api_key=key,
+        base_url=settings.anthropic_base_url,
+        timeout=timeout,
+        max_retries=0,
+        open_telemetry=False,
+    )
 
 
 class AnthropicProvider:
@@ -112,7 +123,12 @@ class AnthropicProvider:
     ) -> None:
         system, messages = _prompt(request)
         stream = await self._client.messages.create(
-            model=request.model, max_tokens=request.max_tokens, system=system, messages=messages, stream=True
+            model=request.model,
+            max_tokens=request.max_tokens,
+            system=system,
+            messages=messages,
+            stream=True,
+            extra_headers=dict(request.trace_headers) or None,
         )
         streamed.request_id = stream.response.headers.get("request-id", "")
         try:
