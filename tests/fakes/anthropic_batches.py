@@ -73,15 +73,23 @@ class FakeBatches:
 
     def fail(self, custom_id: str, error_type: str = "invalid_request_error", message: str = "") -> None:
         """The request with this ``custom_id``, in any batch created from now on, ends ``errored``."""
-        status = {"invalid_request_error": 400, "overloaded_error": 529, "api_error": 500}.get(error_type, 400)
+        status = {"invalid_request_error": 400, "overloaded_error": 529, "api_error": 500}.get(
+            error_type, 400
+        )
         failure = HttpFailure(status, error_type, message or f"{error_type} (scripted)")
         with self._lock:
             self._failures[custom_id] = failure
 
     @property
     def created(self) -> list[str]:
+        """Ids of every batch created, oldest first."""
         with self._lock:
             return list(self._batches)
+
+    def requests(self, batch_id: str) -> list[tuple[str, Body]]:
+        """What a batch was created with: each request's custom id and params."""
+        with self._lock:
+            return [(entry.custom_id, entry.params) for entry in self._batches[batch_id].entries]
 
     # --- the endpoints ------------------------------------------------------------------------------
 
@@ -119,7 +127,9 @@ class FakeBatches:
                         for entry in entries if entry.custom_id in self._failures}  # fmt: skip
         batch_id = f"msgbatch_fake{next(_ids):08d}"
         expiry = self.expires_after
-        return FakeBatch(batch_id, datetime.now(UTC), entries, now + expiry, failures=failures, expires_after=expiry)
+        return FakeBatch(
+            batch_id, datetime.now(UTC), entries, now + expiry, failures=failures, expires_after=expiry
+        )
 
     async def _retrieve(self, request: Request) -> Response:
         batch = self._find(request)

@@ -100,24 +100,57 @@ def translate_error(exc: Exception, model: str, secret: str | None = None) -> Jo
 def _translate_status(exc: anthropic.APIStatusError, model: str, secret: str | None) -> JobError:
     mid_stream = exc.status_code < 400  # an `error` event after a 200: only its type says what went wrong
     status = _TYPE_STATUS.get(exc.type or "", 500) if mid_stream else exc.status_code
-    if _is_spend_limit(exc, status):
-        return ProviderRejected(
-            "the model provider account cannot spend more (spend limit or credit reached); "
-            f"raise the limit or add credit{_detail(exc, secret)}"
-        )
-    if status in (408, 409, 429) or status >= 500:
+    detail = _detail(exc.api_message, exc.request_id, secret)
+    if _is_spend_limit(exc.error_code, status, exc.api_message):
+        return _spend_limit_reached(detail)
+    if _retryable(status):
         if mid_stream:
             return ProviderUnavailable(f"the model provider failed mid-answer ({str(exc.type)[:40]})")
         hint = retry_after_seconds(exc.response.headers)
         return ProviderUnavailable(_unavailable_reason(status), retry_after=hint, status=status)
+    return _rejected(status, model, detail)
+
+
+def translate_batch_error(
+    error_type: str,
+    message: str | None,
+    model: str,
+    *,
+    error_code: str | None = None,
+    secret: str | None = None,
+) -> JobError:
+    """Our error for one request of a batch that ended ``errored``, classified as the same failure of
+    a realtime call would be: ``ProviderRejected`` when retrying cannot help, else
+    ``ProviderUnavailable`` (with no ``status``: it must not pause the realtime lane as a 429 does)."""
+    status = _TYPE_STATUS.get(error_type, 500)
+    detail = _detail(message, None, secret)
+    if _is_spend_limit(error_code, status, message):
+        return _spend_limit_reached(detail)
+    if _retryable(status):
+        return ProviderUnavailable(f"the model provider failed this batch request ({error_type[:40]})")
+    return _rejected(status, model, detail)
+
+
+def _retryable(status: int) -> bool:
+    return status in (408, 409, 429) or status >= 500
+
+
+def _spend_limit_reached(detail: str) -> ProviderRejected:
+    return ProviderRejected(
+        "the model provider account cannot spend more (spend limit or credit reached); "
+        f"raise the limit or add credit{detail}"
+    )
+
+
+def _rejected(status: int, model: str, detail: str) -> ProviderRejected:
     reason = _REJECTIONS.get(status, f"the model provider refused the request ({status})")
-    return ProviderRejected(reason.format(model=repr(model)) + _detail(exc, secret))
+    return ProviderRejected(reason.format(model=repr(model)) + detail)
 
 
-def _is_spend_limit(exc: anthropic.APIStatusError, status: int) -> bool:
-    if exc.error_code is not None:
-        return exc.error_code in _SPEND_LIMIT_CODES  # a stable code wins over the wording
-    return status in (400, 402, 429) and bool(_SPEND_LIMIT_TEXT.search(exc.api_message or ""))
+def _is_spend_limit(error_code: str | None, status: int, message: str | None) -> bool:
+    if error_code is not None:
+        return error_code in _SPEND_LIMIT_CODES  # a stable code wins over the wording
+    return status in (400, 402, 429) and bool(_SPEND_LIMIT_TEXT.search(message or ""))
 
 
 def _unavailable_reason(status: int) -> str:
@@ -130,11 +163,11 @@ def _unavailable_reason(status: int) -> str:
     return f"the model provider failed ({status})"
 
 
-def _detail(exc: anthropic.APIStatusError, secret: str | None) -> str:
+def _detail(api_message: str | None, request_id: str | None, secret: str | None) -> str:
     """The provider's own message, one line, capped, with anything key-like scrubbed; and the request id."""
-    message = " ".join((exc.api_message or "").split())[:200]
+    message = " ".join((api_message or "").split())[:200]
     if secret:
         message = message.replace(secret, "[redacted]")
     message = _KEY_LIKE.sub("[redacted]", message)
-    request_id = f" (request {exc.request_id})" if exc.request_id else ""
-    return f": {message}{request_id}" if message else request_id
+    request = f" (request {request_id})" if request_id else ""
+    return f": {message}{request}" if message else request

@@ -15,7 +15,6 @@ import orjson
 
 from service.providers.base import CHARS_PER_TOKEN, CallUsage
 
-
 # The API's usage fields, and where each is kept.
 _COUNTS = {
     "input_tokens": "input_tokens",
