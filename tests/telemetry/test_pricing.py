@@ -10,7 +10,7 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from service.store.calls import nano_usd_per_token
-from service.telemetry.pricing import ModelPrices, cost_usd, model_prices, price_per_million
+from service.telemetry.pricing import Lane, ModelPrices, cost_usd, model_prices, price_per_million
 
 # A model id per family in our table, as the API names them.
 MODELS = [
@@ -56,8 +56,7 @@ def listed_usd(model: str, usage: dict[str, int], batch: bool = False) -> float:
     return float(priced.total_price)
 
 
-def ours(model: str, usage: dict[str, int], lane: str = "realtime") -> float:
-    assert lane in ("realtime", "batch")
+def ours(model: str, usage: dict[str, int], lane: Lane = "realtime") -> float:
     return cost_usd(
         model, usage["input"], usage["output"], usage["cache_read"], usage["cache_write"], lane=lane
     )
@@ -106,8 +105,9 @@ def test_one_report_s_cost_splits_its_input_by_how_the_cache_served_it() -> None
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_price_survives_the_ledger_s_integer_nano_usd_per_token(model: str) -> None:
-    for lane in ("realtime", "batch"):
-        prices = model_prices(model, lane)  # type: ignore[arg-type]
+    lanes: tuple[Lane, ...] = ("realtime", "batch")
+    for lane in lanes:
+        prices = model_prices(model, lane)
         assert prices is not None
         for usd_per_million in (prices.input, prices.output, prices.cache_read, prices.cache_write):
             nano = nano_usd_per_token(usd_per_million)
