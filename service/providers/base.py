@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from service.core.ratelimit import ProviderLimits
+
 # How often running token counts are passed on while an answer streams; the final count always is.
 PROGRESS_INTERVAL_SECONDS = 0.25
 CHARS_PER_TOKEN = 4
@@ -35,6 +37,7 @@ class ReportAnswer:
     # ``input_tokens`` (the uncached rest), as the API reports them. See ``billed_input_tokens``.
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    limits: ProviderLimits | None = None  # the provider's rate-limit readings on the call's response
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class CallUsage:
     text: str = ""  # the answer's text so far, for pages that show it as it is written
     cache_read_tokens: int = 0  # as in ``ReportAnswer``: apart from ``input_tokens``
     cache_write_tokens: int = 0
+    # The provider's rate-limit readings, from the response's start on: fold them into the shared
+    # limiter as soon as they first appear (``LlmLimiter.fold``).
+    limits: ProviderLimits | None = None
 
 
 def billed_input_tokens(usage: CallUsage | ReportAnswer) -> int:

@@ -12,6 +12,7 @@ import anthropic
 import httpx2  # the SDK's transport: a stream cut mid-answer surfaces as its error, unwrapped
 
 from service.core.errors import JobError, ProviderRejected, ProviderUnavailable
+from service.core.ratelimit import LimitReading, ProviderLimits
 from service.core.retry import parse_retry_after
 
 # However long the provider asks us to wait, the fleet pauses this long at most and then tries one
@@ -46,6 +47,8 @@ _SPEND_LIMIT_CODES = frozenset(
 _SPEND_LIMIT_TEXT = re.compile(r"spend limit|usage limit|credit|billing|extra usage", re.IGNORECASE)
 _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_-]{6,}")
 _RESET_HEADER = re.compile(r"anthropic-ratelimit-(.+)-reset")
+_COUNT = re.compile(r"[0-9]{1,15}")  # ASCII digits: never "²"
+_LIMITS = ("requests", "input-tokens", "output-tokens")  # the limiter's three buckets, in its order
 _REJECTIONS = {
     400: "the model provider rejected the request as invalid (400)",
     401: "the model provider rejected the API key (401); check ANTHROPIC_API_KEY",
@@ -68,7 +71,7 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     if explicit is not None:
         return explicit
     resets = [
-        _rfc3339_timestamp(value)
+        rfc3339_timestamp(value)
         for name, value in lowered.items()
         if (match := _RESET_HEADER.fullmatch(name))
         and lowered.get(f"anthropic-ratelimit-{match.group(1)}-remaining", "").strip() == "0"
@@ -77,11 +80,34 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return min(max(0.0, max(known) - now), MAX_PAUSE_SECONDS) if known else None
 
 
-def _rfc3339_timestamp(value: str) -> float | None:
+def rfc3339_timestamp(value: str) -> float | None:
     try:
         return datetime.fromisoformat(value.strip()).timestamp()
     except ValueError:
         return None
+
+
+def provider_limits(
+    headers: Mapping[str, str], *, wall: float | None = None, mono: float | None = None
+) -> ProviderLimits | None:
+    """The ``anthropic-ratelimit-{requests,input-tokens,output-tokens}-*`` headers of a response (a
+    success or a 429) as readings; None when it has none of them. ``wall`` and ``mono``: the time
+    they were read (the reset is a date; it becomes seconds from then)."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    wall = time.time() if wall is None else wall
+    requests, inputs, outputs = (_reading(lowered, name, wall) for name in _LIMITS)
+    if requests is None and inputs is None and outputs is None:
+        return None
+    return ProviderLimits(requests, inputs, outputs, read_at=time.monotonic() if mono is None else mono)
+
+
+def _reading(headers: Mapping[str, str], name: str, wall: float) -> LimitReading | None:
+    prefix = f"anthropic-ratelimit-{name}"
+    limit, remaining = headers.get(f"{prefix}-limit", ""), headers.get(f"{prefix}-remaining", "")
+    reset = rfc3339_timestamp(headers.get(f"{prefix}-reset", ""))
+    if not (_COUNT.fullmatch(limit.strip()) and _COUNT.fullmatch(remaining.strip())) or reset is None:
+        return None
+    return LimitReading(int(limit), int(remaining), max(0.0, reset - wall))
 
 
 def translate_error(exc: Exception, model: str, secret: str | None = None) -> JobError:
@@ -107,7 +133,10 @@ def _translate_status(exc: anthropic.APIStatusError, model: str, secret: str | N
         if mid_stream:
             return ProviderUnavailable(f"the model provider failed mid-answer ({str(exc.type)[:40]})")
         hint = retry_after_seconds(exc.response.headers)
-        return ProviderUnavailable(_unavailable_reason(status), retry_after=hint, status=status)
+        limits = provider_limits(exc.response.headers)
+        return ProviderUnavailable(
+            _unavailable_reason(status), retry_after=hint, status=status, limits=limits
+        )
     return _rejected(status, model, detail)
 
 

@@ -18,7 +18,7 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 
 from service.core.errors import ProviderRejected, ProviderUnavailable
 from service.core.settings import Settings
-from service.providers.anthropic.errors import translate_error
+from service.providers.anthropic.errors import provider_limits, translate_error
 from service.providers.anthropic.stream import StreamedAnswer
 from service.providers.base import ProgressThrottle, ReportAnswer, ReportRequest, UsageListener
 from service.providers.prompt import (
@@ -56,6 +56,7 @@ def finished_answer(streamed: StreamedAnswer) -> ReportAnswer:
         request_id=streamed.request_id,
         cache_read_tokens=streamed.cache_read_tokens,
         cache_write_tokens=streamed.cache_write_tokens,
+        limits=streamed.limits,
     )
 
 
@@ -136,6 +137,7 @@ class AnthropicProvider:
             stream=True,
         )
         streamed.request_id = stream.response.headers.get("request-id", "")
+        streamed.limits = provider_limits(stream.response.headers)
         try:
             # The raw events, not the SDK's typed ones: see service.providers.anthropic.stream for why.
             async for sse in AsyncStream.raw_events(stream.response):

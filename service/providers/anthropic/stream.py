@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from service.core.ratelimit import ProviderLimits
 from service.providers.base import CHARS_PER_TOKEN, CallUsage
 
 # The API's usage fields, and where each is kept.
@@ -36,6 +37,7 @@ class StreamedAnswer:
     characters: int = 0
     request_id: str = ""
     counted_output: bool = False  # the provider's own output count has arrived (message_delta)
+    limits: ProviderLimits | None = None  # the response headers' rate-limit readings
 
     @property
     def text(self) -> str:
@@ -52,6 +54,7 @@ class StreamedAnswer:
             text=self.text,
             cache_read_tokens=self.cache_read_tokens,
             cache_write_tokens=self.cache_write_tokens,
+            limits=self.limits,
         )
 
     def feed(self, event: str | None, data: str) -> None:
