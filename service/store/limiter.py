@@ -42,6 +42,9 @@ class LlmLimits:
     requests_per_minute: int
     input_tokens_per_minute: int
     output_tokens_per_minute: int
+    # The share of the provider's limits aimed for (``LLM_LIMIT_HEADROOM``; the three above are already
+    # that share of the configured ones): ``fold`` leaves the rest of the provider's figures alone too.
+    headroom: float = field(default=1.0, compare=False)
 
     def __post_init__(self) -> None:
         if min(self.requests_per_minute, self.input_tokens_per_minute, self.output_tokens_per_minute) < 1:
@@ -75,6 +78,7 @@ def limits_from(settings: Settings) -> LlmLimits:
         requests_per_minute=under(settings.llm_requests_per_minute),
         input_tokens_per_minute=under(settings.llm_input_tokens_per_minute),
         output_tokens_per_minute=under(settings.llm_output_tokens_per_minute),
+        headroom=share,
     )
 
 
@@ -159,7 +163,7 @@ class LlmLimiter(RedisStore):
         left (never raised), and others' spending from the account is learnt. One round trip."""
         now = time.monotonic()
         args: list[int | float | str] = [*self._caps, max(0.0, now - grant.granted_at), grant.epoch]
-        args += [*grant.spent, self._foreign_window]
+        args += [*grant.spent, self._foreign_window, 1.0 - self.limits.headroom]
         for reading in limits.readings():
             args += _reading_args(reading, limits.read_at - grant.granted_at)
         await self._fold(keys=[names.llm_buckets(grant.model)], args=args)

@@ -162,24 +162,27 @@ return math.max(0, math.ceil(current - now))
 # KEYS: buckets
 # ARGV: requests/min, input tokens/min, output tokens/min; the seconds since the grant whose response
 #       carried the readings (when the provider took its snapshot, near enough), the grant's epoch and
-#       its three counters; the learning window (seconds); then for each bucket the provider's
-#       remaining, limit and seconds from the grant until its bucket is full again (remaining -1:
-#       the response did not say).
+#       its three counters; the learning window (seconds); the share of the provider's limit left
+#       alone (1 - headroom); then for each bucket the provider's remaining, limit and seconds from
+#       the grant until its bucket is full again (remaining -1: the response did not say).
 # Each reported bucket is lowered to what the provider has left now (its snapshot, refilled at the
-# rate its reset time implies, less what the fleet spent since), never raised; and the gap between
+# rate its reset time implies, less what the fleet spent since), less the headroom share of its
+# limit, never raised. The fleet so keeps the same margin under the provider's figures as under its
+# own: an eager fleet would otherwise hold the account's bucket at zero, and every call of the
+# other application (and every reading a little stale) would meet a 429. And the gap between
 # two such estimates that the fleet's own spending does not explain is others' spending, learnt as a
 # rate (averaged over the window) that slows the bucket's refill. Returns 1.
 FOLD = (
     _PRELUDE
     + """
 local caps = caps_from(ARGV)
-local age, window = tonumber(ARGV[4]), tonumber(ARGV[9])
+local age, window, spare = tonumber(ARGV[4]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local now = now_us()
 local levels, pause, foreign = load(KEYS[1], caps, now)
 local ep = redis.call('HGET', KEYS[1], 'ep')
 local same_epoch = ep and ep == ARGV[5]
 for k = 1, 3 do
-  local at = 9 + (k - 1) * 3
+  local at = 10 + (k - 1) * 3
   local remaining, limit, reset = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
   if remaining >= 0 and limit > 0 then
     local b = NAMES[k]
@@ -200,7 +203,7 @@ for k = 1, 3 do
       foreign[k] = math.max(0, math.min(0.9 * caps[k] / 60, foreign[k]))
     end
     redis.call('HSET', KEYS[1], b .. 'p', provider, b .. 't', now, b .. 'q', counter, b .. 'f', foreign[k])
-    levels[k] = math.min(levels[k], provider)
+    levels[k] = math.min(levels[k], provider - spare * limit)
   end
 end
 save(KEYS[1], caps, levels, now, pause, foreign)

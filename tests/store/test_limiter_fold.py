@@ -12,9 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from service.core.ratelimit import LimitReading, ProviderLimits
+from service.core.settings import Settings
 from service.store import names
 from service.store.connection import open_redis
-from service.store.limiter import Grant, LlmLimiter, LlmLimits
+from service.store.limiter import Grant, LlmLimiter, LlmLimits, limits_from
 
 MODEL = "claude-test"
 BIG = 10_000_000
@@ -114,3 +115,15 @@ async def test_a_quiet_account_teaches_nothing_and_leaves_the_refill_alone(redis
         level += 200
     learnt = float(await redis_client.hget(names.llm_buckets(MODEL), "if") or 0)  # type: ignore[misc]
     assert learnt < 60  # noise of the readings' timing, a few percent of the rate at most
+
+
+async def test_with_headroom_the_fleet_leaves_that_share_of_the_provider_s_bucket_alone(
+    redis_client: Redis,
+) -> None:
+    settings = Settings(_env_file=None, llm_input_tokens_per_minute=ITPM, llm_limit_headroom=0.9)
+    limits = LlmLimiter(redis_client, limits_from(settings))
+    assert limits.limits.headroom == 0.9
+    grant = await grant_of(limits)
+    await limits.fold(grant, inputs(remaining=20_000))
+    # 20,000 left, 6,000 of them (10% of the limit) kept back; ours refills 900 a second.
+    assert await input_wait(limits, 50_000) == pytest.approx(36_000 / 900, abs=0.3)
