@@ -90,9 +90,9 @@ async def observe(fake_url: str, other: OtherApplication) -> dict[str, Any]:
     """Runs the other application; reads the fake's books when the warm-up ends and at the end."""
     spending = asyncio.create_task(other.run(WARM_UP_S + MEASURE_S))
     await asyncio.sleep(WARM_UP_S)
-    start = fake_stats(fake_url), other.admitted_tokens, other.refused
+    start = fake_stats(fake_url), other.admitted_tokens, other.refused, other.calls
     await asyncio.sleep(MEASURE_S)
-    end = fake_stats(fake_url), other.admitted_tokens, other.refused
+    end = fake_stats(fake_url), other.admitted_tokens, other.refused, other.calls
     await spending
     theirs = end[1] - start[1]
     ours = (end[0]["billed_input"] - start[0]["billed_input"]) - theirs
@@ -104,6 +104,8 @@ async def observe(fake_url: str, other: OtherApplication) -> dict[str, Any]:
         "fleet_calls": ours_calls,
         "fleet_429s": end[0]["rate_limited"] - other.refused,
         "other_429s": other.refused,
+        "fleet_calls_measured": (end[0]["calls"] - start[0]["calls"]) - (end[3] - start[3]),
+        "fleet_429s_measured": (end[0]["rate_limited"] - start[0]["rate_limited"]) - (end[2] - start[2]),
     }
 
 
