@@ -34,6 +34,8 @@ The API turns ``ApiError`` into the contract's JSON in one place (``service.api.
 
 from __future__ import annotations
 
+from service.core.ratelimit import ProviderLimits
+
 
 class ServiceError(Exception):
     """Root of every error this service raises on purpose."""
@@ -171,9 +173,17 @@ class ProviderUnavailable(TransientJobError):
 
     error_code = "provider_unavailable"
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        limits: ProviderLimits | None = None,
+    ) -> None:
         super().__init__(reason, retry_after=retry_after)
         self.status = status
+        self.limits = limits  # what the provider's refusal said of its rate limits (a 429's headers)
 
 
 class JobTimedOut(TransientJobError):

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     model_free: str = "claude-haiku-4-5-20251001"
     max_output_tokens: int = Field(default=4000, ge=1, le=128_000)
     llm_timeout_seconds: float = Field(default=240, gt=0)
+    # The system prompt is marked for the provider's prompt cache only when it is at least this long
+    # (tokens, estimated on the high side): the model's minimum; shorter prefixes are never cached.
+    prompt_cache_min_tokens: int = Field(default=1024, ge=0)  # Sonnet and Opus
+    prompt_cache_min_tokens_haiku: int = Field(default=2048, ge=0)
 
     # --- inputs -------------------------------------------------------------------------------
     input_max_bytes: int = Field(default=2_000_000, ge=1)

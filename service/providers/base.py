@@ -3,10 +3,13 @@ a provider reports the output it has streamed so far."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from service.core.ratelimit import ProviderLimits
 
 # How often running token counts are passed on while an answer streams; the final count always is.
 # Each one is a Redis script call (the ledger, the progress, the text): once a second keeps a long
@@ -35,6 +38,11 @@ class ReportAnswer:
     output_tokens: int
     offline: bool = False
     request_id: str = ""  # the provider's id of the call that wrote it
+    # Input the provider served from its prompt cache, and input it wrote there; both apart from
+    # ``input_tokens`` (the uncached rest), as the API reports them. See ``billed_input_tokens``.
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    limits: ProviderLimits | None = None  # the provider's rate-limit readings on the call's response
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,24 @@ class CallUsage:
     request_id: str = ""
     final: bool = False  # the call is over (answered, failed or cut): these are its last counts
     text: str = ""  # the answer's text so far, for pages that show it as it is written
+    cache_read_tokens: int = 0  # as in ``ReportAnswer``: apart from ``input_tokens``
+    cache_write_tokens: int = 0
+    # The provider's rate-limit readings, from the response's start on: fold them into the shared
+    # limiter as soon as they first appear (``LlmLimiter.fold``).
+    limits: ProviderLimits | None = None
+
+
+def billed_input_tokens(usage: CallUsage | ReportAnswer) -> int:
+    """Every input token the provider bills, at whatever rate: uncached, written to and read from
+    the cache (what a budget kept in tokens counts)."""
+    return usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+
+
+def rate_limited_input_tokens(usage: CallUsage | ReportAnswer) -> int:
+    """What the provider's input-tokens-per-minute limit counts for a call: the uncached input and
+    the cache writes, not the cache reads (Anthropic's rule for current models). Charge the shared
+    input bucket this much."""
+    return usage.input_tokens + usage.cache_write_tokens
 
 
 # Hears a call's usage as it goes: at its start, while it streams (paced by ``ProgressThrottle``),
@@ -101,5 +127,4 @@ class ProgressThrottle:
         """The call's last counts; only the first ``finish`` is passed on."""
         if self._on_usage is not None and not self._finished:
             self._finished = True
-            usage = CallUsage(usage.input_tokens, usage.output_tokens, usage.request_id, True, usage.text)
-            await self._on_usage(usage)
+            await self._on_usage(dataclasses.replace(usage, final=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from service.core.settings import Settings
 from service.providers.base import ReportRequest
 
 # ~37k tokens at ~4 characters a token: room for a rich report, bounded cost, far below context limits.
@@ -131,3 +132,31 @@ def minimal_call_tokens(max_tokens: int) -> int:
     this much budget left."""
     empty = ReportRequest("", "input", "text/plain", "", max_tokens)
     return input_tokens_upper_bound(empty) + max_tokens
+
+
+def system_prompt_tokens() -> int:
+    """The system prompt's length in tokens, estimated on the high side (three characters a token)."""
+    return len(SYSTEM_PROMPT) // 3 + 1
+
+
+@dataclass(frozen=True)
+class PromptCachePolicy:
+    """When the fixed prefix (the system prompt) is marked for the provider's prompt cache.
+
+    The provider caches a marked prefix only from a model's minimum length on (a shorter one is
+    served uncached, at no extra cost), and bills a cache write at 1.25 times the input price and a
+    read within five minutes at a tenth: marking pays as soon as one call in four reuses it.
+    """
+
+    min_tokens: int = 1024  # Sonnet and Opus
+    min_tokens_haiku: int = 2048
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PromptCachePolicy:
+        return cls(settings.prompt_cache_min_tokens, settings.prompt_cache_min_tokens_haiku)
+
+    def minimum(self, model: str) -> int:
+        return self.min_tokens_haiku if "haiku" in model else self.min_tokens
+
+    def caches_system_prompt(self, model: str) -> bool:
+        return system_prompt_tokens() >= self.minimum(model)

@@ -8,7 +8,11 @@ limits while still using them to the full:
 - a request takes 1 request, its input tokens and its ``max_tokens`` of output when it starts, and
   ``reconcile`` corrects input and output to the real usage when it ends (the provider estimates
   output from ``max_tokens`` and adjusts it the same way);
-- a 429/529 with a retry hint pauses the model for every worker (``pause``).
+- a 429/529 with a retry hint pauses the model for every worker (``pause``);
+- the provider's own rate-limit headers, on every response, are folded in (``fold``): a bucket is
+  lowered to what the provider says is left of the account, and what others spend from the same
+  account is learnt as a rate that slows the refill, so the fleet makes room for another
+  application instead of collecting 429s.
 
 Each operation is one Lua step in Redis (``service.store.limiter_scripts``), timed by Redis's clock. The
 limiter never waits or polls: ``acquire`` answers a ``Grant`` or the seconds to wait, and the caller
@@ -17,15 +21,20 @@ decides how to wait (sleep, or defer the job).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from service.core.ratelimit import LimitReading, ProviderLimits
 from service.core.settings import Settings
 from service.store import limiter_scripts, names
 from service.store.connection import RedisStore, translate_redis_errors
 
 _MICROS = 1_000_000
+# Others' spending is averaged over this long: quick enough to follow an application that starts or
+# stops, slow enough that one odd reading does not swing the fleet.
+FOREIGN_WINDOW_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,9 @@ class LlmLimits:
     requests_per_minute: int
     input_tokens_per_minute: int
     output_tokens_per_minute: int
+    # The share of the provider's limits aimed for (``LLM_LIMIT_HEADROOM``; the three above are already
+    # that share of the configured ones): ``fold`` leaves the rest of the provider's figures alone too.
+    headroom: float = field(default=1.0, compare=False)
 
     def __post_init__(self) -> None:
         if min(self.requests_per_minute, self.input_tokens_per_minute, self.output_tokens_per_minute) < 1:
@@ -46,6 +58,11 @@ class Grant:
     model: str
     input_tokens: int
     output_tokens: int
+    # Where the fleet's books stood when it was taken (for ``fold``): the buckets' lifetime, the net
+    # spend of each bucket so far, and when (this process's monotonic clock).
+    epoch: str = field(default="", compare=False)
+    spent: tuple[int, int, int] = field(default=(0, 0, 0), compare=False)
+    granted_at: float = field(default=0.0, compare=False)
 
 
 def limits_from(settings: Settings) -> LlmLimits:
@@ -61,6 +78,7 @@ def limits_from(settings: Settings) -> LlmLimits:
         requests_per_minute=under(settings.llm_requests_per_minute),
         input_tokens_per_minute=under(settings.llm_input_tokens_per_minute),
         output_tokens_per_minute=under(settings.llm_output_tokens_per_minute),
+        headroom=share,
     )
 
 
@@ -81,9 +99,17 @@ class LlmLimiter(RedisStore):
     oversized request can wait long: there is no queue, the first caller to find room wins.
     """
 
-    def __init__(self, redis: Redis, limits: LlmLimits, *, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        limits: LlmLimits,
+        *,
+        deadline: float | None = None,
+        foreign_window: float = FOREIGN_WINDOW_SECONDS,
+    ) -> None:
         super().__init__(redis, deadline=deadline)
         self.limits = limits
+        self._foreign_window = foreign_window
         self._caps = (
             limits.requests_per_minute,
             limits.input_tokens_per_minute,
@@ -92,6 +118,7 @@ class LlmLimiter(RedisStore):
         self._acquire = redis.register_script(limiter_scripts.ACQUIRE)
         self._adjust = redis.register_script(limiter_scripts.ADJUST)
         self._pause = redis.register_script(limiter_scripts.PAUSE)
+        self._fold = redis.register_script(limiter_scripts.FOLD)
 
     @translate_redis_errors
     async def acquire(self, model: str, input_tokens: int, output_tokens: int) -> Grant | float:
@@ -100,9 +127,10 @@ class LlmLimiter(RedisStore):
         until it would fit (the longest of the three buckets' waits and the pause)."""
         _check_tokens(input_tokens, output_tokens)
         args: list[int | str] = [*self._caps, 1, input_tokens, output_tokens, "1"]
-        granted, wait_us = await self._acquire(keys=[names.llm_buckets(model)], args=args)
+        granted, wait_us, *books = await self._acquire(keys=[names.llm_buckets(model)], args=args)
         if int(granted) == 1:
-            return Grant(model, input_tokens, output_tokens)
+            spent = (int(books[1]), int(books[2]), int(books[3]))
+            return Grant(model, input_tokens, output_tokens, str(books[0]), spent, time.monotonic())
         return int(wait_us) / _MICROS
 
     @translate_redis_errors
@@ -129,6 +157,18 @@ class LlmLimiter(RedisStore):
         await self._adjust(keys=[names.llm_buckets(grant.model)], args=[*self._caps, *give])
 
     @translate_redis_errors
+    async def fold(self, grant: Grant, limits: ProviderLimits) -> None:
+        """Takes in what the provider said on the response to ``grant``'s call (a success's headers as
+        soon as it starts, or a 429's): each bucket it reported is lowered to what the provider has
+        left (never raised), and others' spending from the account is learnt. One round trip."""
+        now = time.monotonic()
+        args: list[int | float | str] = [*self._caps, max(0.0, now - grant.granted_at), grant.epoch]
+        args += [*grant.spent, self._foreign_window, 1.0 - self.limits.headroom]
+        for reading in limits.readings():
+            args += _reading_args(reading, limits.read_at - grant.granted_at)
+        await self._fold(keys=[names.llm_buckets(grant.model)], args=args)
+
+    @translate_redis_errors
     async def pause(self, model: str, seconds: float) -> None:
         """The provider said to wait (429/529 with ``retry-after`` or ratelimit reset headers): every
         worker holds off this model until then. A later pause already in place is kept."""
@@ -142,3 +182,10 @@ class LlmLimiter(RedisStore):
         args: list[int | str] = [*self._caps, 1, input_tokens, output_tokens, "0"]
         _, wait_us = await self._acquire(keys=[names.llm_buckets(model)], args=args)
         return int(wait_us) / _MICROS
+
+
+def _reading_args(reading: LimitReading | None, read_after_grant: float) -> list[int | float]:
+    """Remaining, limit, and seconds from the grant until the provider's bucket is full again."""
+    if reading is None:
+        return [-1, 0, 0.0]
+    return [reading.remaining, reading.limit, max(0.0, reading.reset_in + read_after_grant)]

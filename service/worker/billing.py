@@ -18,7 +18,7 @@ import structlog
 
 from service.core.errors import BudgetExhausted, Unavailable
 from service.core.retry import backoff_seconds
-from service.providers.base import CallUsage, ReportRequest
+from service.providers.base import CallUsage, ReportAnswer, ReportRequest, billed_input_tokens
 from service.store import names
 from service.store.calls import PaidCall, nano_usd_per_token
 from service.store.job_types import Checkpoint
@@ -93,12 +93,17 @@ class CallAccount:
         if not active:
             raise JobStopped("the job was cancelled while its answer was written")
 
-    async def save_answer(self, checkpoint: Checkpoint) -> bool:
+    async def save_answer(self, checkpoint: Checkpoint, answer: ReportAnswer) -> bool:
         """Closes the call as answered and saves the answer with it, in one step, retried; the same
         step announces the rendering stage. False when the job stopped running meanwhile (the call
         is counted all the same; the answer is not kept)."""
         usage = CallUsage(
-            checkpoint.input_tokens, checkpoint.output_tokens, checkpoint.request_id, text=checkpoint.text
+            answer.input_tokens,
+            answer.output_tokens,
+            answer.request_id,
+            text=checkpoint.text,
+            cache_read_tokens=answer.cache_read_tokens,
+            cache_write_tokens=answer.cache_write_tokens,
         )
         saved: list[bool] = []
 
@@ -124,7 +129,7 @@ class CallAccount:
         if self.closed:
             return
         usage = self.last
-        if maybe_billed and usage.input_tokens == 0:
+        if maybe_billed and billed_input_tokens(usage) == 0:
             usage = CallUsage(self.expected_input, usage.output_tokens, usage.request_id)
         try:
             await _retrying(lambda: self._record(usage, outcome=outcome), CLOSE_DEADLINE_SECONDS)
@@ -145,7 +150,7 @@ class CallAccount:
         shown = min(self.text_shown, len(text))
         active = await self.deps.calls.record(
             self.call,
-            usage.input_tokens,
+            billed_input_tokens(usage),  # a budget in tokens counts cached input too
             usage.output_tokens,
             request_id=usage.request_id,
             outcome=outcome,
@@ -161,7 +166,7 @@ class CallAccount:
     def _billed(self, usage: CallUsage) -> None:
         self.closed = True
         if self.model != "offline":
-            model_billed(self.deps.metrics, self.model, usage.input_tokens, usage.output_tokens)
+            model_billed(self.deps.metrics, self.model, usage)
 
 
 async def _retrying(operation: Callable[[], Awaitable[object]], deadline_seconds: float) -> None:

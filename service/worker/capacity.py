@@ -9,7 +9,8 @@ import time
 import structlog
 
 from service.core.errors import ProviderRejected, ProviderUnavailable, Unavailable
-from service.providers.base import CallUsage, Provider, ReportAnswer, ReportRequest
+from service.core.ratelimit import ProviderLimits
+from service.providers.base import CallUsage, Provider, ReportAnswer, ReportRequest, rate_limited_input_tokens
 from service.store.limiter import Grant, LlmLimiter
 from service.telemetry.metrics import MetricsBuffer
 from service.worker.billing import CallAccount
@@ -71,14 +72,25 @@ async def call_model(
     settled here, on success by the caller (``settle_grant``) once the answer is saved."""
     if limiter is None or grant is None:
         return await provider.write_report(request, account.listen)
+    folded = False
+
+    async def listen(usage: CallUsage) -> None:
+        nonlocal folded
+        if not folded and usage.limits is not None:  # the response's first readings of the account
+            folded = True
+            await fold_readings(limiter, grant, usage.limits)
+        await account.listen(usage)
+
     try:
-        answer = await provider.write_report(request, account.listen)
+        answer = await provider.write_report(request, listen)
     except ProviderRejected:
         metrics.inc("provider_errors_total", model=request.model, status="rejected")
         await settle_grant(limiter, grant, account.last)
         raise
     except ProviderUnavailable as exc:
         metrics.inc("provider_errors_total", model=request.model, status=str(exc.status or "network"))
+        if exc.limits is not None:  # a 429 says what is left of the account: learn it first
+            await fold_readings(limiter, grant, exc.limits)
         await settle_grant(limiter, grant, account.last)
         if exc.status in THROTTLE_STATUSES:
             pause = exc.retry_after if exc.retry_after is not None else DEFAULT_PAUSE_S
@@ -91,6 +103,16 @@ async def call_model(
     return answer
 
 
+async def fold_readings(limiter: LlmLimiter, grant: Grant, limits: ProviderLimits) -> None:
+    """The provider's rate-limit readings into the shared buckets (``LlmLimiter.fold``): another
+    application spending from the same account slows the fleet instead of pushing it into 429s.
+    Best effort, as settling is."""
+    try:
+        await limiter.fold(grant, limits)
+    except Unavailable as exc:
+        log.warning("limiter_fold_failed", error=str(exc))
+
+
 async def settle_grant(limiter: LlmLimiter | None, grant: Grant | None, usage: CallUsage | None) -> None:
     """Corrects the shared buckets to what the call really took (a call cut short took what it had
     streamed; ``usage`` None: it was never sent); best effort: a Redis blip here costs at most one
@@ -100,8 +122,9 @@ async def settle_grant(limiter: LlmLimiter | None, grant: Grant | None, usage: C
     try:
         if usage is None:
             await limiter.release(grant, sent=False)
-        elif usage.input_tokens or usage.output_tokens:
-            await limiter.reconcile(grant, usage.input_tokens, usage.output_tokens)
+        elif rate_limited_input_tokens(usage) or usage.output_tokens:
+            # The input bucket counts what the provider's limit counts: cache reads are free of it.
+            await limiter.reconcile(grant, rate_limited_input_tokens(usage), usage.output_tokens)
         else:
             await limiter.release(grant)
     except Unavailable as exc:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
+from service.providers.base import CallUsage
 from service.telemetry.metrics import MetricsBuffer
 from service.telemetry.pricing import cost_usd
 
@@ -29,7 +31,12 @@ def job_finished(metrics: MetricsBuffer, record: dict[str, str], state: str) -> 
         metrics.observe("job_run_seconds", max(0.0, ran), plan=plan)
 
 
-def model_billed(metrics: MetricsBuffer, model: str, input_tokens: int, output_tokens: int) -> None:
-    metrics.inc("llm_tokens_total", input_tokens, model=model, kind="input")
-    metrics.inc("llm_tokens_total", output_tokens, model=model, kind="output")
-    metrics.inc("llm_cost_usd_total", cost_usd(model, input_tokens, output_tokens), model=model)
+def model_billed(
+    metrics: MetricsBuffer, model: str, usage: CallUsage, lane: Literal["realtime", "batch"] = "realtime"
+) -> None:
+    """``usage``'s input is the uncached part; cache reads and writes are priced apart."""
+    reads, writes = usage.cache_read_tokens, usage.cache_write_tokens
+    metrics.inc("llm_tokens_total", usage.input_tokens + reads + writes, model=model, kind="input")
+    metrics.inc("llm_tokens_total", usage.output_tokens, model=model, kind="output")
+    cost = cost_usd(model, usage.input_tokens, usage.output_tokens, reads, writes, lane=lane)
+    metrics.inc("llm_cost_usd_total", cost, model=model)

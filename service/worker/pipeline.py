@@ -13,7 +13,7 @@ import structlog
 
 from service.core.errors import ProviderRejected, ProviderUnavailable
 from service.inputs.text import human_size
-from service.providers.base import ReportRequest
+from service.providers.base import ReportRequest, billed_input_tokens
 from service.report.document import ReportDocument
 from service.store.job_types import Checkpoint, StartOutcome
 from service.store.jobs import checkpoint_of
@@ -61,14 +61,16 @@ async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
         checkpoint = Checkpoint(
             text=answer.text,
             model=answer.model,
-            input_tokens=answer.input_tokens,
+            input_tokens=billed_input_tokens(answer),  # cached input included: it is billed too
             output_tokens=answer.output_tokens,
             offline=answer.offline,
             source=f"{fetched.name} ({human_size(fetched.size)})",
             input_name=fetched.name,
             request_id=answer.request_id,
         )
-        saved = await account.save_answer(checkpoint)  # first: nothing after this can lose the paid answer
+        saved = await account.save_answer(
+            checkpoint, answer
+        )  # first: nothing after this can lose the paid answer
     await settle_grant(deps.limiter, grant, account.last)
     log.info("llm_answer_saved", model=answer.model, input_tokens=answer.input_tokens,
              output_tokens=answer.output_tokens)  # fmt: skip

@@ -13,6 +13,7 @@ from service.inputs.source import InputSource
 from service.providers.anthropic.provider import AnthropicProvider, build_anthropic_client
 from service.providers.base import Provider
 from service.providers.offline.provider import OfflineProvider
+from service.providers.prompt import PromptCachePolicy
 from service.report.renderer import PdfRenderer
 from service.storage.base import Storage
 from service.storage.factory import storage_from
@@ -54,7 +55,7 @@ async def provider_for(settings: Settings) -> AsyncIterator[Provider]:
         return
     client = build_anthropic_client(settings)
     try:
-        yield AnthropicProvider(client)
+        yield AnthropicProvider(client, prompt_cache=PromptCachePolicy.from_settings(settings))
     finally:
         await client.close()
 

@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.anthropic_batches import FakeBatches
+from tests.fakes.anthropic_billing import Bill, PromptCache, PromptUsage
 from tests.fakes.anthropic_control import control_routes
 from tests.fakes.anthropic_errors import (
     Failure,
@@ -39,7 +41,6 @@ from tests.fakes.anthropic_wire import (
     error_response,
     estimate_tokens,
     message_body,
-    prompt_text,
     rate_limited_response,
     stream_ending,
     text_chunks,
@@ -89,16 +90,20 @@ class FakeAnthropic:
         self._lock = threading.Lock()
         # Only the last ``max_recorded`` calls keep their bodies: a long benchmark must not grow forever.
         self._calls: deque[RecordedCall] = deque(maxlen=max_recorded)
-        self._call_total = 0
-        self._billed_input = self._billed_output = self._counts = 0
+        self._call_total = self._counts = 0
         self._failures: deque[Failure] = deque()
         self._default_limits = limits
         self._account = AccountLimits(limits)
         self._server: ThreadedServer | None = None
+        # Which input is read from or written to the prompt cache; what every call and batch cost.
+        self.prompt_cache, self.bill = PromptCache(), Bill()
+        self.batches = FakeBatches(self._answer, self.prompt_cache, self.bill)
+        self.batches.served_model = lambda: self.served_model
         self.app = Starlette(
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                *self.batches.routes(),
                 *control_routes(self),
             ]
         )
@@ -168,9 +173,10 @@ class FakeAnthropic:
         """Forgets calls, queued failures and limit usage; puts the behaviour back to the constructor's."""
         with self._lock:
             self._calls.clear()
-            self._call_total = 0
-            self._billed_input = self._billed_output = self._counts = 0
+            self._call_total = self._counts = 0
             self._failures.clear()
+        for part in (self.prompt_cache, self.bill, self.batches):
+            part.reset()
         self.limits = self._default_limits
         self._restore_defaults()
 
@@ -189,28 +195,26 @@ class FakeAnthropic:
             return self._failures.popleft() if self._failures else None
 
     def _admit(self, body: Body, request_id: str) -> Admission | Response | None:
-        """Charges the call to its model's buckets at its start, like the API; None without limits."""
-        input_tokens = estimate_tokens(prompt_text(body))
+        """Charges the call to its model's buckets at its start, like the API (input and cache
+        writes count, cache reads do not); None without limits."""
+        input_tokens = self.prompt_cache.usage(body, remember=False).limited_input
         admitted = self._account.admit(str(body["model"]), input_tokens, int(body["max_tokens"]))
         if isinstance(admitted, Refusal):
             return rate_limited_response(request_id, admitted.wait, admitted.binding, admitted.headers)
         return admitted
 
-    def _settle(self, admission: Admission | None, output_tokens: int) -> None:
+    def _settle(self, admission: Admission | None, model: str, output_tokens: int) -> None:
         """The answer ended: its output is billed, and charged to the limits."""
-        with self._lock:
-            self._billed_output += output_tokens
+        self.bill.add("realtime", model, None, output_tokens)
         self._account.settle(admission, output_tokens)
-
-    def _bill_input(self, body: Body) -> None:
-        with self._lock:
-            self._billed_input += estimate_tokens(prompt_text(body))
 
     @property
     def billed_tokens(self) -> tuple[int, int]:
-        """(input, output) tokens billed for every answer started, cut or finished, as the API bills."""
-        with self._lock:
-            return self._billed_input, self._billed_output
+        """(input, output) tokens billed for every realtime answer started, cut or finished, as the API
+        bills; input counts cache reads and writes too (``bill`` has them apart, and batch usage)."""
+        tally = self.bill.tokens("realtime")
+        inputs = tally.input_tokens + tally.cache_read_tokens + tally.cache_write_tokens
+        return inputs, tally.output_tokens
 
     @property
     def count_calls(self) -> int:
@@ -228,7 +232,7 @@ class FakeAnthropic:
             self._counts += 1
         if not RecordedCall({}, headers).api_key or not isinstance(body, dict):
             return error_response(HttpFailure(401, "authentication_error", "invalid x-api-key"), "req_count")
-        return JSONResponse({"input_tokens": estimate_tokens(prompt_text(body))})
+        return JSONResponse({"input_tokens": self.prompt_cache.usage(body, remember=False).total})
 
     async def _messages(self, request: Request) -> Response:
         request_id = f"req_fake{next(_ids):08d}"
@@ -252,25 +256,26 @@ class FakeAnthropic:
         model = self.served_model or str(body["model"])
         msg_id = f"msg_fake{next(_ids):08d}"
         answer_headers = {**base_headers(request_id), **(admission.headers if admission else {})}
+        prompt = self.prompt_cache.usage(body)
         if body.get("stream") is True:
-            self._bill_input(body)  # the answer starts: its input is billed, whatever happens next
+            self.bill.add("realtime", model, prompt)  # the answer starts: its input is billed, whatever next
             events = answer_events(
-                message_body(body, "", None, msg_id, model),
+                _with_usage(message_body(body, "", None, msg_id, model), prompt),
                 text_chunks(text, self.chunk_chars),
                 ending=lambda sent: stream_ending(failure, stop_reason, text),
                 cut_after=failure.after_chunks if failure is not None else None,
                 chunk_delay=self.chunk_delay,
-                on_end=lambda sent: self._settle(admission, estimate_tokens(sent)),
+                on_end=lambda sent: self._settle(admission, model, estimate_tokens(sent)),
             )
             answer_headers["cache-control"] = "no-cache"
             return StreamingResponse(events, media_type="text/event-stream", headers=answer_headers)
         if failure is not None:
-            self._settle(admission, 0)
+            self._settle(admission, model, 0)
             return error_response(server_error(), request_id)
         await asyncio.sleep(self.chunk_delay * len(text_chunks(text, self.chunk_chars)))
-        answer = message_body(body, text, stop_reason, msg_id, model)
-        self._bill_input(body)
-        self._settle(admission, answer["usage"]["output_tokens"])
+        answer = _with_usage(message_body(body, text, stop_reason, msg_id, model), prompt)
+        self.bill.add("realtime", model, prompt)
+        self._settle(admission, model, answer["usage"]["output_tokens"])
         return JSONResponse(answer, headers=answer_headers)
 
     def _answer(self, body: Body) -> tuple[str, str]:
@@ -279,3 +284,8 @@ class FakeAnthropic:
         limit = int(body["max_tokens"]) * 4
         text, stop_reason = (text[:limit], "max_tokens") if len(text) > limit else (text, "end_turn")
         return text, self.stop_reason or stop_reason
+
+
+def _with_usage(message: Body, prompt: PromptUsage) -> Body:
+    """The message with its input split as the prompt cache saw it."""
+    return {**message, "usage": {**message["usage"], **prompt.as_usage()}}

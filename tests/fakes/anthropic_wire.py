@@ -82,12 +82,14 @@ def stream_ending(failure: StreamFailure | Disconnect | None, stop_reason: str, 
 
 
 def base_headers(request_id: str, exhausted_in: float | None = None) -> dict[str, str]:
-    remaining = "0" if exhausted_in is not None else "49"
-    reset = rfc3339(exhausted_in if exhausted_in is not None else 1.0)
+    """The headers of an answer when no limits are set: an account so large it never binds (a
+    limiter folding them in is never slowed), unless ``exhausted_in`` says the request limit is spent."""
+    remaining = "0" if exhausted_in is not None else "99999"
+    reset = rfc3339(exhausted_in if exhausted_in is not None else 0.001)
     return {
         "request-id": request_id,
         "anthropic-organization-id": "00000000-0000-4000-8000-000000000000",
-        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-limit": "100000",
         "anthropic-ratelimit-requests-remaining": remaining,
         "anthropic-ratelimit-requests-reset": reset,
         "anthropic-ratelimit-tokens-limit": "100000",

@@ -13,14 +13,20 @@ import anthropic
 import httpx2  # the SDK's transport: a stream cut mid-answer surfaces as its error, unwrapped
 import orjson
 from anthropic import AsyncAnthropic, AsyncStream
-from anthropic.types import MessageParam
+from anthropic.types import TextBlockParam
+from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 
 from service.core.errors import ProviderRejected, ProviderUnavailable
 from service.core.settings import Settings
-from service.providers.anthropic.errors import translate_error
+from service.providers.anthropic.errors import provider_limits, translate_error
 from service.providers.anthropic.stream import StreamedAnswer
 from service.providers.base import ProgressThrottle, ReportAnswer, ReportRequest, UsageListener
-from service.providers.prompt import SYSTEM_PROMPT, build_user_message, input_tokens_upper_bound
+from service.providers.prompt import (
+    SYSTEM_PROMPT,
+    PromptCachePolicy,
+    build_user_message,
+    input_tokens_upper_bound,
+)
 
 # Counting tokens is a small free call: if it is slow, the upper bound will do.
 COUNT_TIMEOUT_SECONDS = 10.0
@@ -43,7 +49,14 @@ def finished_answer(streamed: StreamedAnswer) -> ReportAnswer:
             raise ProviderRejected("the model ran out of output tokens before writing anything")
         raise ProviderUnavailable("the model provider returned an empty answer")
     return ReportAnswer(
-        text, streamed.model, streamed.input_tokens, streamed.output_tokens, request_id=streamed.request_id
+        text,
+        streamed.model,
+        streamed.input_tokens,
+        streamed.output_tokens,
+        request_id=streamed.request_id,
+        cache_read_tokens=streamed.cache_read_tokens,
+        cache_write_tokens=streamed.cache_write_tokens,
+        limits=streamed.limits,
     )
 
 
@@ -75,10 +88,15 @@ def build_anthropic_client(settings: Settings) -> AsyncAnthropic:
 
 
 class AnthropicProvider:
-    """Writes reports with Claude: one streamed Messages API call per ``write_report``."""
+    """Writes reports with Claude: one streamed Messages API call per ``write_report``.
 
-    def __init__(self, client: AsyncAnthropic) -> None:
+    ``prompt_cache`` says when the system prompt is marked for the provider's prompt cache (by
+    default from the models' documented minimums; ``PromptCachePolicy.from_settings`` follows the
+    configuration)."""
+
+    def __init__(self, client: AsyncAnthropic, *, prompt_cache: PromptCachePolicy | None = None) -> None:
         self._client = client
+        self._cache = prompt_cache or PromptCachePolicy()
         timeout = client.timeout
         # The client's timeouts bound each wait; this bounds the whole call, trickling streams included.
         self._deadline = timeout.read if isinstance(timeout, anthropic.Timeout) else timeout
@@ -86,10 +104,10 @@ class AnthropicProvider:
     async def count_input_tokens(self, request: ReportRequest) -> int:
         """The provider's own count (its free token-counting endpoint); if that fails, an upper
         bound: a token is never less than one byte of the prompt, whatever the script."""
-        system, messages = _prompt(request)
+        params = message_params(request, self._cache)
         try:
             counted = await self._client.with_options(timeout=COUNT_TIMEOUT_SECONDS).messages.count_tokens(
-                model=request.model, system=system, messages=messages
+                model=request.model, system=params["system"], messages=params["messages"]
             )
             return int(counted.input_tokens)
         except (anthropic.APIError, httpx2.TransportError, TimeoutError):
@@ -121,16 +139,17 @@ class AnthropicProvider:
     async def _stream(
         self, request: ReportRequest, streamed: StreamedAnswer, progress: ProgressThrottle
     ) -> None:
-        system, messages = _prompt(request)
+        params = message_params(request, self._cache)
         stream = await self._client.messages.create(
-            model=request.model,
-            max_tokens=request.max_tokens,
-            system=system,
-            messages=messages,
+            model=params["model"],
+            max_tokens=params["max_tokens"],
+            system=params["system"],
+            messages=params["messages"],
             stream=True,
             extra_headers=dict(request.trace_headers) or None,
         )
         streamed.request_id = stream.response.headers.get("request-id", "")
+        streamed.limits = provider_limits(stream.response.headers)
         try:
             # The raw events, not the SDK's typed ones: see service.providers.anthropic.stream for why.
             async for sse in AsyncStream.raw_events(stream.response):
@@ -144,9 +163,21 @@ class AnthropicProvider:
             await stream.close()
 
 
-def _prompt(request: ReportRequest) -> tuple[str, list[MessageParam]]:
+def message_params(request: ReportRequest, cache: PromptCachePolicy) -> MessageCreateParamsNonStreaming:
+    """The Messages API parameters of a report: the same for a streamed call and a batch request.
+
+    The system prompt, the fixed prefix of every report, is marked cacheable when it is long enough
+    to be cached for the model; otherwise it goes as plain text, as before."""
     user = build_user_message(request.input_text, request.input_name, request.content_type)
-    return SYSTEM_PROMPT, [{"role": "user", "content": user}]
+    system: str | list[TextBlockParam] = SYSTEM_PROMPT
+    if cache.caches_system_prompt(request.model):
+        system = [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
+    return {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "system": system,
+        "messages": [{"role": "user", "content": user}],
+    }
 
 
 def _json_or_text(data: str) -> object:

@@ -13,19 +13,31 @@ from typing import Any
 
 import orjson
 
+from service.core.ratelimit import ProviderLimits
 from service.providers.base import CHARS_PER_TOKEN, CallUsage
+
+# The API's usage fields, and where each is kept.
+_COUNTS = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cache_read_input_tokens": "cache_read_tokens",
+    "cache_creation_input_tokens": "cache_write_tokens",
+}
 
 
 @dataclass
 class StreamedAnswer:
     model: str = ""
-    input_tokens: int = 0
+    input_tokens: int = 0  # the uncached input, as the API counts ``input_tokens``
     output_tokens: int = 0
+    cache_read_tokens: int = 0  # ``cache_read_input_tokens``
+    cache_write_tokens: int = 0  # ``cache_creation_input_tokens``
     stop_reason: str | None = None
     parts: list[str] = field(default_factory=list)
     characters: int = 0
     request_id: str = ""
     counted_output: bool = False  # the provider's own output count has arrived (message_delta)
+    limits: ProviderLimits | None = None  # the response headers' rate-limit readings
 
     @property
     def text(self) -> str:
@@ -35,7 +47,15 @@ class StreamedAnswer:
         """What the call has cost so far: the provider's counts where it sent them, else the
         output estimated from the characters streamed (what it billed, as far as we can know)."""
         output = self.output_tokens if self.counted_output else self.characters // CHARS_PER_TOKEN
-        return CallUsage(self.input_tokens, output, self.request_id, text=self.text)
+        return CallUsage(
+            self.input_tokens,
+            output,
+            self.request_id,
+            text=self.text,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            limits=self.limits,
+        )
 
     def feed(self, event: str | None, data: str) -> None:
         """One SSE event of a 200 stream (``error`` events are the caller's to raise)."""
@@ -60,12 +80,9 @@ class StreamedAnswer:
         self._usage(message.get("usage") or {})
 
     def _usage(self, usage: dict[str, Any]) -> None:
-        # Input counted as the API bills it: cache writes and reads are input tokens too.
-        inputs = [
-            usage.get(name)
-            for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-        ]
-        if any(value is not None for value in inputs):
-            self.input_tokens = sum(int(value or 0) for value in inputs)
-        if usage.get("output_tokens") is not None:
-            self.output_tokens = int(usage["output_tokens"])
+        # Three kinds of input, kept apart: they are priced differently (a cache read at a tenth,
+        # a write at 1.25 times) and the input-tokens limit counts writes but not reads.
+        # ``message_delta`` may repeat them (cumulative counts): the latest sent wins.
+        for name, value in usage.items():
+            if value is not None and name in _COUNTS:
+                setattr(self, _COUNTS[name], int(value))
