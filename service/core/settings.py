@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Values people paste from examples; a signing secret like these would let anyone mint tokens.
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev", "development", "example", "test", "xxx"}
 MIN_SECRET_LENGTH = 32
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 _S3_OPTIONAL = ("s3_endpoint_url", "s3_region", "s3_access_key_id", "s3_secret_access_key", "s3_prefix")
 
 
@@ -34,6 +36,9 @@ class Settings(BaseSettings):
     llm_output_tokens_per_minute: int = Field(default=8_000, ge=1)
     llm_limit_headroom: float = Field(default=0.97, gt=0.5, le=1.0)
     allow_private_input_urls: bool = False
+    # Origins a browser may call /api/* from, comma-separated ("https://app.example.com"), or "*"
+    # for any (keys travel in a header, never in cookies). Empty: no cross-origin access.
+    cors_allow_origins: str = ""
 
     # --- models -------------------------------------------------------------------------------
     model_pro: str = "claude-opus-4-7"
@@ -118,6 +123,18 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in _split_origins(value):
+            # A browser's Origin is scheme://host[:port], nothing more: "https://a.example/" (a
+            # trailing slash) or a path would never match, silently refusing every request.
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path)"
+                )
+        return value
+
     @field_validator("signing_secret")
     @classmethod
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -154,5 +171,14 @@ class Settings(BaseSettings):
         """Without an API key the offline provider writes reports, clearly marked as such."""
         return self.anthropic_api_key is None or not self.anthropic_api_key.get_secret_value()
 
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        return _split_origins(self.cors_allow_origins)
+
     def model_for(self, plan: str) -> str:
         return self.model_pro if plan == "pro" else self.model_free
+
+
+def _split_origins(value: str) -> tuple[str, ...]:
+    # Browsers send scheme and host in lower case: "https://App.example" would never match.
+    return tuple(origin.strip().lower() for origin in value.split(",") if origin.strip())

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx
+import orjson
 import redis.asyncio as aioredis
 
 from service.api.events.fanout import EventFanout
@@ -18,6 +19,7 @@ from service.client.sse import SseEvent, SseParser
 from service.core.settings import Settings
 from service.providers.offline.provider import OfflineProvider
 from service.report.renderer import PdfRenderer
+from service.store import names
 from service.store.job_types import Retention, StartPolicy
 from service.store.jobs import JobStore
 from tests.conftest import LiveServer, run_burst_worker, worker_deps
@@ -31,6 +33,14 @@ async def start(jobs: JobStore, job_id: str, *, stage: str = "fetching", progres
     """Starts a job as a worker does (its first progress event)."""
     outcome = await jobs.start(job_id, START, stage=stage, progress=progress)
     assert outcome.proceed, outcome
+
+
+async def advance_text(redis: aioredis.Redis, job_id: str, offset: int, delta: str) -> str:
+    """Appends a ``text`` event (the model's answer as it streams) to the job's stream, as the
+    worker will: ``{"offset": <characters before this delta>, "delta": ...}``. Its entry id."""
+    data = orjson.dumps({"offset": offset, "delta": delta}).decode()
+    entry_id: str = await redis.xadd(names.job_events(job_id), {"event": "text", "data": data})
+    return entry_id
 
 
 async def complete(jobs: JobStore, job_id: str) -> None:
