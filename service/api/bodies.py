@@ -29,6 +29,7 @@ class ReportCreate(BaseModel):
         min_length=1,
         max_length=2048,
         description="an http(s) URL the worker may fetch, or an upload's `input://` URL",
+        examples=["https://example.com/data/sales.csv"],
     )
     idempotency_key: str | None = Field(
         default=None,
