@@ -42,6 +42,24 @@ class MetricsStore(RedisStore):
             await pipe.execute()
 
     @translate_redis_errors
+    async def report_ages(self, host: str, gauge_prefix: str) -> list[float]:
+        """Seconds since each process on ``host`` with a gauge named ``gauge_prefix`` last reported
+        (every report sets its hash's TTL to ``GAUGE_TTL_SECONDS`` again, so the TTL left tells)."""
+        keys = [
+            key async for key in self._redis.scan_iter(match=names.metrics_gauges_of_host(host), count=500)
+        ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hkeys(key)
+                pipe.pttl(key)
+            replies = await pipe.execute()
+        ages = []
+        for fields, ttl_ms in zip(replies[::2], replies[1::2], strict=True):
+            if ttl_ms > 0 and any(str(field).startswith(gauge_prefix) for field in fields):
+                ages.append(max(0.0, GAUGE_TTL_SECONDS - ttl_ms / 1000))
+        return ages
+
+    @translate_redis_errors
     async def snapshot(self) -> MetricsSnapshot:
         match = names.METRICS_GAUGES_PREFIX + "*"
         gauge_keys = [key async for key in self._redis.scan_iter(match=match, count=500)]
