@@ -48,6 +48,7 @@ async function run() {
 async function followWithKey(lastId) {
   const answer = await fetch(api + window.job.statusUrl + "/events",
                              {headers: {Authorization: "Bearer " + key, "Last-Event-ID": lastId}});
+  window.keyedOpen = true;  // subscribed: what happens from now on reaches this stream
   const reader = answer.body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {
     const {value, done} = await reader.read();
@@ -98,6 +99,7 @@ async def test_a_page_on_another_origin_submits_and_follows_a_job_over_sse(
         first_id = await page.evaluate("window.events[0].id")
         # Started, not awaited: evaluate would wait for the promise, which ends with the stream.
         await page.evaluate(f"() => {{ followWithKey({orjson.dumps(first_id).decode()}); }}")
+        await page.wait_for_function("() => window.keyedOpen === true")
         redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
             jobs = JobStore(redis)

@@ -65,6 +65,7 @@ async def test_the_answer_appears_as_the_model_writes_it_and_starts_over_on_a_re
     page = watched.page
     job_id = await submitted_from_the_page(page)
     await start(JobStore(redis), job_id, stage="summarizing", progress=30)
+    await wait_for_text(page, "#state", "active")  # the page follows the stream: what comes next reaches it
     assert await page.is_hidden("#answer-box")
     await advance_text(redis, job_id, 0, "Revenue rose ")
     await advance_text(redis, job_id, 13, "12% in the north.")
