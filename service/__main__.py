@@ -14,7 +14,7 @@ from service.client.cli import add_submit_parser, run_submit
 from service.core.settings import Settings
 from service.store.connection import open_redis
 from service.store.keys import PLANS, KeyInfo, KeyStore, check_user_id
-from service.telemetry.health import Role, check_web, check_worker, container_command, role_of
+from service.telemetry.health import Role, check_web, check_worker, container_command, role_of, worker_pids
 
 
 def _user_id(value: str) -> str:
@@ -84,7 +84,7 @@ def _health(role: Role | None) -> int:
         settings = Settings()
         role = role or role_of(container_command())
         if role == "worker":
-            healthy, why = asyncio.run(check_worker(settings, socket.gethostname()))
+            healthy, why = asyncio.run(check_worker(settings, socket.gethostname(), worker_pids()))
         else:
             healthy, why = check_web(settings.port)
     except Exception as exc:  # a health check answers with one line, never a traceback

@@ -106,12 +106,6 @@ def metrics_gauges(instance: str) -> str:
     return METRICS_GAUGES_PREFIX + instance
 
 
-def metrics_gauges_of_host(host: str) -> str:
-    """A SCAN pattern: the gauges of every process on ``host`` (instances are ``host:pid``)."""
-    escaped = "".join("\\" + char if char in "*?[]\\" else char for char in host)
-    return f"{METRICS_GAUGES_PREFIX}{escaped}:*"
-
-
 def fanout_wake(token: str) -> str:
     return f"{FANOUT_PREFIX}{token}:wake"
 

@@ -1,7 +1,9 @@
 """Is this container's process healthy? What the image's HEALTHCHECK asks (``python -m service
 health``). A web container answers ``GET /healthz``. A worker container has no port: it is healthy
-when a worker process on this host reported its gauges to Redis lately, as each worker does every
-``METRICS_FLUSH_SECONDS`` (one whose event loop is stuck, or that cannot reach Redis, stops)."""
+when a worker process running here reported its gauges to Redis lately, as each worker does every
+``METRICS_FLUSH_SECONDS`` (one whose event loop is stuck, or that cannot reach Redis, stops). The
+worker processes are found in ``/proc``, so their gauges are read by name (``host:pid``): no SCAN of
+the keyspace every few seconds from every container."""
 
 from __future__ import annotations
 
@@ -42,20 +44,38 @@ def max_report_age(settings: Settings) -> float:
     return 2 * settings.metrics_flush_seconds + 1
 
 
-async def check_worker(settings: Settings, host: str) -> tuple[bool, str]:
+def worker_pids(proc: Path = Path("/proc")) -> list[int]:
+    """Processes here whose command is a worker's (in a container, its own processes only)."""
+    try:
+        entries = [entry for entry in proc.iterdir() if entry.name.isdigit()]
+    except OSError:
+        return []
+    return sorted(int(entry.name) for entry in entries if _is_worker(entry / "cmdline"))
+
+
+def _is_worker(cmdline: Path) -> bool:
+    command = container_command(cmdline)
+    return bool(command) and role_of(command) == "worker"
+
+
+async def check_worker(settings: Settings, host: str, pids: list[int]) -> tuple[bool, str]:
+    if not pids:
+        return False, "no worker process runs here"
     redis = open_redis(settings.redis_url, fail_fast=True)
     try:
-        ages = await MetricsStore(redis, deadline=REDIS_DEADLINE_SECONDS).report_ages(host, WORKER_GAUGE)
+        store = MetricsStore(redis, deadline=REDIS_DEADLINE_SECONDS)
+        ages = await store.report_ages([f"{host}:{pid}" for pid in pids], WORKER_GAUGE)
     except Unavailable:
         return False, "Redis is unreachable"
     finally:
         await redis.aclose()
     limit = max_report_age(settings)
-    if any(age <= limit for age in ages):
-        return True, f"a worker on {host} reported {min(ages):.1f} s ago"
-    if ages:
-        return False, f"the workers on {host} last reported {min(ages):.1f} s ago (more than {limit:g} s)"
-    return False, f"no worker on {host} reports to Redis"
+    if not ages:
+        return False, f"no worker process here ({', '.join(map(str, pids))}) has reported to Redis"
+    instance, age = min(ages.items(), key=lambda item: item[1])
+    if age <= limit:
+        return True, f"worker {instance} reported {age:.1f} s ago"
+    return False, f"worker {instance} last reported {age:.1f} s ago (more than {limit:g} s)"
 
 
 def check_web(port: int, timeout: float = 2.0) -> tuple[bool, str]:
