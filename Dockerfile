@@ -2,6 +2,7 @@
 # Build:  docker build -t report-service .
 # Run:    docker run -e REDIS_URL=... -e PORT=8000 -p 8000:8000 report-service            (web)
 #         docker run -e REDIS_URL=... report-service arq worker_settings.WorkerSettings   (worker)
+# Local: `docker compose up` (compose.yaml: Redis with AOF, web, worker; `--profile s3` adds MinIO).
 
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
@@ -26,6 +27,9 @@ COPY --from=build /app/worker_settings.py /app/worker_settings.py
 WORKDIR /app
 USER app
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
-  CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/healthz', timeout=2)" || exit 1
+# Role-aware: a web container answers GET /healthz on $PORT; a worker container (no port) is healthy
+# when a worker on this host reported to Redis lately (`report-service health --worker`). The role is
+# read from the container's command, so the one image checks both right.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s \
+  CMD ["report-service", "health"]
 CMD ["sh", "-c", "exec uvicorn --factory service.app:create_app --host 0.0.0.0 --port ${PORT} --proxy-headers --forwarded-allow-ips '*' --timeout-graceful-shutdown 10"]

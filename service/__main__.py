@@ -1,16 +1,20 @@
-"""``python -m service``: the command line. Manage API keys, run everything locally (`make run`), submit."""
+"""``python -m service`` (or ``report-service``): the command line. Manage API keys, run everything
+locally (`make run`), submit, check a container's health."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from service.client.cli import add_submit_parser, run_submit
 from service.core.settings import Settings
 from service.store.connection import open_redis
 from service.store.keys import PLANS, KeyInfo, KeyStore, check_user_id
+from service.telemetry.health import Role, check_web, check_worker, container_command, role_of, worker_pids
 
 
 def _user_id(value: str) -> str:
@@ -21,7 +25,9 @@ def _user_id(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    # The console script and `python -m service` are one command line; the usage names how it was run.
+    prog = "report-service" if Path(sys.argv[0]).name == "report-service" else "python -m service"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -33,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key")
     commands.add_parser("dev", help="embedded Redis + API + worker on this machine (what `make run` runs)")
     add_submit_parser(commands)
+    health = commands.add_parser(
+        "health", help="exit 0 when this container's process is healthy (the image's HEALTHCHECK)"
+    )
+    role = health.add_mutually_exclusive_group()
+    role.add_argument("--web", dest="role", action="store_const", const="web", help="GET /healthz on $PORT")
+    role.add_argument(
+        "--worker", dest="role", action="store_const", const="worker",
+        help="a worker on this host reported to Redis within 2 x METRICS_FLUSH_SECONDS + 1 s",
+    )  # fmt: skip
     return parser
 
 
@@ -63,10 +78,27 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
         await redis.aclose()
 
 
+def _health(role: Role | None) -> int:
+    """Without a role: the container's own, from its main command (process 1)."""
+    try:
+        settings = Settings()
+        role = role or role_of(container_command())
+        if role == "worker":
+            healthy, why = asyncio.run(check_worker(settings, socket.gethostname(), worker_pids()))
+        else:
+            healthy, why = check_web(settings.port)
+    except Exception as exc:  # a health check answers with one line, never a traceback
+        healthy, why = False, f"{type(exc).__name__}: {exc}"
+    print(f"{'healthy' if healthy else 'unhealthy'} ({role or 'unknown role'}): {why}")
+    return 0 if healthy else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "submit":
         return run_submit(args)
+    if args.command == "health":
+        return _health(args.role)
     if args.command == "dev":
         from service.dev.run import run_dev  # imported late: only `make run` needs it
 

@@ -10,15 +10,19 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from service.api import docs as api_docs
+from service.api import listing as api_listing
 from service.api import ops as api_ops
 from service.api import page
 from service.api import reports as api_reports
 from service.api import uploads as api_inputs
+from service.api.cors import cors_middleware
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.events import endpoint as events
 from service.api.events.fanout import EventFanout, open_fanout
 from service.api.events.leases import open_stream_leases
 from service.api.middleware import RequestContextMiddleware
+from service.api.openapi.document import openapi_json
 from service.api.resources import open_api_services
 from service.core.settings import Settings
 from service.telemetry.logs import configure_logging
@@ -38,7 +42,11 @@ ROUTES: list[BaseRoute] = [
     Route("/api/reports/{job_id}", api_reports.cancel_report, methods=["DELETE"]),
     Route("/api/reports/{job_id}/pdf", api_reports.get_report_pdf, methods=["GET"]),
     Route("/api/reports/{job_id}/events", events.job_events, methods=["GET"]),
+    Route("/api/reports", api_listing.list_reports, methods=["GET"]),
     Route("/", page.index, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/docs", api_docs.docs, methods=["GET"]),
+    Route("/docs/assets/{name}", api_docs.docs_asset, methods=["GET"]),
 ]
 
 
@@ -81,7 +89,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(RequestContextMiddleware, tracing=tracing)],
+        # The request context outermost: preflights get a request id and an access line too.
+        middleware=[Middleware(RequestContextMiddleware, tracing=tracing), *cors_middleware(settings)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -132,7 +132,7 @@ def test_no_secret_is_written_into_a_platform_file() -> None:
     assert not any(re.search(r"sk-ant-|rsk_|AKIA[0-9A-Z]{12}", text) for text in texts)
 
 
-def test_the_image_is_multi_stage_slim_non_root_and_checks_healthz() -> None:
+def test_the_image_is_multi_stage_slim_non_root_and_checks_its_health() -> None:
     instructions = dockerfile()
     stages = [line.split()[1] for line in instructions if line.startswith("FROM ")]
     assert len(stages) >= 2 and all(image == "python:3.11-slim" for image in stages)
@@ -140,7 +140,8 @@ def test_the_image_is_multi_stage_slim_non_root_and_checks_healthz() -> None:
     users = [line.split()[1] for line in final_stage if line.startswith("USER ")]
     assert users and users[-1] not in {"root", "0"}
     healthcheck = next(line for line in final_stage if line.startswith("HEALTHCHECK "))
-    assert "/healthz" in healthcheck
+    # Role-aware (tests/test_local_kit.py): GET /healthz in a web container, Redis reports in a worker's.
+    assert json.loads(healthcheck.partition(" CMD ")[2]) == ["report-service", "health"]
     command = json.loads(next(line for line in final_stage if line.startswith("CMD "))[len("CMD ") :])
     assert shell_command(command) == procfile()["web"]  # one image; the worker passes its own command
     assert any(line.startswith("COPY") and "worker_settings.py" in line for line in final_stage)

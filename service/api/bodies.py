@@ -24,8 +24,20 @@ class ReportCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input_data_url: str = Field(alias="inputDataUrl", min_length=1, max_length=2048)
-    idempotency_key: str | None = Field(default=None, alias="idempotencyKey", min_length=8, max_length=128)
+    input_data_url: str = Field(
+        alias="inputDataUrl",
+        min_length=1,
+        max_length=2048,
+        description="an http(s) URL the worker may fetch, or an upload's `input://` URL",
+        examples=["https://example.com/data/sales.csv"],
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        alias="idempotencyKey",
+        min_length=8,
+        max_length=128,
+        description="the same key and payload again answer the same job (or the Idempotency-Key header)",
+    )
 
 
 def media_type(request: Request) -> str:
@@ -70,14 +82,15 @@ async def read_json(request: Request, limit: int) -> Any:
         raise BadRequest("the body is not valid UTF-8 JSON", [f"invalid JSON: {exc}"]) from exc
 
 
-def parse(model: type[M], data: Any) -> M:
+def parse(model: type[M], data: Any, *, what: str = "body") -> M:
+    """``what``: the part of the request ``data`` came from, as the error names it."""
     if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object", ["body: expected a JSON object"])
+        raise BadRequest(f"the {what} must be a JSON object", [f"{what}: expected a JSON object"])
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         issues = [_issue(error) for error in exc.errors(include_url=False)]
-        raise BadRequest("the body failed validation: " + "; ".join(issues), issues) from exc
+        raise BadRequest(f"the {what} failed validation: " + "; ".join(issues), issues) from exc
 
 
 def _issue(error: Any) -> str:

@@ -14,7 +14,8 @@ from starlette.responses import Response
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 
 
-def _hashes(html: str, tag: str) -> str:
+def inline_hashes(html: str, tag: str) -> str:
+    """The CSP sources that let exactly the page's own inline ``<tag>`` blocks run."""
     blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.DOTALL)
     digests = (base64.b64encode(hashlib.sha256(block.encode()).digest()).decode() for block in blocks)
     return " ".join(f"'sha256-{digest}'" for digest in digests)
@@ -26,8 +27,8 @@ def content_security_policy(html: str) -> str:
     return "; ".join(
         [
             "default-src 'none'",
-            f"script-src {_hashes(html, 'script')}",
-            f"style-src {_hashes(html, 'style')}",
+            f"script-src {inline_hashes(html, 'script')}",
+            f"style-src {inline_hashes(html, 'style')}",
             "connect-src 'self'",
             "img-src data:",
             "base-uri 'none'",

@@ -15,6 +15,7 @@ from service.storage.factory import storage_from
 from service.store.connection import API_OPERATION_DEADLINE, Health, RedisClient, open_redis
 from service.store.jobs import JobStore
 from service.store.keys import KeyStore
+from service.store.listing import JobListing
 from service.store.metrics import MetricsStore
 from service.store.upload_quota import UploadQuotaStore
 from service.store.uploads import UploadStore
@@ -28,6 +29,7 @@ class ApiServices:
     health: Health
     keys: KeyStore
     jobs: JobStore
+    listing: JobListing  # the caller's own jobs, newest first
     uploads: UploadStore
     upload_quota: UploadQuotaStore
     storage: Storage
@@ -56,6 +58,7 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
                 deadline=API_OPERATION_DEADLINE,
             ),
             jobs=JobStore(redis, deadline=API_OPERATION_DEADLINE),
+            listing=JobListing(redis, deadline=API_OPERATION_DEADLINE),
             uploads=UploadStore(redis, deadline=API_OPERATION_DEADLINE),
             upload_quota=UploadQuotaStore(redis, deadline=API_OPERATION_DEADLINE),
             storage=storage,

@@ -1,4 +1,5 @@
-"""``python -m service submit``: send a file or URL for a report, follow its progress, save the PDF."""
+"""``python -m service submit``: send a file or URL for a report, follow its progress, save the PDF,
+through the typed client (``service.client.aio``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from service.client.sse import TERMINAL_EVENTS, SseEvent, StreamRefused, follow
+from service.client.aio import AsyncReportClient
+from service.client.calls import ApiUnreachable, ReportApiError, ReportClientError
+from service.client.sse import TERMINAL_EVENTS, SseEvent
+from service.core.schemas import JobResult
 
 DEFAULT_API = "http://127.0.0.1:8000"
 REMOTE_SCHEMES = ("http://", "https://", "input://")
@@ -46,48 +49,37 @@ def run_submit(args: argparse.Namespace) -> int:
     try:
         source = read_source(args.source)
         return asyncio.run(submit_report(api, key, source, follow_it=args.follow, out=args.out))
-    except ClientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as exc:
+    except ApiUnreachable as exc:
         print(f"error: talking to {api}: {exc}", file=sys.stderr)
+        return 1
+    except (ClientError, ReportClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
 
 
 async def submit_report(api: str, key: str, source: Source, *, follow_it: bool, out: Path | None) -> int:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=30) as client:
-        job = await create_job(client, await input_data_url(client, source))
-        print(f"job {job['jobId']} {job['state']}", file=sys.stderr)
+    async with AsyncReportClient(api, key) as client:
+        job = await client.submit(
+            await input_data_url(client, source), idempotency_key=f"cli-{uuid.uuid4().hex}"
+        )
+        print(f"job {job.job_id} {job.state}", file=sys.stderr)
         if not follow_it and out is None:
-            print(job["jobId"])
+            print(job.job_id)
             return 0
-        ending = await watch(client, job["jobId"], show_progress=follow_it)
+        ending = await watch(client, job.job_id, show_progress=follow_it)
         data = ending.json()
         if ending.event != "completed":
             reason = data.get("reason", "no reason given") if ending.event == "failed" else "cancelled"
-            print(f"error: job {job['jobId']} {ending.event}: {reason}", file=sys.stderr)
+            print(f"error: job {job.job_id} {ending.event}: {reason}", file=sys.stderr)
             return 1
+        result = JobResult.model_validate(data)
         if out is not None:
-            await download(client, str(data["pdfUrl"]), out)
+            await asyncio.to_thread(save, out, await client.download_pdf(result.pdf_url))
         saved = f", saved to {out}" if out is not None else ""
-        print(f"completed: {data['model']}, {data['tokensUsed']} tokens{saved}")
+        print(f"completed: {result.model}, {result.tokens_used} tokens{saved}")
         return 0
-
-
-def expect(response: httpx.Response, *statuses: int) -> dict[str, Any]:
-    """The JSON body of an expected answer; the contract's error message otherwise."""
-    try:
-        body: dict[str, Any] = response.json()
-    except ValueError:
-        body = {}
-    if response.status_code not in statuses:
-        message = body.get("message") or response.reason_phrase
-        request = f"{response.request.method} {response.request.url.path}"
-        raise ClientError(f"{request}: {response.status_code} {message}")
-    return body
 
 
 @dataclass(frozen=True)
@@ -112,33 +104,22 @@ def read_source(source: str) -> Source:
     return Source(name=path.name, body=body, content_type=MEDIA_TYPES.get(path.suffix.lower(), "text/plain"))
 
 
-async def input_data_url(client: httpx.AsyncClient, source: Source) -> str:
+async def input_data_url(client: AsyncReportClient, source: Source) -> str:
     """A URL as it is; a local file is uploaded first (``POST /api/inputs``)."""
     if source.url is not None:
         return source.url
-    response = await client.post(
-        "/api/inputs", params={"name": source.name}, content=source.body,
-        headers={"Content-Type": source.content_type},
-    )  # fmt: skip
-    return str(expect(response, 201)["inputDataUrl"])
+    uploaded = await client.upload_input(source.body, content_type=source.content_type, name=source.name)
+    return uploaded.input_data_url
 
 
-async def create_job(client: httpx.AsyncClient, input_url: str) -> dict[str, Any]:
-    idempotency_key = f"cli-{uuid.uuid4().hex}"
-    response = await client.post(
-        "/api/reports", json={"inputDataUrl": input_url}, headers={"Idempotency-Key": idempotency_key}
-    )
-    return expect(response, 200, 202)
-
-
-async def watch(client: httpx.AsyncClient, job_id: str, *, show_progress: bool) -> SseEvent:
+async def watch(client: AsyncReportClient, job_id: str, *, show_progress: bool) -> SseEvent:
     """Follows the job's events (resuming with Last-Event-ID if the connection drops) to its end."""
     columns = (TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     console = Console(stderr=True)
     with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
         bar = progress.add_task("queued", total=100)
         try:
-            async for event in follow(client, f"/api/reports/{job_id}/events", {}):
+            async for event in client.events(job_id):
                 if event.event == "progress":
                     data = event.json()
                     progress.update(bar, completed=data["progress"], description=str(data["stage"]))
@@ -146,22 +127,9 @@ async def watch(client: httpx.AsyncClient, job_id: str, *, show_progress: bool) 
                     if event.event == "completed":
                         progress.update(bar, completed=100, description="done")
                     return event
-        except StreamRefused as exc:
+        except ReportApiError as exc:
             raise ClientError(f"following job {job_id}: {exc.message}") from exc
     raise ClientError(f"the event stream of job {job_id} ended before the job did")
-
-
-async def download(client: httpx.AsyncClient, pdf_url: str, out: Path) -> None:
-    url = client.base_url.join(pdf_url)
-    if url.host != client.base_url.host:
-        # A pre-signed object-store link: it needs no key, and must never be sent one.
-        async with httpx.AsyncClient(timeout=60) as plain:
-            response = await plain.get(url)
-    else:
-        response = await client.get(url)
-    if response.status_code != 200:
-        expect(response, 200)
-    await asyncio.to_thread(save, out, response.content)
 
 
 def save(out: Path, content: bytes) -> None:

@@ -63,21 +63,24 @@ class SseParser:
 class StreamRefused(Exception):
     """The server answered the events request with an error that retrying will not fix."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str = "") -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.code = code  # the contract's error code, when the answer had one
 
 
 class _StreamOver(Exception):
     """204 on resume: the client already has the terminal event; nothing more will come."""
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error(response: httpx.Response) -> tuple[str, str]:
+    """The contract's (message, code) of an error answer; the reason phrase for any other body."""
     try:
-        return str(response.json()["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.reason_phrase
+        body = response.json()
+        return str(body["message"]), str(body.get("error", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return response.reason_phrase, ""
 
 
 async def _read_once(
@@ -94,7 +97,7 @@ async def _read_once(
             await response.aread()
             if response.status_code >= 500:
                 raise httpx.RemoteProtocolError(f"server answered {response.status_code}")
-            raise StreamRefused(response.status_code, _error_message(response))
+            raise StreamRefused(response.status_code, *_error(response))
         parser = SseParser()
         async for line in response.aiter_lines():
             event = parser.feed(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Values people paste from examples; a signing secret like these would let anyone mint tokens.
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "dev", "development", "example", "test", "xxx"}
 MIN_SECRET_LENGTH = 32
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 _S3_OPTIONAL = ("s3_endpoint_url", "s3_region", "s3_access_key_id", "s3_secret_access_key", "s3_prefix")
 
 
@@ -26,7 +28,9 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = None
     worker_concurrency: int = Field(default=5, ge=1, le=10_000)
     worker_grace_seconds: float = Field(default=30, ge=0)
-    worker_idle_poll_seconds: float = Field(default=0.5, gt=0, le=10)
+    # The longest an idle worker blocks on its wake-up before it looks at the queue unprompted (a dead
+    # worker's job whose lease ran out is announced by no one).
+    worker_idle_poll_seconds: float = Field(default=30, gt=0, le=300)
     loop_lag_report_seconds: float = Field(default=60, gt=0)
     job_timeout_seconds: float = Field(default=300, gt=0)
     llm_requests_per_minute: int = Field(default=30, ge=1)
@@ -34,6 +38,9 @@ class Settings(BaseSettings):
     llm_output_tokens_per_minute: int = Field(default=8_000, ge=1)
     llm_limit_headroom: float = Field(default=0.97, gt=0.5, le=1.0)
     allow_private_input_urls: bool = False
+    # Origins a browser may call /api/* from, comma-separated ("https://app.example.com"), or "*"
+    # for any (keys travel in a header, never in cookies). Empty: no cross-origin access.
+    cors_allow_origins: str = ""
 
     # --- models -------------------------------------------------------------------------------
     model_pro: str = "claude-opus-4-7"
@@ -133,6 +140,18 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in _split_origins(value):
+            # A browser's Origin is scheme://host[:port], nothing more: "https://a.example/" (a
+            # trailing slash) or a path would never match, silently refusing every request.
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path)"
+                )
+        return value
+
     @field_validator("signing_secret")
     @classmethod
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -188,5 +207,14 @@ class Settings(BaseSettings):
             return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
         return None
 
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        return _split_origins(self.cors_allow_origins)
+
     def model_for(self, plan: str) -> str:
         return self.model_pro if plan == "pro" else self.model_free
+
+
+def _split_origins(value: str) -> tuple[str, ...]:
+    # Browsers send scheme and host in lower case: "https://App.example" would never match.
+    return tuple(origin.strip().lower() for origin in value.split(",") if origin.strip())

@@ -42,6 +42,22 @@ class MetricsStore(RedisStore):
             await pipe.execute()
 
     @translate_redis_errors
+    async def report_ages(self, instances: list[str], gauge_prefix: str) -> dict[str, float]:
+        """Seconds since each of ``instances`` (``host:pid``) last reported a gauge named
+        ``gauge_prefix``, for those that did: every report sets its hash's TTL to
+        ``GAUGE_TTL_SECONDS`` again, so the TTL left tells. One round trip, no SCAN."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for instance in instances:
+                pipe.hkeys(names.metrics_gauges(instance))
+                pipe.pttl(names.metrics_gauges(instance))
+            replies = await pipe.execute()
+        ages = {}
+        for instance, fields, ttl_ms in zip(instances, replies[::2], replies[1::2], strict=True):
+            if ttl_ms > 0 and any(str(field).startswith(gauge_prefix) for field in fields):
+                ages[instance] = max(0.0, GAUGE_TTL_SECONDS - ttl_ms / 1000)
+        return ages
+
+    @translate_redis_errors
     async def snapshot(self) -> MetricsSnapshot:
         match = names.METRICS_GAUGES_PREFIX + "*"
         gauge_keys = [key async for key in self._redis.scan_iter(match=match, count=500)]

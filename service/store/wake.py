@@ -18,23 +18,24 @@ from service.store.connection import REDIS_DOWN, open_redis, open_subscriber, re
 
 log = structlog.get_logger(__name__)
 
-# The longest one BZPOPMIN blocks: an idle worker looks at the queue this often even if nothing wakes
-# it (a dead worker's job whose lease ran out, a retry due that no one announced).
-MAX_BLOCK_SECONDS = 30.0
+# The longest one BZPOPMIN may block (WORKER_IDLE_POLL_SECONDS is at most this): an idle worker looks
+# at the queue this often even if nothing wakes it.
+MAX_BLOCK_SECONDS = 300.0
 
 
 class WorkMarker:
     """The blocking wait of an idle worker."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, longest_block: float = MAX_BLOCK_SECONDS) -> None:
+        self.longest_block = min(longest_block, MAX_BLOCK_SECONDS)
         self._client = open_redis(
-            redis_url, fail_fast=False, role="worker-marker", blocking_ms=int(MAX_BLOCK_SECONDS * 1000)
+            redis_url, fail_fast=False, role="worker-marker", blocking_ms=int(self.longest_block * 1000)
         )
 
     async def wait(self, seconds: float) -> bool:
-        """Blocks up to ``seconds`` (at most ``MAX_BLOCK_SECONDS``) for the marker; True when it came.
+        """Blocks up to ``seconds`` (at most ``longest_block``) for the marker; True when it came.
         Raises ``Unavailable`` when Redis is unreachable."""
-        timeout = max(0.01, min(seconds, MAX_BLOCK_SECONDS))
+        timeout = max(0.01, min(seconds, self.longest_block))
         try:
             return await self._client.bzpopmin(names.MARKER, timeout=round(timeout, 3)) is not None
         except REDIS_DOWN as exc:

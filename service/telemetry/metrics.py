@@ -32,9 +32,16 @@ from service.store.metrics import MetricsStore
 log = structlog.get_logger("service.telemetry.metrics")
 
 FLUSH_SECONDS = 5.0
-# Gauges are rewritten this often even when nothing else is flushed (they expire after
-# ``service.store.metrics.GAUGE_TTL_SECONDS``, so a process that stops reporting drops out by itself).
+# Gauges are rewritten at most this often when nothing else changes (they expire after
+# ``service.store.metrics.GAUGE_TTL_SECONDS``, so a process that stops reporting drops out by itself):
+# an idle process costs Redis a write now and then, not every flush.
 GAUGE_REFRESH_SECONDS = 20.0
+
+
+def gauge_refresh_seconds(flush_seconds: float) -> float:
+    """How often a process rewrites its gauges when it flushes every ``flush_seconds``: the health
+    check (``service.telemetry.health``) allows two of these to be missed."""
+    return min(GAUGE_REFRESH_SECONDS, 4 * flush_seconds)
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ class MetricsBuffer:
         self._gauges: dict[Key, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._gauges_written = -math.inf  # monotonic time of the last gauge write
+        self._gauge_refresh = GAUGE_REFRESH_SECONDS
         # Read just before each flush, to refresh gauges (in-flight jobs, loop lag, subscribers).
         self.gauge_sources: list[Callable[[MetricsBuffer], None]] = []
 
@@ -125,10 +133,10 @@ class MetricsBuffer:
 
     async def flush(self, store: MetricsStore, *, force: bool = True) -> None:
         """Writes the counts since the last flush, and the gauges when ``force``d or when they are
-        due (every ``GAUGE_REFRESH_SECONDS``): an idle process costs Redis a write now and then."""
+        due (``gauge_refresh_seconds``)."""
         counts, self._counts = self._counts, defaultdict(float)
         gauges: dict[str, float] = {}
-        if force or time.monotonic() - self._gauges_written >= GAUGE_REFRESH_SECONDS:
+        if force or time.monotonic() - self._gauges_written >= self._gauge_refresh:
             for source in self.gauge_sources:
                 source(self)
             gauges = {_field(key): value for key, value in self._gauges.items()}
@@ -144,6 +152,7 @@ class MetricsBuffer:
             raise
 
     def start(self, store: MetricsStore, every: float = FLUSH_SECONDS) -> None:
+        self._gauge_refresh = gauge_refresh_seconds(every)
         self._task = asyncio.create_task(self._flush_forever(store, every), name="metrics-flush")
 
     async def stop(self, store: MetricsStore) -> None:

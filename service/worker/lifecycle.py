@@ -35,7 +35,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         stack = AsyncExitStack()
         ctx["deps"] = await stack.enter_async_context(open_worker_deps(settings))
         ctx["exit_stack"] = stack
-    marker = WorkMarker(settings.redis_url)
+    marker = WorkMarker(settings.redis_url, settings.worker_idle_poll_seconds)
     runtime = WorkerRuntime(ctx["deps"], marker, run_job=ctx.get("run_job", run_claimed))
     ctx.update(runtime=runtime, marker=marker)
     ctx["runtime_task"] = start_runtime(worker, runtime)

@@ -5,7 +5,7 @@ An idle worker blocks on the marker (``service.store.wake.WorkMarker``): a submi
 job or a handed-back one sets it, and exactly one idle worker wakes; a worker that finds more due
 jobs than it can take passes the marker on. Retries name the time they are due, and a worker that
 knows of one waits until then; past that, an idle worker looks at the queue at least every
-``MAX_BLOCK_SECONDS`` (a dead worker's job comes due when its lease ends, announced by no one).
+``WORKER_IDLE_POLL_SECONDS`` (a dead worker's job comes due when its lease ends, announced by no one).
 A user's cancel reaches the worker running the job over pub/sub (``CancelListener``), and the job's
 next store step would tell it too.
 """
@@ -24,7 +24,7 @@ from service.core.errors import Unavailable
 from service.store import names
 from service.store.job_types import StartOutcome
 from service.store.policies import start_policy
-from service.store.wake import MAX_BLOCK_SECONDS, CancelListener, WorkMarker
+from service.store.wake import CancelListener, WorkMarker
 from service.worker.job_metrics import job_retried
 from service.worker.pipeline import run_claimed
 from service.worker.resources import WorkerDeps
@@ -53,6 +53,7 @@ class WorkerRuntime:
         self.marker = marker  # None: poll (a burst worker in tests)
         self.run_job = run_job  # the report pipeline; benchmarks of the machinery put a stand-in
         self.concurrency = deps.settings.worker_concurrency
+        self.idle_poll = deps.settings.worker_idle_poll_seconds  # the longest an idle look waits
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._marker_wait: asyncio.Task[bool] | None = None
@@ -101,8 +102,8 @@ class WorkerRuntime:
         if free <= 0:
             if woken:
                 await self.deps.jobs.wake_one()
-            return MAX_BLOCK_SECONDS
-        wait = MAX_BLOCK_SECONDS
+            return self.idle_poll
+        wait = self.idle_poll
         for _ in range(MAX_PAGES):
             limit = free + SPARE_MEMBERS
             due = await self.deps.jobs.due(limit)
@@ -171,7 +172,7 @@ class WorkerRuntime:
         marker = None
         if use_marker and self.marker is not None and self.in_flight < self.concurrency:
             if self._marker_wait is None or self._marker_wait.done():
-                self._marker_wait = asyncio.create_task(self.marker.wait(MAX_BLOCK_SECONDS))
+                self._marker_wait = asyncio.create_task(self.marker.wait(self.idle_poll))
             marker = self._marker_wait
         elif self.marker is None:
             seconds = min(seconds, 0.5)  # no marker to wake us: look again soon

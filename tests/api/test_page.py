@@ -4,66 +4,24 @@ CSV, watch the bar reach 100 % over SSE, fetch the PDF; refresh re-attaches; not
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 import redis.asyncio as aioredis
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from service.core.settings import Settings
 from service.report.renderer import PdfRenderer
 from service.store.jobs import JobStore
-from tests.api.events.support import LiveApi, fail, live_api, start, work_off_the_queue
+from tests.api.browsers import Watched, watched_page
+from tests.api.events.support import LiveApi, fail, start, work_off_the_queue
 from tests.conftest import create_key
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 CSV = "region,revenue,units\nnorth,1200.50,10\nsouth,980.25,8\nwest,700,5\n"
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (one stat before anything runs)
-        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` to run the page tests")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
-
-
-@pytest.fixture
-async def live(settings: Settings) -> AsyncIterator[LiveApi]:
-    async with live_api(settings) as api:
-        yield api
-
-
-class Watched:
-    """A page with every console problem and every request it makes recorded."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.problems: list[str] = []
-        self.requests: list[str] = []
-        page.on("console", lambda message: self._console(message.type, message.text))
-        page.on("pageerror", lambda error: self.problems.append(str(error)))
-        page.on("request", lambda request: self.requests.append(request.url))
-
-    def _console(self, kind: str, text: str) -> None:
-        if kind in ("error", "warning"):
-            self.problems.append(text)
-
-
 async def open_page(browser: Browser, live: LiveApi) -> Watched:
-    context = await browser.new_context(accept_downloads=True)
-    watched = Watched(await context.new_page())
-    await watched.page.goto(live.url + "/")
-    return watched
+    return await watched_page(browser, live.url + "/")
 
 
 async def bar_value(page: Page) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -21,8 +22,11 @@ class ThreadedServer:
         self._thread.join(timeout=10)
 
 
-def serve_in_thread(app: ASGIApp, host: str, port: int, name: str) -> tuple[int, ThreadedServer]:
-    """Serves ``app`` on ``host:port`` (0: any free port); returns the port once it accepts."""
+def serve_in_thread(
+    app: ASGIApp, host: str, port: int, name: str, *, lifespan: Literal["on", "off"] = "off"
+) -> tuple[int, ThreadedServer]:
+    """Serves ``app`` on ``host:port`` (0: any free port); returns the port once it accepts.
+    ``lifespan="on"`` for an app that opens its resources in its lifespan (the API)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -31,7 +35,7 @@ def serve_in_thread(app: ASGIApp, host: str, port: int, name: str) -> tuple[int,
         log_config=None,  # leave the test process's logging configuration alone
         log_level="warning",
         access_log=False,
-        lifespan="off",
+        lifespan=lifespan,
         ws="none",
         loop="asyncio",
         http="h11",

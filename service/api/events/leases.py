@@ -156,9 +156,8 @@ class StreamLeases:
         except BaseException as exc:
             for wanted in batch:  # no handler may wait for ever
                 if not wanted.granted.done():
-                    wanted.granted.set_exception(
-                        exc if isinstance(exc, Exception) else Unavailable("stopping")
-                    )
+                    # Cancelled (the server stopping): a 503 that says when to come back.
+                    wanted.granted.set_exception(exc if isinstance(exc, Exception) else _shutting_down())
             raise
         for wanted, answer in zip(batch, granted, strict=True):
             if not wanted.granted.done():

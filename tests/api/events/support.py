@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx
+import orjson
 import redis.asyncio as aioredis
 
 from service.api.events.fanout import EventFanout
@@ -38,6 +39,14 @@ async def start(jobs: JobStore, job_id: str, *, stage: str = "fetching", progres
     assert outcome.proceed, outcome
     if (stage, progress) != ("fetching", 10):
         assert await jobs.advance(job_id, stage=stage, progress=progress)
+
+
+async def advance_text(redis: aioredis.Redis, job_id: str, offset: int, delta: str) -> str:
+    """Appends a ``text`` event (the model's answer as it streams) to the job's stream, as the
+    worker will: ``{"offset": <characters before this delta>, "delta": ...}``. Its entry id."""
+    data = orjson.dumps({"offset": offset, "delta": delta}).decode()
+    entry_id: str = await redis.xadd(names.job_events(job_id), {"event": "text", "data": data})
+    return entry_id
 
 
 async def complete(jobs: JobStore, job_id: str) -> None:
