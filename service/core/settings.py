@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     # process's streams still count against their users.
     events_stream_lease_seconds: float = Field(default=30, ge=1, le=600)
 
+    # --- completion webhooks (callbackUrl) -----------------------------------------------------
+    # One attempt's whole deadline (the specification recommends 15 to 30 s); a delivery is leased
+    # to its worker for this plus a few seconds, so a worker that dies mid-delivery delays it no more.
+    webhook_timeout_seconds: float = Field(default=15, gt=0, le=120)
+    # A delivery still failing this long after its first attempt is given up (state "failed").
+    webhook_give_up_seconds: float = Field(default=24 * 3600, gt=0, le=30 * 24 * 3600)
+    # Backoff between attempts: from the base up to the max (a receiver's Retry-After is capped there).
+    webhook_retry_base_seconds: float = Field(default=5, ge=0)
+    webhook_retry_max_seconds: float = Field(default=3600, ge=0)
+    webhook_poll_seconds: float = Field(default=1, gt=0, le=60)  # how often a worker looks for due ones
+
     # --- logging ------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
