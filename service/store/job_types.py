@@ -14,6 +14,7 @@ class NewJob:
     input_url: str
     model: str
     fingerprint: str
+    callback_url: str | None = None  # POSTed a signed webhook when the job ends (service.store.webhooks)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ class JobStore(RedisStore):
             "attempts": "0",
             "created_ms": str(now),  # strings: Lua would print a big number as 1.79e+12
         }
+        if job.callback_url:
+            fields["callback_url"] = job.callback_url
         limits: list[bytes | str | int] = [
             policy.per_minute,
             policy.burst,
@@ -84,7 +86,17 @@ class JobStore(RedisStore):
             policy.period,
         ]
         args: list[bytes | str | int] = [payload, score_ms, keep_ms, orjson.dumps(fields), *limits]
-        reply = await self._submit(keys=[names.job(job.job_id), names.arq_job(job.job_id)], args=args)
+        keys = [names.job(job.job_id), names.arq_job(job.job_id)]
+        if not job.callback_url:
+            reply = await self._submit(keys=keys, args=args)
+            return _submit_outcome(reply, report_id, job.fingerprint)
+        # Watched in the same transaction the job is created in: however the job ends later, its
+        # webhook is found (service.store.webhooks). A refused or replayed submission leaves a watch
+        # entry that the first scan drops or settles.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(names.WEBHOOKS_WATCH, {job.job_id: now})
+            await self._submit(keys=keys, args=args, client=pipe)
+            _, reply = await pipe.execute()
         return _submit_outcome(reply, report_id, job.fingerprint)
 
     @translate_redis_errors

@@ -37,6 +37,16 @@ API_KEYS_INDEX = "rs:apikeys"  # key id -> digest, for listing and revoking with
 UPLOAD_PREFIX = "rs:input:"  # + input id: an upload's owner and type (the bytes live in storage)
 SIGNING_KEY_NAME = "rs:signing-secret"  # the events-token signing secret, when not configured
 
+# --- completion webhooks ----------------------------------------------------------------------------
+# Deliveries to make, by when their next attempt is due (while one runs: when its worker's lease ends).
+WEBHOOKS_DUE = "rs:webhooks:due"
+# Jobs with a callback URL whose delivery is not scheduled yet, by when they were last looked at: the
+# safety net that finds an ended job whose delivery was never scheduled (see service.store.webhooks).
+WEBHOOKS_WATCH = "rs:webhooks:watch"
+WEBHOOK_PREFIX = "rs:webhook:"  # + job id: a pending delivery (url, message, attempts, lease)
+# + user: the user's signing secret, "whsec_..." (service.store.webhook_secrets says how it is kept)
+WEBHOOK_SECRET_PREFIX = "rs:webhook-secret:"  # noqa: S105 - a key's name, not a secret
+
 # --- the fleet's shared state ----------------------------------------------------------------------
 LLM_BUCKETS_PREFIX = "rs:llm:"  # + model + ':buckets': the shared limiter's buckets and pause
 METRICS_COUNTERS = "rs:metrics:counters"
@@ -110,6 +120,14 @@ def fanout_wake(token: str) -> str:
     return f"{FANOUT_PREFIX}{token}:wake"
 
 
+def webhook(job_id: str) -> str:
+    return WEBHOOK_PREFIX + job_id
+
+
+def webhook_secret(user_id: str) -> str:
+    return WEBHOOK_SECRET_PREFIX + user_id
+
+
 def arq_job(job_id: str) -> str:
     return ARQ_JOB_PREFIX + job_id
 
@@ -133,4 +151,6 @@ LUA_NAMES = {
     "ARQ_QUEUE": ARQ_QUEUE,
     "ARQ_JOB_PREFIX": ARQ_JOB_PREFIX,
     "ARQ_ABORT": ARQ_ABORT,
+    # For the job-ending scripts' one line that schedules a job's webhook (see service.store.webhooks).
+    "WEBHOOKS_DUE": WEBHOOKS_DUE,
 }
