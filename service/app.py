@@ -14,6 +14,7 @@ from service.api import ops as api_ops
 from service.api import page
 from service.api import reports as api_reports
 from service.api import uploads as api_inputs
+from service.api import webhooks as api_webhooks
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.events import endpoint as events
 from service.api.events.fanout import EventFanout, open_fanout
@@ -37,6 +38,7 @@ ROUTES: list[BaseRoute] = [
     Route("/api/reports/{job_id}", api_reports.cancel_report, methods=["DELETE"]),
     Route("/api/reports/{job_id}/pdf", api_reports.get_report_pdf, methods=["GET"]),
     Route("/api/reports/{job_id}/events", events.job_events, methods=["GET"]),
+    Route("/api/webhooks/secret", api_webhooks.webhook_secret, methods=["GET"]),
     Route("/", page.index, methods=["GET"]),
 ]
 

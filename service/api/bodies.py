@@ -26,6 +26,8 @@ class ReportCreate(BaseModel):
 
     input_data_url: str = Field(alias="inputDataUrl", min_length=1, max_length=2048)
     idempotency_key: str | None = Field(default=None, alias="idempotencyKey", min_length=8, max_length=128)
+    # Where the signed webhook goes when the job ends (checked like inputDataUrl).
+    callback_url: str | None = Field(default=None, alias="callbackUrl", min_length=1, max_length=2048)
 
 
 def media_type(request: Request) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from typing import Any
@@ -21,6 +22,7 @@ from service.core.errors import (
     IdempotencyKeyMismatch,
     NotFound,
     RateLimited,
+    Unavailable,
 )
 from service.inputs.urls import check_input_url
 from service.providers.prompt import minimal_call_tokens
@@ -60,6 +62,26 @@ async def checked_input_url(url: str, svc: ApiServices, caller: Caller) -> str:
         raise _invalid_url(str(exc)) from exc
 
 
+def checked_callback_url(url: str | None, svc: ApiServices) -> str | None:
+    """An http(s) URL the fleet may POST the job's webhook to, checked as input URLs are (the
+    workers' guard refuses names that resolve privately when they connect)."""
+    if url is None:
+        return None
+    try:
+        return check_input_url(url, allow_private=svc.settings.allow_private_input_urls)
+    except ValueError as exc:
+        problem = str(exc).replace("input URL", "callback URL")
+        raise BadRequest(f"callbackUrl: {problem}", [f"callbackUrl: {problem}"]) from exc
+
+
+def payload_fingerprint(url: str, callback_url: str | None) -> str:
+    """What "the same payload" is: the input, and the callback when there is one (a job submitted
+    without one keeps the fingerprint it always had)."""
+    if callback_url is None:
+        return fingerprint(url)
+    return fingerprint(url, f"callbackUrl={callback_url}")
+
+
 async def accepted_body(
     svc: ApiServices, caller: Caller, job_id: str, report_id: str, state: str
 ) -> dict[str, Any]:
@@ -80,13 +102,15 @@ async def create_report(request: Request) -> Response:
     body = parse(ReportCreate, await read_json(request, svc.settings.request_max_bytes))
     key = idempotency_key(body, request.headers.get("idempotency-key"))
     url = await checked_input_url(body.input_data_url, svc, caller)
+    callback_url = checked_callback_url(body.callback_url, svc)
     job = NewJob(
         job_id=derive_job_id(caller.user_id, key or uuid.uuid4().hex),
         user_id=caller.user_id,
         plan=caller.plan,
         input_url=url,
         model=svc.settings.model_for(caller.plan),
-        fingerprint=fingerprint(url),
+        fingerprint=payload_fingerprint(url, callback_url),
+        callback_url=callback_url,
     )
     outcome = await svc.jobs.submit(
         job,
@@ -181,5 +205,11 @@ async def cancel_report(request: Request) -> Response:
     )
     if before not in ("queued", "active"):
         raise Conflict(f"the job is already {before} and cannot be cancelled")
+    if record.get("callback_url"):
+        # Scheduled here, sent by the worker fleet (the API process makes no outbound requests). A
+        # Redis blip here must not answer 503 for a cancel that happened: the fleet's scan of
+        # watched jobs schedules what this misses.
+        with contextlib.suppress(Unavailable):
+            await svc.webhooks.schedule(job_id)
     svc.metrics.inc("jobs_finished_total", plan=record.get("plan", ""), state="cancelled")
     return JSONResponse(status_view(job_id, await owned_job(svc, caller, job_id)))
