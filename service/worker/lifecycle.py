@@ -1,5 +1,5 @@
-"""The worker process's life, as arq's hooks: start-up (poll loop, drain, resources, gauges), a job's
-end (wake the poll loop), and shutdown."""
+"""The worker process's life, as arq's hooks: start-up (poll loop, drain, resources, gauges, the
+webhook delivery loop), a job's end (wake the poll loop), and shutdown."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from service.store.wake import WakeSignal
 from service.telemetry.logs import configure_logging
 from service.telemetry.loop_lag import LoopLagMonitor, calm_garbage_collector
 from service.telemetry.metrics import MetricsBuffer
+from service.worker.deliveries import ATTEMPT_GRACE_SECONDS, DeliveryLoop
 from service.worker.drain import install_drain
 from service.worker.poll_loop import drive_poll_loop, running_worker
 from service.worker.resources import open_worker_deps
@@ -41,6 +42,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["deps"] = await stack.enter_async_context(open_worker_deps(settings))
         ctx["exit_stack"] = stack
     ctx["loop_lag"] = watch_worker(worker, ctx["deps"].metrics, settings)
+    if ctx["deps"].webhooks is not None:
+        ctx["deliveries"] = DeliveryLoop(ctx["deps"].webhooks)
+        ctx["deliveries"].start()
     calm_garbage_collector()
     log.info("worker_started", concurrency=settings.worker_concurrency, offline=settings.offline)
 
@@ -60,6 +64,10 @@ def watch_worker(worker: Worker, metrics: MetricsBuffer, settings: Settings) -> 
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    deliveries: DeliveryLoop | None = ctx.get("deliveries")
+    if deliveries is not None:
+        # Deliveries ran on through the drain; one still under way gets a few seconds more.
+        await deliveries.stop(grace=min(ATTEMPT_GRACE_SECONDS, ctx["settings"].worker_grace_seconds))
     for watcher in (ctx.get("wake"), ctx.get("loop_lag")):
         if watcher is not None:
             await watcher.stop()

@@ -24,6 +24,7 @@ from service.worker.job_metrics import job_finished, job_retried, job_started
 from service.worker.outcomes import RetryLater, given_up_after_crashes, settle
 from service.worker.resources import WorkerDeps
 from service.worker.stages import stage
+from service.worker.webhooks import schedule_webhook
 
 log = structlog.get_logger("service.worker.pipeline")
 
@@ -144,7 +145,9 @@ async def _run_started(deps: WorkerDeps, job_id: str, started: StartOutcome) -> 
         log.info("job_deferred", defer_s=round(defer, 2))
         raise RetryLater(defer)
     if started.state == "crashed":
-        return given_up_after_crashes(deps, started.record)
+        state = given_up_after_crashes(deps, started.record)
+        await schedule_webhook(deps.webhooks, job_id, started.record, state)
+        return state
     if started.state == "parked":
         # The user is at their cap of running jobs: the job waits, without spending an attempt, and
         # is put back in the queue when one of their jobs ends (this recheck is only a safety net).
@@ -165,4 +168,5 @@ async def _run_started(deps: WorkerDeps, job_id: str, started: StartOutcome) -> 
     except BaseException as exc:  # every outcome is recorded in our state machine before arq sees it
         await settle(deps, record, started.attempts, exc)
     done = await deps.jobs.get(job_id) or {}
+    await schedule_webhook(deps.webhooks, job_id, done, done.get("state", "missing"))
     return done.get("state", "missing")

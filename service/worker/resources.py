@@ -24,6 +24,7 @@ from service.store.metrics import MetricsStore
 from service.store.uploads import UploadStore
 from service.telemetry.metrics import MetricsBuffer
 from service.worker.running import RunningJobs
+from service.worker.webhooks import Webhooks, open_webhooks
 
 
 @dataclass
@@ -38,6 +39,7 @@ class WorkerDeps:
     limiter: LlmLimiter | None = None  # None: the offline provider, which costs nothing
     metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
     running: RunningJobs = field(default_factory=RunningJobs)  # this process's jobs
+    webhooks: Webhooks | None = None  # None: no completion webhooks from this process (some tests)
 
 
 @asynccontextmanager
@@ -78,4 +80,5 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
             calls=CallLedger(redis),
             limiter=None if settings.offline else LlmLimiter(redis, limits_from(settings)),
             metrics=metrics,
+            webhooks=await stack.enter_async_context(open_webhooks(settings, redis)),
         )

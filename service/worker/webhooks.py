@@ -1,0 +1,71 @@
+"""Completion webhooks in the worker: what delivering needs (``Webhooks``, opened once per process),
+and scheduling a job's delivery the moment it ends here."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import structlog
+
+from service.core.errors import Unavailable
+from service.core.settings import Settings
+from service.inputs.addresses import AddressPolicy
+from service.inputs.guard import Resolver
+from service.inputs.webhooks import WebhookSender, build_webhook_client
+from service.store.connection import RedisClient
+from service.store.jobs import TERMINAL_STATES
+from service.store.webhook_secrets import WebhookSecrets
+from service.store.webhooks import WebhookDeliveries
+
+log = structlog.get_logger("service.worker.webhooks")
+
+
+@dataclass
+class Webhooks:
+    settings: Settings
+    deliveries: WebhookDeliveries
+    secrets: WebhookSecrets
+    sender: WebhookSender
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # this worker's loop: look now
+
+
+@asynccontextmanager
+async def open_webhooks(
+    settings: Settings,
+    redis: RedisClient,
+    *,
+    policy: AddressPolicy | None = None,
+    resolver: Resolver | None = None,
+    verify: ssl.SSLContext | bool = True,
+) -> AsyncIterator[Webhooks]:
+    """The stores and the guarded sender; ``policy``/``resolver``/``verify`` are for tests."""
+    client = build_webhook_client(settings, policy=policy, resolver=resolver, verify=verify)
+    sender = WebhookSender(
+        client,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        max_retry_after=settings.webhook_retry_max_seconds,
+    )
+    try:
+        yield Webhooks(settings, WebhookDeliveries(redis), WebhookSecrets(redis), sender)
+    finally:
+        await client.aclose()
+
+
+async def schedule_webhook(
+    webhooks: Webhooks | None, job_id: str, record: dict[str, str], state: str
+) -> None:
+    """Right after a job ended on this worker: its delivery is scheduled and this worker's delivery
+    loop woken. Best effort: the loop's scan of watched jobs schedules whatever this misses (a Redis
+    blip here, a crash just before)."""
+    if webhooks is None or not record.get("callback_url") or state not in TERMINAL_STATES:
+        return
+    try:
+        await webhooks.deliveries.schedule(job_id)
+    except Unavailable as exc:
+        log.warning("webhook_schedule_failed", error=str(exc))
+        return
+    webhooks.wake.set()
