@@ -1,6 +1,6 @@
 """Webhooks from real processes started with the Procfile's commands: a worker killed with SIGKILL in
-the middle of a delivery loses nothing, and a job cancelled in the API process gets its webhook
-from the worker fleet."""
+the middle of a delivery loses nothing, nor does a Redis restart while a delivery is being retried,
+and a job cancelled in the API process gets its webhook from the worker fleet."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from service.dev.embedded_redis import EmbeddedRedis
 from tests.conftest import InputFiles
 from tests.e2e.support import Client, new_key
-from tests.fakes.processes import ServiceProcess, start_api, start_worker
+from tests.fakes.processes import ServiceProcess, service_env, start_api, start_worker
 from tests.fakes.webhook_receiver import STALL, webhook_receiver
 
 pytestmark = pytest.mark.slow
@@ -87,3 +88,35 @@ async def test_a_job_cancelled_in_the_api_gets_its_webhook_from_a_worker(
     assert status["state"] == "cancelled" and status["callback"]["state"] == "delivered"
     payload = got.verified(secret)
     assert payload["type"] == "report.cancelled" and payload["data"]["jobId"] == job_id
+
+
+async def test_a_redis_restart_while_a_delivery_is_retried_loses_nothing(
+    processes: list[ServiceProcess], inputs: InputFiles, tmp_path: Path
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True)
+    server.start()
+    env = service_env(
+        server.url, tmp_path / "data", WEBHOOK_RETRY_BASE_SECONDS="0.3", WEBHOOK_RETRY_MAX_SECONDS="0.6"
+    )
+    logs = tmp_path / "logs"
+    try:
+        api, url = await start_api(env, logs)
+        processes.append(api)
+        processes.append(start_worker(env, logs))
+        async with webhook_receiver() as receiver, httpx.AsyncClient(base_url=url, timeout=10) as http:
+            receiver.answers = [503] * 10_000  # failing until Redis has been restarted
+            client = Client(http, new_key(env, "carol"))
+            job_id = await submit(client, inputs.add("c.csv", "x,y\n1,2\n"), receiver.hook())
+            await receiver.wait_for(1, timeout=40)
+            server.stop()  # SIGTERM: Redis writes its append-only file
+            await asyncio.sleep(1)
+            server = EmbeddedRedis(tmp_path / "redis", port=server.port, appendonly=True)
+            server.start()
+            receiver.answers = []  # 200 from now on
+            status = await callback_settled(client, job_id, timeout=40)
+            secret = (await http.get("/api/webhooks/secret", headers=client.headers)).json()["secret"]
+    finally:
+        server.stop()
+    assert status["callback"]["state"] == "delivered" and status["callback"]["attempts"] >= 2
+    assert len({r.headers["webhook-id"] for r in receiver.requests}) == 1
+    assert receiver.requests[-1].verified(secret)["data"]["jobId"] == job_id
