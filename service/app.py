@@ -16,6 +16,7 @@ from service.api import ops as api_ops
 from service.api import page
 from service.api import reports as api_reports
 from service.api import uploads as api_inputs
+from service.api import webhooks as api_webhooks
 from service.api.cors import cors_middleware
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.events import endpoint as events
@@ -43,6 +44,7 @@ ROUTES: list[BaseRoute] = [
     Route("/api/reports/{job_id}/pdf", api_reports.get_report_pdf, methods=["GET"]),
     Route("/api/reports/{job_id}/events", events.job_events, methods=["GET"]),
     Route("/api/reports", api_listing.list_reports, methods=["GET"]),
+    Route("/api/webhooks/secret", api_webhooks.webhook_secret, methods=["GET"]),
     Route("/", page.index, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/docs", api_docs.docs, methods=["GET"]),

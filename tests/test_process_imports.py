@@ -38,3 +38,15 @@ def test_the_api_process_loads_no_worker_side_library() -> None:
 def test_the_offline_provider_loads_no_sdk() -> None:
     setup = "import service.providers.offline.provider"
     assert loaded_vendors(setup, ("anthropic", "httpx2", "httpx")) == []
+
+
+def test_the_api_process_never_loads_the_webhook_signer() -> None:
+    """The API stores each user's secret and schedules cancelled jobs' webhooks; only workers sign
+    and send (standardwebhooks and httpx stay out of the web process)."""
+    setup = (
+        "from service.app import create_app\n"
+        "from service.core.settings import Settings\n"
+        "create_app(Settings(_env_file=None), configure_logs=False)"
+    )
+    assert loaded_vendors(setup, ("standardwebhooks", "httpx")) == []
+    assert loaded_vendors("import service.worker.deliveries", ("standardwebhooks",)) == ["standardwebhooks"]

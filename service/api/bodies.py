@@ -38,6 +38,14 @@ class ReportCreate(BaseModel):
         max_length=128,
         description="the same key and payload again answer the same job (or the Idempotency-Key header)",
     )
+    # Where the signed webhook goes when the job ends (checked like inputDataUrl).
+    callback_url: str | None = Field(
+        default=None,
+        alias="callbackUrl",
+        min_length=1,
+        max_length=2048,
+        description="an http(s) URL a signed webhook is POSTed to when the job ends (Standard Webhooks)",
+    )
 
 
 def media_type(request: Request) -> str:

@@ -62,6 +62,26 @@ async def checked_input_url(url: str, svc: ApiServices, caller: Caller) -> str:
         raise _invalid_url(str(exc)) from exc
 
 
+def checked_callback_url(url: str | None, svc: ApiServices) -> str | None:
+    """An http(s) URL the fleet may POST the job's webhook to, checked as input URLs are (the
+    workers' guard refuses names that resolve privately when they connect)."""
+    if url is None:
+        return None
+    try:
+        return check_input_url(url, allow_private=svc.settings.allow_private_input_urls)
+    except ValueError as exc:
+        problem = str(exc).replace("input URL", "callback URL")
+        raise BadRequest(f"callbackUrl: {problem}", [f"callbackUrl: {problem}"]) from exc
+
+
+def payload_fingerprint(url: str, callback_url: str | None) -> str:
+    """What "the same payload" is: the input, and the callback when there is one (a job submitted
+    without one keeps the fingerprint it always had)."""
+    if callback_url is None:
+        return fingerprint(url)
+    return fingerprint(url, f"callbackUrl={callback_url}")
+
+
 async def accepted_body(
     svc: ApiServices, caller: Caller, job_id: str, report_id: str, state: str
 ) -> dict[str, Any]:
@@ -82,13 +102,15 @@ async def create_report(request: Request) -> Response:
     body = parse(ReportCreate, await read_json(request, svc.settings.request_max_bytes))
     key = idempotency_key(body, request.headers.get("idempotency-key"))
     url = await checked_input_url(body.input_data_url, svc, caller)
+    callback_url = checked_callback_url(body.callback_url, svc)
     job = NewJob(
         job_id=derive_job_id(caller.user_id, key or uuid.uuid4().hex),
         user_id=caller.user_id,
         plan=caller.plan,
         input_url=url,
         model=svc.settings.model_for(caller.plan),
-        fingerprint=fingerprint(url),
+        fingerprint=payload_fingerprint(url, callback_url),
+        callback_url=callback_url,
         request_id=request_id_of(request),
         traceparent=current_traceparent(),
     )

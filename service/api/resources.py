@@ -19,6 +19,8 @@ from service.store.listing import JobListing
 from service.store.metrics import MetricsStore
 from service.store.upload_quota import UploadQuotaStore
 from service.store.uploads import UploadStore
+from service.store.webhook_secrets import WebhookSecrets
+from service.store.webhooks import WebhookDeliveries
 from service.telemetry.metrics import MetricsBuffer
 
 
@@ -35,6 +37,8 @@ class ApiServices:
     storage: Storage
     metrics_store: MetricsStore
     signing: SigningSecrets  # the events tokens' secret
+    webhooks: WebhookDeliveries  # schedules a cancelled job's webhook (the fleet sends it)
+    webhook_secrets: WebhookSecrets  # each user's webhook signing secret
     metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
 
 
@@ -64,6 +68,8 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
             storage=storage,
             metrics_store=metrics_store,
             signing=SigningSecrets(settings, redis),
+            webhooks=WebhookDeliveries(redis, deadline=API_OPERATION_DEADLINE),
+            webhook_secrets=WebhookSecrets(redis, deadline=API_OPERATION_DEADLINE),
             metrics=metrics,
         )
     finally:

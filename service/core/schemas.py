@@ -77,6 +77,14 @@ class JobFailure(Wire):
     code: JobErrorCode = "internal"
 
 
+class Callback(Wire):
+    """The job's completion webhook (jobs submitted with a ``callbackUrl`` only)."""
+
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int = Field(ge=0)
+
+
 class JobStatus(Wire):
     """The status object: one job as it is now."""
 
@@ -92,6 +100,7 @@ class JobStatus(Wire):
     finished_at: datetime | None
     result: JobResult | None = Field(description="completed jobs only")
     error: JobFailure | None = Field(description="failed jobs only")
+    callback: Callback | None = Field(default=None, description="jobs submitted with a callbackUrl only")
 
     @property
     def finished(self) -> bool:
@@ -119,6 +128,12 @@ class Usage(Wire):
     budget: int | None = Field(description="tokens per period; null: no budget")
     reserved_tokens: int = Field(ge=0, description="held back by queued and running reports")
     budget_remaining: int | None = Field(description="what is left for new reports; null: no budget")
+
+
+class WebhookSecret(Wire):
+    """The secret every webhook of the caller's jobs is signed with (Standard Webhooks)."""
+
+    secret: str = Field(description="`whsec_` and base64: give it to your receiver's verifier")
 
 
 class InputUploaded(Wire):

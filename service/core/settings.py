@@ -129,6 +129,19 @@ class Settings(BaseSettings):
     otel_service_name: str | None = None  # unset: report-service-api / report-service-worker
     otel_sdk_disabled: bool = False
 
+    # --- completion webhooks (callbackUrl) -----------------------------------------------------
+    # One attempt's whole deadline (the specification recommends 15 to 30 s); a delivery is leased
+    # to its worker for this plus a few seconds, so a worker that dies mid-delivery delays it no more.
+    webhook_timeout_seconds: float = Field(default=15, gt=0, le=120)
+    # A delivery still failing this long after its first attempt is given up (state "failed").
+    webhook_give_up_seconds: float = Field(default=24 * 3600, gt=0, le=30 * 24 * 3600)
+    # Backoff between attempts: from the base up to the max (a receiver's Retry-After is capped there).
+    webhook_retry_base_seconds: float = Field(default=5, ge=0)
+    webhook_retry_max_seconds: float = Field(default=3600, ge=0)
+    # The longest a worker's delivery loop waits when nothing wakes it (a webhook due at a job's end,
+    # and a retry whose time comes, wake it on time).
+    webhook_poll_seconds: float = Field(default=30, gt=0, le=300)
+
     # --- logging ------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

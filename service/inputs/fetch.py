@@ -78,14 +78,18 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def build_input_client(
+def build_guarded_client(
     settings: Settings,
     *,
+    timeout: httpx.Timeout,
+    headers: dict[str, str],
     policy: AddressPolicy | None = None,
     resolver: Resolver | None = None,
     verify: ssl.SSLContext | bool = True,
 ) -> httpx.AsyncClient:
-    """The client for input fetches; the caller owns it and closes it (``await client.aclose()``).
+    """An httpx client that connects only where the address policy allows (the SSRF guard), for
+    every request to a user-chosen URL: input fetches, and webhooks (``service.inputs.webhooks``).
+    The caller owns it and closes it (``await client.aclose()``).
 
     ``policy``/``resolver``/``verify`` exist for tests and private deployments; by default the policy
     follows ``allow_private_input_urls`` and the system resolver and CA bundle are used.
@@ -98,20 +102,35 @@ def build_input_client(
         transport=transport,
         # No proxies or .netrc from the environment: a proxy would connect for us, past the guard.
         trust_env=False,
-        follow_redirects=False,  # followed by hand, each hop re-checked
-        timeout=httpx.Timeout(
-            connect=settings.input_connect_timeout_seconds,
-            read=settings.input_read_timeout_seconds,
-            write=settings.input_read_timeout_seconds,
-            pool=settings.input_connect_timeout_seconds,
-        ),
+        follow_redirects=False,  # followed by hand, each hop re-checked (webhooks: never)
+        timeout=timeout,
         # A jar whose policy accepts no cookie: one job's cookies never reach another job's request.
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-        headers={
-            "User-Agent": USER_AGENT,
-            "Accept": "text/csv, application/json;q=0.9, text/plain;q=0.8, */*;q=0.1",
-            "Accept-Encoding": "gzip",  # decoded by hand, bounded (input_text.BoundedDecoder)
-        },
+        headers=headers,
+    )
+
+
+def build_input_client(
+    settings: Settings,
+    *,
+    policy: AddressPolicy | None = None,
+    resolver: Resolver | None = None,
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.AsyncClient:
+    """The client for input fetches (see ``build_guarded_client``)."""
+    timeout = httpx.Timeout(
+        connect=settings.input_connect_timeout_seconds,
+        read=settings.input_read_timeout_seconds,
+        write=settings.input_read_timeout_seconds,
+        pool=settings.input_connect_timeout_seconds,
+    )
+    headers = {
+        "User-Agent": USER_AGENT,
+        "Accept": "text/csv, application/json;q=0.9, text/plain;q=0.8, */*;q=0.1",
+        "Accept-Encoding": "gzip",  # decoded by hand, bounded (input_text.BoundedDecoder)
+    }
+    return build_guarded_client(
+        settings, timeout=timeout, headers=headers, policy=policy, resolver=resolver, verify=verify
     )
 
 

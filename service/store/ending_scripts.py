@@ -12,10 +12,11 @@ from service.store.lua import COMMON, with_names
 ENDING_KEYS = """
 local JOB, EVENTS, QUEUE, ACTIVE, PARKED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local QUEUED, RUNNING, HOLD_USAGE, MARKER, INDEX = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local WEBHOOKS_DUE = KEYS[11]
 local MEMBER, JOB_ID = ARGV[1], ARGV[2]
 -- The record's last fields (``updates``) and its rewrite into the small form a retained job keeps.
 local function ended(updates, seconds, cap, keep)
-  rewrite_finished(JOB, updates)
+  rewrite_finished(JOB, updates, WEBHOOKS_DUE, JOB_ID)
   expire_finished(JOB, EVENTS, seconds)
   return retain(INDEX, JOB_ID, seconds, cap, keep)
 end
@@ -23,7 +24,7 @@ end
 
 # KEYS: job, events, queue, the user's running jobs, the user's parked jobs, queued counts,
 #       running counts, usage the job's queue hold was taken from, marker, the user's completed
-#       jobs, usage of this period
+#       jobs, webhooks due, usage of this period
 # ARGV: queue member, job id, result json (for the event), retention seconds, most completed jobs
 #       kept per user, pdf storage key, the result as the record keeps it (``views.stored_result``)
 # Counts the report (its tokens were counted by the call ledger as they were spent): guarded by the
@@ -36,7 +37,7 @@ COMPLETE = with_names(
 local f = redis.call('HMGET', JOB, 'state', 'plan', 'budget_reserved', 'capped')
 if f[1] ~= 'active' then return {0} end
 redis.call('HINCRBY', RUNNING, f[2], -1)
-redis.call('HINCRBY', KEYS[11], 'reports', 1)
+redis.call('HINCRBY', KEYS[12], 'reports', 1)
 release_hold(HOLD_USAGE, tonumber(f[3]) or 0)
 leave_slot(ACTIVE, PARKED, QUEUE, MARKER, MEMBER, f[4] == '1')
 redis.call('ZREM', QUEUE, MEMBER)
@@ -48,7 +49,7 @@ return {1, ended(updates, ARGV[4], ARGV[5], ARGV[4])}
 """
 )
 
-# KEYS: as COMPLETE's first ten, with the user's failed and cancelled jobs as the index
+# KEYS: as COMPLETE's first eleven, with the user's failed and cancelled jobs as the index
 # ARGV: queue member, job id, reason, error code, retention seconds, most failed and cancelled jobs
 #       kept per user
 # A running job, or a queued one (a job that can never run, such as one whose record was damaged).

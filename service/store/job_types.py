@@ -16,6 +16,7 @@ class NewJob:
     fingerprint: str
     request_id: str = ""  # the submitting request's X-Request-ID, for the job's log lines
     traceparent: str = ""  # W3C trace context of the submitting request's span ('' when tracing is off)
+    callback_url: str | None = None  # POSTed a signed webhook when the job ends (service.store.webhooks)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,8 @@ class JobStore(RedisStore):
         # Carried to the worker for its log lines and its spans; left out when empty (tracing off).
         carried = {"request_id": job.request_id, "traceparent": job.traceparent}
         fields.update({name: value for name, value in carried.items() if value})
+        if job.callback_url:
+            fields["callback_url"] = job.callback_url
         limits: list[bytes | str | int] = [policy.per_minute, policy.burst, policy.budget, policy.reserve]
         limits.append(policy.period)
         member = names.queue_member(job.job_id, job.user_id)
@@ -215,6 +217,7 @@ class JobStore(RedisStore):
         job_id, user_id = record["job_id"], record["user_id"]
         keys = [names.job(job_id), names.job_events(job_id), *_slot_keys(user_id)]
         keys += [_hold_usage(record, period), names.MARKER, names.user_finished(user_id, index_kind)]
+        keys.append(names.WEBHOOKS_DUE)
         return keys
 
     @translate_redis_errors

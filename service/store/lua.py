@@ -27,6 +27,7 @@ def with_names(source: str) -> str:
 
 COMMON = """
 local CANCELS = '@CANCEL_CHANNEL@'
+local WEBHOOKS_WAKE = '@WEBHOOKS_CHANNEL@'
 local REPLAY_MS = tonumber('@REPLAY_MS@')
 local CALL = '@CALL_FIELD_PREFIX@'
 
@@ -124,11 +125,21 @@ local function short_call(value)
   if is_open(e) then return value end   -- its worker still closes it
   return cjson.encode({e.outcome, e.input, e.output, e.request_id})
 end
-local function rewrite_finished(job, updates)
+-- A job with a callback URL has its webhook due at its end, in the same step (service.store.webhooks
+-- delivers it): no ending can lose it. Workers' delivery loops hear of it at once.
+local function webhook_due(fields, webhooks_due, job_id)
+  if fields.callback_url and not fields.callback_state then
+    redis.call('ZADD', webhooks_due, 'NX', now_ms(), job_id)
+    redis.call('PUBLISH', WEBHOOKS_WAKE, job_id)
+    fields.callback_state = 'pending'
+  end
+end
+local function rewrite_finished(job, updates, webhooks_due, job_id)
   local flat = redis.call('HGETALL', job)
   local fields = {}
   for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
   for name, value in pairs(updates) do fields[name] = value end
+  webhook_due(fields, webhooks_due, job_id)
   local kept = {}
   for name, value in pairs(fields) do
     if not FINISHED_DROP[name] then

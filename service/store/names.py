@@ -42,6 +42,15 @@ API_KEYS_INDEX = "rs:apikeys"  # key id -> digest, for listing and revoking with
 UPLOAD_PREFIX = "rs:input:"  # + input id: an upload's owner and type (the bytes live in storage)
 SIGNING_KEY_NAME = "rs:signing-secret"  # the events-token signing secret, when not configured
 
+# --- completion webhooks ----------------------------------------------------------------------------
+# Deliveries to make, by when their next attempt is due (while one runs: when its worker's lease ends).
+WEBHOOKS_DUE = "rs:webhooks:due"
+# pub/sub: the id of a job whose webhook became due at its end (workers' delivery loops look at once)
+WEBHOOKS_CHANNEL = "rs:webhooks:wake"
+WEBHOOK_PREFIX = "rs:webhook:"  # + job id: a pending delivery (url, message, attempts, lease)
+# + user: the user's signing secret, "whsec_..." (service.store.webhook_secrets says how it is kept)
+WEBHOOK_SECRET_PREFIX = "rs:webhook-secret:"  # noqa: S105 - a key's name, not a secret
+
 # --- the fleet's shared state ----------------------------------------------------------------------
 LLM_BUCKETS_PREFIX = "rs:llm:"  # + model + ':buckets': the shared limiter's buckets and pause
 METRICS_COUNTERS = "rs:metrics:counters"
@@ -99,6 +108,14 @@ def fanout_wake(token: str) -> str:
     return f"{FANOUT_PREFIX}{token}:wake"
 
 
+def webhook(job_id: str) -> str:
+    return WEBHOOK_PREFIX + job_id
+
+
+def webhook_secret(user_id: str) -> str:
+    return WEBHOOK_SECRET_PREFIX + user_id
+
+
 def queue_member(job_id: str, user_id: str) -> str:
     """A job as the queue (and the live index, and a user's slot sets) know it: with its user, so
     the worker can name the user's keys before it reads the record."""
@@ -128,4 +145,5 @@ LUA_NAMES = {
     "REPLAY_MS": str(REPLAY_MS),
     "CALL_FIELD_PREFIX": CALL_FIELD_PREFIX,
     "ANSWER_FIELD": ANSWER_FIELD,
+    "WEBHOOKS_CHANNEL": WEBHOOKS_CHANNEL,
 }

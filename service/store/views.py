@@ -51,6 +51,15 @@ def error_view(record: dict[str, str]) -> dict[str, Any] | None:
     return {"reason": stored.get("reason", "the job failed"), "code": stored.get("code", "internal")}
 
 
+def callback_view(record: dict[str, str]) -> dict[str, Any] | None:
+    """The job's webhook delivery: ``pending`` until it is delivered or given up (``failed``)."""
+    url = record.get("callback_url")
+    if not url:
+        return None
+    state = record.get("callback_state", "pending")
+    return {"url": url, "state": state, "attempts": int(record.get("callback_attempts", 0))}
+
+
 def status_view(job_id: str, record: dict[str, str], pdf_url: str | None = None) -> dict[str, Any]:
     return {
         "jobId": job_id,
@@ -66,4 +75,20 @@ def status_view(job_id: str, record: dict[str, str], pdf_url: str | None = None)
         "finishedAt": iso_from_ms(_ms(record, "finished_ms")),
         "result": result_view(job_id, record, pdf_url),
         "error": error_view(record),
+        "callback": callback_view(record),
     }
+
+
+def webhook_event(job_id: str, record: dict[str, str]) -> dict[str, Any]:
+    """The body of an ended job's webhook (Standard Webhooks' payload structure): its type, when the
+    job ended, and its status object as it was then (its ``callback`` still pending, 0 attempts, so
+    that every attempt sends the same bytes)."""
+    data = status_view(job_id, record)
+    data["callback"] = {"url": record.get("callback_url", ""), "state": "pending", "attempts": 0}
+    return {"type": f"report.{record['state']}", "timestamp": data["finishedAt"], "data": data}
+
+
+def webhook_message_id(record: dict[str, str]) -> str:
+    """The ``webhook-id`` of a job's webhook, the same on every retry: from its report id, which is
+    new with every job (a job id comes back when an expired job's idempotency key is used again)."""
+    return "msg_" + record["report_id"].removeprefix("rep_")

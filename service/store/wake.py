@@ -1,14 +1,15 @@
 """How a worker hears of work without polling: idle workers block on the marker (``BZPOPMIN
 rs:marker``), which the store's scripts set when a job becomes due at once (submitted, unparked,
 handed back), so one idle worker wakes per marker; and every worker listens on ``rs:cancel`` for the
-running jobs users cancel. Each uses a connection of its own, so a block never holds a pooled one.
+running jobs users cancel, and on ``rs:webhooks:wake`` for webhooks that became due. Each uses a
+connection of its own, so a block never holds a pooled one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 from redis.asyncio import Redis
@@ -45,17 +46,18 @@ class WorkMarker:
         await self._client.aclose()
 
 
-class CancelListener:
-    """Calls ``on_cancel(job_id)`` for every running job a user cancels, fleet-wide; the worker
-    running it stops it (the others find nothing to stop)."""
+class ChannelListener:
+    """One pub/sub connection per worker for what the fleet announces: ``handlers`` maps a channel
+    (``rs:cancel``: a running job a user cancelled, which the worker running it stops;
+    ``rs:webhooks:wake``: a job whose webhook is due) to what to call with each message."""
 
-    def __init__(self, redis_url: str, on_cancel: Callable[[str], None]) -> None:
+    def __init__(self, redis_url: str, handlers: Mapping[str, Callable[[str], None]]) -> None:
         self._url = redis_url
-        self._on_cancel = on_cancel
+        self._handlers = dict(handlers)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="cancel-listener")
+        self._task = asyncio.create_task(self._listen(), name="channel-listener")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -71,15 +73,17 @@ class CancelListener:
                 await self._relay(client)
             except REDIS_DOWN as exc:
                 failures += 1
-                log.warning("cancel_listener_reconnecting", error=type(exc).__name__, failures=failures)
+                log.warning("channel_listener_reconnecting", error=type(exc).__name__, failures=failures)
                 await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
             finally:
                 await client.aclose()
 
     async def _relay(self, client: Redis) -> None:
         async with client.pubsub() as pubsub:
-            await pubsub.subscribe(names.CANCEL_CHANNEL)
+            await pubsub.subscribe(*self._handlers)
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=60.0)
                 if message is not None and message.get("type") == "message":
-                    self._on_cancel(str(message["data"]))
+                    handler = self._handlers.get(str(message["channel"]))
+                    if handler is not None:
+                        handler(str(message["data"]))

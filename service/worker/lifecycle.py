@@ -1,5 +1,5 @@
 """The worker process's life, as arq's hooks: start-up (the report queue's runtime, drain,
-resources, gauges) and shutdown."""
+resources, gauges, the webhook delivery loop) and shutdown."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import structlog
 from arq.worker import Worker
 
 from service.core.settings import Settings
+from service.store import names
 from service.store.wake import WorkMarker
 from service.telemetry.logs import configure_logging
 from service.telemetry.loop_lag import LoopLagMonitor, calm_garbage_collector
 from service.telemetry.metrics import MetricsBuffer
 from service.worker.cron_loop import drive_cron_loop, running_worker
+from service.worker.deliveries import ATTEMPT_GRACE_SECONDS, DeliveryLoop
 from service.worker.drain import install_drain
 from service.worker.pipeline import run_claimed
 from service.worker.resources import open_worker_deps
@@ -35,13 +37,19 @@ async def startup(ctx: dict[str, Any]) -> None:
         stack = AsyncExitStack()
         ctx["deps"] = await stack.enter_async_context(open_worker_deps(settings))
         ctx["exit_stack"] = stack
+    deps = ctx["deps"]
+    listeners = {}
+    if deps.webhooks is not None:
+        ctx["deliveries"] = DeliveryLoop(deps.webhooks)
+        ctx["deliveries"].start()
+        listeners[names.WEBHOOKS_CHANNEL] = lambda _: deps.webhooks.wake.set()
     marker = WorkMarker(settings.redis_url, settings.worker_idle_poll_seconds)
-    runtime = WorkerRuntime(ctx["deps"], marker, run_job=ctx.get("run_job", run_claimed))
+    runtime = WorkerRuntime(deps, marker, run_job=ctx.get("run_job", run_claimed), listeners=listeners)
     ctx.update(runtime=runtime, marker=marker)
     ctx["runtime_task"] = start_runtime(worker, runtime)
     if ctx.get("standalone", True):
         install_drain(worker, runtime, settings.worker_grace_seconds)
-    ctx["loop_lag"] = watch_worker(runtime, ctx["deps"].metrics, settings)
+    ctx["loop_lag"] = watch_worker(runtime, deps.metrics, settings)
     calm_garbage_collector()
     log.info("worker_started", concurrency=settings.worker_concurrency, offline=settings.offline)
 
@@ -82,6 +90,10 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if runtime is not None and task is not None and not task.done():
         await runtime.drain(0)  # arq stopped without our drain: hand back whatever runs
         await asyncio.wait([task], timeout=5)
+    deliveries: DeliveryLoop | None = ctx.get("deliveries")
+    if deliveries is not None:
+        # Deliveries ran on through the drain; one still under way gets a few seconds more.
+        await deliveries.stop(grace=min(ATTEMPT_GRACE_SECONDS, ctx["settings"].worker_grace_seconds))
     loop_lag: LoopLagMonitor | None = ctx.get("loop_lag")
     if loop_lag is not None:
         await loop_lag.stop()

@@ -26,6 +26,7 @@ from service.store.uploads import UploadStore
 from service.telemetry.metrics import MetricsBuffer
 from service.telemetry.tracing import Tracing, closing, open_tracing
 from service.worker.running import RunningJobs
+from service.worker.webhooks import Webhooks, open_webhooks
 
 
 @dataclass
@@ -41,6 +42,7 @@ class WorkerDeps:
     metrics: MetricsBuffer = field(default_factory=MetricsBuffer)
     running: RunningJobs = field(default_factory=RunningJobs)  # this process's jobs
     tracing: Tracing | None = None  # None: tracing is off
+    webhooks: Webhooks | None = None  # None: no completion webhooks from this process (some tests)
 
 
 def provider_name(settings: Settings) -> str:
@@ -89,4 +91,5 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
             limiter=None if settings.offline else LlmLimiter(redis, limits_from(settings)),
             metrics=metrics,
             tracing=tracing,
+            webhooks=await stack.enter_async_context(open_webhooks(settings, redis)),
         )

@@ -6,7 +6,7 @@ job or a handed-back one sets it, and exactly one idle worker wakes; a worker th
 jobs than it can take passes the marker on. Retries name the time they are due, and a worker that
 knows of one waits until then; past that, an idle worker looks at the queue at least every
 ``WORKER_IDLE_POLL_SECONDS`` (a dead worker's job comes due when its lease ends, announced by no one).
-A user's cancel reaches the worker running the job over pub/sub (``CancelListener``), and the job's
+A user's cancel reaches the worker running the job over pub/sub (``ChannelListener``), and the job's
 next store step would tell it too.
 """
 
@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
@@ -24,7 +24,7 @@ from service.core.errors import Unavailable
 from service.store import names
 from service.store.job_types import StartOutcome
 from service.store.policies import start_policy
-from service.store.wake import CancelListener, WorkMarker
+from service.store.wake import ChannelListener, WorkMarker
 from service.worker.job_metrics import job_retried
 from service.worker.pipeline import run_claimed
 from service.worker.resources import WorkerDeps
@@ -47,11 +47,18 @@ JobRunner = Callable[[WorkerDeps, StartOutcome], Awaitable[None]]
 
 class WorkerRuntime:
     def __init__(
-        self, deps: WorkerDeps, marker: WorkMarker | None = None, *, run_job: JobRunner = run_claimed
+        self,
+        deps: WorkerDeps,
+        marker: WorkMarker | None = None,
+        *,
+        run_job: JobRunner = run_claimed,
+        listeners: Mapping[str, Callable[[str], None]] | None = None,
     ) -> None:
         self.deps = deps
         self.marker = marker  # None: poll (a burst worker in tests)
         self.run_job = run_job  # the report pipeline; benchmarks of the machinery put a stand-in
+        # What the fleet announces over pub/sub, besides cancels (webhooks due, for the delivery loop).
+        self.listeners = {names.CANCEL_CHANNEL: self.cancel, **(listeners or {})}
         self.concurrency = deps.settings.worker_concurrency
         self.idle_poll = deps.settings.worker_idle_poll_seconds  # the longest an idle look waits
         self._stopping = asyncio.Event()
@@ -71,7 +78,7 @@ class WorkerRuntime:
         """Runs until ``drain`` (or, with ``burst``, until the queue is empty and nothing runs here)."""
         failures = 0
         woken = False
-        cancels = CancelListener(self.deps.settings.redis_url, self.cancel)
+        cancels = ChannelListener(self.deps.settings.redis_url, self.listeners)
         cancels.start()
         try:
             while not self._stopping.is_set():
@@ -150,6 +157,8 @@ class WorkerRuntime:
         if started.state == "parked":
             job_retried(deps.metrics, started.record, "parked")
             log.info("job_parked", job_id=started.record.get("job_id"))
+        elif started.state == "deferred":  # a suspect waits for a worker of its own, or others for it
+            log.info("job_deferred", job_id=names.split_member(member)[0])
         return started.state
 
     async def _run(self, started: StartOutcome) -> None:

@@ -144,7 +144,13 @@ def odd_bodies(world: World) -> st.SearchStrategy[bytes]:
                 st.sampled_from(["https://example.com/x.csv", world.upload_url]), odd_text
             )
         },
-        optional={"idempotencyKey": odd_text, "extra": json_values()},
+        optional={
+            "idempotencyKey": odd_text,
+            "extra": json_values(),
+            "callbackUrl": st.one_of(
+                st.sampled_from(["https://hooks.example.com/h"]), odd_text, json_values()
+            ),
+        },
     )
     as_json = st.one_of(report, json_values()).map(lambda value: utf8(json.dumps(value, ensure_ascii=False)))
     depth = st.sampled_from([2, 100, 999, 1025, 3000, 7000])

@@ -16,10 +16,11 @@ from service.store import (
     scripts,
     stream_leases,
     upload_quota,
+    webhook_lua,
 )
 
 FRAGMENTS = {"COMMON", "RECORD_HELPERS", "ENDING_KEYS"}  # pieces of scripts, not scripts
-MODULES = (scripts, ending_scripts, call_scripts, limiter_scripts, stream_leases, upload_quota)
+MODULES = (scripts, ending_scripts, call_scripts, limiter_scripts, stream_leases, upload_quota, webhook_lua)
 SCRIPTS = {
     f"{module.__name__.rsplit('.', 1)[-1]}.{name}": getattr(module, name)
     for module in MODULES
@@ -61,8 +62,8 @@ def test_the_scripts_are_all_found() -> None:
 def test_every_key_a_script_touches_comes_from_its_keys(name: str) -> None:
     source = SCRIPTS[name]
     assert "@" not in source  # every placeholder filled
-    # No key name spelled inside a script (the cancel channel is a channel, not a key).
-    spelled = source.replace(f"'{names.CANCEL_CHANNEL}'", "")
+    # No key name spelled inside a script (the pub/sub channels are channels, not keys).
+    spelled = source.replace(f"'{names.CANCEL_CHANNEL}'", "").replace(f"'{names.WEBHOOKS_CHANNEL}'", "")
     assert "rs:" not in spelled and "arq:" not in spelled
     allowed = names_bound_from_keys(source)
     for arg in key_arguments(source):
@@ -87,6 +88,5 @@ def test_an_unknown_placeholder_is_refused() -> None:
 
 
 def test_lua_knows_constants_only() -> None:
-    assert not any(
-        value.startswith("rs:") and value != names.CANCEL_CHANNEL for value in names.LUA_NAMES.values()
-    )
+    channels = {names.CANCEL_CHANNEL, names.WEBHOOKS_CHANNEL}
+    assert not any(value.startswith("rs:") and value not in channels for value in names.LUA_NAMES.values())

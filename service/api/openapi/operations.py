@@ -192,6 +192,13 @@ _OTHERS: dict[tuple[str, str], Operation] = {
         answers={200: Answer("This period's figures.", schemas.Usage)},
         errors=errors(401, 503),
     ),
+    ("/api/webhooks/secret", "GET"): Operation(
+        "getWebhookSecret",
+        "The secret the caller's webhooks are signed with",
+        "account",
+        answers={200: Answer("The same secret every time (created on first use).", schemas.WebhookSecret)},
+        errors=errors(401, 503),
+    ),
     ("/healthz", "GET"): Operation(
         "healthz",
         "The process is alive",
