@@ -91,6 +91,7 @@ async def test_a_body_cut_short_of_its_content_length_is_a_client_error_not_a_lo
         writer.write_eof()
         await asyncio.wait_for(reader.read(), 5)  # the server closes; it may not answer at all
         writer.close()
+        await writer.wait_closed()
         await _logged(logs, "http_request")
     assert not [entry for entry in logs if entry["event"] == "unhandled_error"]
     assert [entry["status"] for entry in logs if entry["event"] == "http_request"] == [400]

@@ -87,6 +87,7 @@ class CuttingProxy:
         self.requests: list[bytes] = []
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> CuttingProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -96,14 +97,21 @@ class CuttingProxy:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        # A handler still relaying when the test ends must not leave its sockets to the garbage
+        # collector of a later test's loop (a ResourceWarning that fails that test instead).
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for w in self._writers), return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        head = await reader.readuntil(b"\r\n\r\n")
-        self.requests.append(head)
-        up_writer.write(head)
-        cut = len(self.requests) == 1
+        self._writers.add(up_writer)
         try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.requests.append(head)
+            up_writer.write(head)
+            cut = len(self.requests) == 1
             while chunk := await up_reader.read(65536):
                 writer.write(chunk)
                 await writer.drain()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from pypdf import PdfReader
 
+from service.report.markdown import MAX_CHARS
 from tests.conftest import InputFiles
 from tests.e2e.support import JOB_TIMEOUT, Client, new_key, stored_pdfs
 from tests.fakes.anthropic import FakeAnthropic
@@ -58,8 +60,9 @@ async def test_kill_9_after_the_model_answered_never_calls_it_again_nor_serves_a
     tmp_path: Path,
 ) -> None:  # fmt: skip
     long_report = "# Long report\n\n" + "\n\n".join(
-        f"## Part {i}\n\n" + "All figures rose. " * 120 for i in range(200)
+        f"## Part {i}\n\n" + "All figures rose. " * 120 for i in range(44)
     )
+    assert len(long_report) < MAX_CHARS  # rendered whole, so its last part shows the PDF is complete
     fake_anthropic.reply = lambda body: long_report  # about a second of rendering
     env = {**env, "MAX_OUTPUT_TOKENS": "128000"}  # the fake model cuts its answer at max_tokens
     api, url = await start_api(env, tmp_path / "logs")
@@ -76,7 +79,7 @@ async def test_kill_9_after_the_model_answered_never_calls_it_again_nor_serves_a
         processes.append(start_worker(env, tmp_path / "logs", name="survivor"))
         await client.wait_for(job_id, "completed", timeout=JOB_TIMEOUT + 30)
         pdf = await http.get(f"/api/reports/{job_id}/pdf", headers=client.headers)
-    assert "Part 199" in PdfReader(io.BytesIO(pdf.content)).pages[-1].extract_text()
+    assert "Part 43" in PdfReader(io.BytesIO(pdf.content)).pages[-1].extract_text()
     assert fake_anthropic.call_count == 1  # resumed from the checkpoint
 
 
@@ -120,7 +123,9 @@ async def test_chaos_sigkill_every_few_seconds_loses_nothing_and_bills_each_repo
         results = [(await client.status(job_id))["result"] for job_id in job_ids]
         usage = await client.usage()
     assert usage["reports"] == jobs
-    assert usage["tokensUsed"] == sum(r["tokensUsed"] for r in results)  # type: ignore[index]
+    # Usage counts every paid call once: each report's own call, plus what the calls cut by a kill had
+    # spent when the worker last recorded them (never more than the provider billed for them).
+    assert sum(r["tokensUsed"] for r in results) <= usage["tokensUsed"] <= sum(fake_anthropic.billed_tokens)  # type: ignore[index]
     assert jobs <= fake_anthropic.call_count <= jobs + kills * concurrency
 
 
@@ -150,7 +155,7 @@ async def test_twenty_concurrent_identical_posts_make_one_job_and_one_model_call
     assert len(records) == 1  # one job
     record = await store.hgetall(records[0])
     [call] = [value for field, value in record.items() if field.startswith(b"call:")]
-    assert b'"outcome":"answered"' in call
+    assert json.loads(call)[0] == "answered"  # a closed call: [outcome, input, output, request id]
     await store.aclose()
 
 
