@@ -59,4 +59,7 @@ async def test_only_the_job_that_keeps_killing_its_workers_fails(
             done = await client.wait_for(job_id, "completed", timeout=40)
             assert done["state"] == "completed", done
     await store.aclose()
-    assert kills == 3  # once in company (a suspect, not blamed), then twice alone: past the limit of 1
+    # Once in company (a suspect, not blamed), then twice alone: past the limit of 1. On a machine so
+    # busy that the innocents hold the worker for 30 of the suspect's turns, it runs in company once
+    # more (counted as such, not blamed): one kill more, the same verdict.
+    assert kills in (3, 4)

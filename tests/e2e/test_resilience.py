@@ -160,31 +160,57 @@ async def test_twenty_concurrent_identical_posts_make_one_job_and_one_model_call
     await store.aclose()
 
 
-def pool_processes() -> set[int]:
-    """Render-pool processes (fork server and pool workers) of any worker on this machine."""
-    found = set()
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state, past the command's ")"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
+
+
+def pool_processes(of: int) -> set[int]:
+    """The render-pool processes (fork server and pool workers) descending from process ``of``:
+    other workers on the machine (another suite, a developer's ``make run``) do not count."""
+    pool = set()
     for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
             command = (entry / "cmdline").read_bytes()
         except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
             continue
-        if b"multiprocessing.forkserver" in command:
-            found.add(int(entry.name))
-    return found
+        if b"multiprocessing.forkserver" not in command:
+            continue
+        pid = int(entry.name)
+        ancestor: int | None = pid
+        while ancestor is not None and ancestor > 1:
+            if ancestor == of:
+                pool.add(pid)
+                break
+            ancestor = _parent_of(ancestor)
+    return pool
 
 
 async def test_a_killed_worker_leaves_no_orphaned_render_processes(
     env: dict[str, str], processes: list[ServiceProcess], tmp_path: Path
 ) -> None:
-    before = pool_processes()
     worker = start_worker(env, tmp_path / "logs")
     processes.append(worker)
     await wait_for_worker_ready(worker)
     await asyncio.sleep(0.5)  # the pool's warm-up render has started its process
-    assert pool_processes() - before  # the worker has its own
+    pool = pool_processes(of=worker.process.pid)
+    assert pool  # the worker has its own
     worker.process.kill()
     worker.process.wait()  # reaped, as a supervisor would: until then a dead process still has its pid
     deadline = time.monotonic() + 5
-    while pool_processes() - before and time.monotonic() < deadline:
+    while any(_alive(pid) for pid in pool) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    assert not pool_processes() - before
+    assert not [pid for pid in pool if _alive(pid)]  # the pool went with its worker
