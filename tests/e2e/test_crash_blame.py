@@ -59,7 +59,7 @@ async def test_only_the_job_that_keeps_killing_its_workers_fails(
             done = await client.wait_for(job_id, "completed", timeout=40)
             assert done["state"] == "completed", done
     await store.aclose()
-    # Once in company (a suspect, not blamed), then twice alone: past the limit of 1. On a machine so
-    # busy that the innocents hold the worker for 30 of the suspect's turns, it runs in company once
-    # more (counted as such, not blamed): one kill more, the same verdict.
-    assert kills in (3, 4)
+    # Once in company (a suspect, not blamed), then twice alone: past the limit of 1. A fourth kill was
+    # seen once, on a machine running three other suites at once, and is not explained yet; the
+    # verdict (the poison failed, the innocents completed) is what this test guards.
+    assert kills in (3, 4), kills
