@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import NamedTuple
 
 import uharfbuzz as hb
 
@@ -111,8 +112,7 @@ def has_italic(family: str) -> bool:
     return family == "sans-italic"
 
 
-@dataclass(frozen=True, slots=True)
-class Glyph:
+class Glyph(NamedTuple):  # a tuple, not a dataclass: a report has tens of thousands, made in a hot loop
     gid: int
     text: str  # what the glyph extracts as: one character of its cluster, all that is left, or ""
     x: float  # where it is drawn, from the start of the run, in em
@@ -129,6 +129,23 @@ class Shaped:
     width: float  # in em
 
 
+def _cluster_texts(text: str, infos: list[hb.GlyphInfo], rtl: bool) -> list[str]:
+    """Each glyph of a cluster takes one of its characters in drawing order (reversed for right-to-left
+    runs, which PDF readers reverse back); the cluster's last glyph takes the rest."""
+    starts = [*sorted({info.cluster for info in infos}), len(text)]
+    chars_of = {start: list(text[start:end]) for start, end in itertools.pairwise(starts)}
+    order = range(len(infos) - 1, -1, -1) if rtl else range(len(infos))
+    last_of = {infos[index].cluster: index for index in order}  # the cluster's last glyph in that order
+    texts = [""] * len(infos)
+    for index in order:
+        chars = chars_of[infos[index].cluster]
+        if last_of[infos[index].cluster] == index:
+            texts[index] = "".join(chars)
+        elif chars:
+            texts[index] = chars.pop(0)
+    return texts
+
+
 @functools.lru_cache(maxsize=32768)
 def shape(text: str, family: str, weight: int) -> Shaped:
     """``text`` shaped by HarfBuzz in one face: its glyphs, where each is drawn and what it extracts as."""
@@ -139,18 +156,10 @@ def shape(text: str, family: str, weight: int) -> Shaped:
     hb.shape(font, buffer, {})
     em = float(_face(family).upem)
     infos, positions = buffer.glyph_infos, buffer.glyph_positions
-    starts = [*sorted({info.cluster for info in infos}), len(text)]
-    chars_of = {start: list(text[start:end]) for start, end in itertools.pairwise(starts)}
-    rtl = buffer.direction == "rtl"
-    order = range(len(infos) - 1, -1, -1) if rtl else range(len(infos))
-    last_of = {infos[index].cluster: index for index in order}  # the cluster's last glyph in that order
-    texts = [""] * len(infos)
-    for index in order:  # each glyph of a cluster takes one of its characters; the last one the rest
-        chars = chars_of[infos[index].cluster]
-        if last_of[infos[index].cluster] == index:
-            texts[index] = "".join(chars)
-        elif chars:
-            texts[index] = chars.pop(0)
+    if [info.cluster for info in infos] == list(range(len(text))):
+        texts = list(text)  # one glyph per character, in order: Latin, Greek, Cyrillic, CJK, most text
+    else:
+        texts = _cluster_texts(text, infos, buffer.direction == "rtl")
     advance = _advances(family, weight)
     glyphs, pen = [], 0
     for info, position, glyph_text in zip(infos, positions, texts, strict=True):

@@ -221,6 +221,11 @@ def _set_info(pdf: Any, document: ReportDocument) -> None:
     info["CreationDate"] = info["ModDate"] = f"D:{utc(document.created_at):%Y%m%d%H%M%S}Z"
 
 
+def clear_shaping_cache() -> None:
+    """Forget every shaped run (for benchmarks and tests that time a render of text never seen before)."""
+    fonts.shape.cache_clear()
+
+
 def render_pdf(document: ReportDocument) -> bytes:
     """The report as PDF bytes. Pure and CPU-bound: call it through ``PdfRenderer`` from async code."""
     try:
