@@ -12,6 +12,7 @@ import io
 import re
 import statistics
 import time
+from typing import Any
 
 import pytest
 from pypdf import PdfReader
@@ -105,7 +106,8 @@ def test_fonts_are_embedded_as_subsets_so_a_cjk_report_stays_small() -> None:
     pdf = render_pdf(document(" ".join(SAMPLES[name] for name in ("Japanese", "Chinese", "Korean")) * 40))
     assert len(pdf) < 150_000  # the three CJK faces are 38 MB whole
     reader = PdfReader(io.BytesIO(pdf))
-    descendant = reader.pages[0]["/Resources"]["/Font"]["/U1"]["/DescendantFonts"][0].get_object()
+    resources: Any = reader.pages[0]["/Resources"]
+    descendant = resources["/Font"]["/U1"]["/DescendantFonts"][0].get_object()
     assert "/FontFile2" in descendant["/FontDescriptor"]
 
 
