@@ -8,7 +8,7 @@ import sys
 
 from tests.fakes.processes import ROOT
 
-WORKER_SIDE = ("httpx", "httpcore", "arq", "anthropic", "httpx2", "borb")
+WORKER_SIDE = ("httpx", "httpcore", "arq", "anthropic", "httpx2", "borb", "uharfbuzz", "fontTools")
 
 _PROBE = """
 import sys

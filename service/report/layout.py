@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from service.report import document as doc
 from service.report.document import ReportDocument, utc
-from service.report.encoding import pdf_text
 from service.report.markdown import parse_markdown
+from service.report.measure import TOKEN, LineSetter, clean, mirror, rtl_paragraph
 from service.report.pages import MARGIN_BOTTOM, TEXT_WIDTH, Line, Run, paginate
 
 OFFLINE_NOTICE = "Written offline \u2014 no language model was used"
@@ -17,7 +16,7 @@ PAGES_NOTE = "[The rest of this report is not shown: it runs past {limit} pages.
 
 _HEADINGS = {1: (16.0, 21.0, 16.0), 2: (13.5, 18.0, 13.0), 3: (11.5, 15.0, 10.0)}  # size, leading, space
 _BULLETS = ("\u2022", "\u2013", "\u00b7")
-_TOKEN = re.compile(r"[^ ]+| +")
+_TITLE_CHARS = 300  # a footer shows at most this much of the title before cutting it to fit
 
 
 def _font_for(span: doc.Span, bold: bool) -> str:
@@ -36,13 +35,9 @@ def _rule() -> list[Line]:
     return [Line(14.0, 0.0, boxes=[(0.0, 7.0, TEXT_WIDTH, 0.75, "rule")], space_before=4.0)]
 
 
-class Typesetter:
-    """Lays reports out with the given font metrics: per font key ("regular", "bold", "italic",
-    "bold_italic", "mono"), glyph widths in points at size 1 by WinAnsi code; ``service.report.painter``
-    measures them with borb."""
-
-    def __init__(self, widths: Mapping[str, tuple[float, ...]]) -> None:
-        self._widths = widths
+class Typesetter(LineSetter):
+    """Lays reports out in styles ("regular", "bold", "italic", "bold_italic", "mono"), each character in
+    the face of its script (``service.report.measure``)."""
 
     def pages(self, document: ReportDocument) -> list[list[tuple[float, Line]]]:
         """The front matter and the Markdown placed on pages; ``footer`` adds each page's footer."""
@@ -56,21 +51,18 @@ class Typesetter:
             pages = paginate(lines[:kept] + note)
         return pages
 
-    def _text_width(self, text: str, font: str, size: float) -> float:
-        return sum(map(self._widths[font].__getitem__, text.encode("latin-1"))) * size
-
     def _wrap(
         self, pieces: Iterable[tuple[str, str]], size: float, width: float, color: str
     ) -> list[list[Run]]:
         """Break (text, font) pieces into lines of runs no wider than ``width``; x starts at 0."""
         lines: list[list[Run]] = [[]]
         x, pending_space = 0.0, False
-        for text, font in pieces:
-            for token in _TOKEN.findall(pdf_text(text)):
+        for text, style in pieces:
+            for token in TOKEN.findall(clean(text)):
                 if token[0] == " ":
                     pending_space = bool(lines[-1])
                     continue
-                for part in self._split_long_word(token, font, size, width):
+                for part, font in self._parts(token, style, size, width):
                     w = self._text_width(part, font, size)
                     last = lines[-1][-1] if lines[-1] else None
                     space = self._text_width(" ", last.font, size) if last and pending_space else 0.0
@@ -86,25 +78,16 @@ class Typesetter:
                     x, pending_space = x + w, False
         return lines
 
-    def _split_long_word(self, word: str, font: str, size: float, width: float) -> list[str]:
-        """A word wider than the line (a URL, a hash) is cut where it has to be."""
-        if self._text_width(word, font, size) <= width:
-            return [word]
-        parts, current, current_width = [], "", 0.0
-        for char in word:
-            char_width = self._widths[font][ord(char)] * size
-            if current and current_width + char_width > width:
-                parts.append(current)
-                current, current_width = "", 0.0
-            current, current_width = current + char, current_width + char_width
-        return [*parts, current]
-
     def _text_lines(self, pieces: Iterable[tuple[str, str]], size: float, leading: float, *,
                     indent: float = 0.0, color: str = "text",
                     space_before: float = 0.0) -> list[Line]:  # fmt: skip
         """Wrapped text as flow lines, the first one ``space_before`` below the previous block."""
+        pieces = list(pieces)
+        rtl = rtl_paragraph([text for text, _ in pieces])
         lines = []
         for runs in self._wrap(pieces, size, TEXT_WIDTH - indent, color):
+            if rtl:
+                mirror(runs, TEXT_WIDTH - indent)
             for run in runs:
                 run.x += indent
             lines.append(Line(leading, (leading + 0.7 * size) / 2, runs))
@@ -123,27 +106,24 @@ class Typesetter:
         lines: list[Line] = []
         for index, item in enumerate(block.items):
             label = f"{item.number}." if item.ordered else _BULLETS[item.depth % len(_BULLETS)]
-            label_width = self._text_width(pdf_text(label), "regular", 10)
+            label_width = self._styled_width(label, "regular", 10)
             indent = 16.0 * item.depth + max(14.0, label_width + 5)
             item_lines = self._text_lines(
                 _spans(item.spans), 10, 14, indent=indent, space_before=7 if index == 0 else 3
             )
             label_x = indent - max(14.0, label_width + 5)
-            item_lines[0].runs.insert(0, Run(label_x, pdf_text(label), "regular", 10, "text", label_width))
+            item_lines[0].runs[:0] = self._runs(label_x, label, "regular", 10, "text")
             lines += item_lines
         return lines
 
     def _code(self, block: doc.CodeBlock) -> list[Line]:
         size, leading, pad = 8.5, 11.0, 5.0
-        mono = self._widths["mono"]
-        per_line = max(1, int((TEXT_WIDTH - 2 * pad) / (mono[ord("m")] * size)))
         lines = []
         for source_line in block.text.split("\n"):
-            text = pdf_text(source_line).rstrip()
-            for start in range(0, max(len(text), 1), per_line):
-                part = text[start : start + per_line]
-                run = Run(pad, part, "mono", size, "text", len(part) * mono[32] * size)
-                lines.append(Line(leading, (leading + 0.7 * size) / 2, [run] if part else []))
+            for runs in self._code_line(clean(source_line).rstrip(), size, TEXT_WIDTH - 2 * pad):
+                for run in runs:
+                    run.x += pad
+                lines.append(Line(leading, (leading + 0.7 * size) / 2, runs))
         first = lines[0]
         first.space_before, first.height, first.baseline = 8.0, leading + pad, first.baseline + pad
         lines[-1].height += pad
@@ -178,7 +158,7 @@ class Typesetter:
         natural = [2 * pad + 1.0] * len(rows[0])
         for cells in rows:
             for index, pieces in enumerate(cells):
-                text_width = sum(self._text_width(pdf_text(text), font, size) for text, font in pieces)
+                text_width = sum(self._styled_width(clean(text), style, size) for text, style in pieces)
                 natural[index] = max(natural[index], text_width + 2 * pad + 1)
         share = TEXT_WIDTH / len(natural)
         wide = sum(width for width in natural if width > share)
@@ -249,15 +229,17 @@ class Typesetter:
     def footer(self, document: ReportDocument, number: int, total: int) -> tuple[float, Line]:
         """The notice (offline) or the title on the left, "Page N of M" on the right, under a thin rule."""
         right = f"Page {number} of {total}"
-        right_width = self._text_width(right, "regular", 8)
-        font, color = ("bold", "warn") if document.offline else ("regular", "muted")
-        left = pdf_text(OFFLINE_NOTICE if document.offline else document.title)
-        if self._text_width(left, font, 8) > TEXT_WIDTH - right_width - 24:
-            while left and self._text_width(left + "...", font, 8) > TEXT_WIDTH - right_width - 24:
+        right_width = self._styled_width(right, "regular", 8)
+        style, color = ("bold", "warn") if document.offline else ("regular", "muted")
+        left = clean(OFFLINE_NOTICE if document.offline else document.title)
+        room = TEXT_WIDTH - right_width - 24
+        if self._styled_width(left, style, 8) > room:
+            left = left[:_TITLE_CHARS]
+            while left and self._styled_width(left + "...", style, 8) > room:
                 left = left[:-1]
             left += "..."
         runs = [
-            Run(0.0, left, font, 8, color, 0.0),
-            Run(TEXT_WIDTH - right_width, right, "regular", 8, "muted", 0.0),
+            *self._runs(0.0, left, style, 8, color),
+            *self._runs(TEXT_WIDTH - right_width, right, "regular", 8, "muted"),
         ]
         return MARGIN_BOTTOM - 24, Line(12.0, 9.0, runs, [(0.0, -6.0, TEXT_WIDTH, 0.5, "rule")])
