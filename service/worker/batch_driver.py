@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -38,8 +39,14 @@ BATCHES_PER_LOOK = 20
 
 
 class BatchDriver:
-    def __init__(self, deps: WorkerDeps, *, lease_seconds: float = LEASE_SECONDS,
-                 renew_seconds: float = RENEW_SECONDS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        deps: WorkerDeps,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        renew_seconds: float = RENEW_SECONDS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),  # the intents' clock (a seam for tests)
+    ) -> None:
         assert deps.batches is not None and deps.batch_store is not None
         self.deps = deps
         self.api: BatchApi = deps.batches
@@ -48,6 +55,7 @@ class BatchDriver:
         self.token = secrets.token_hex(8)
         self.lease_ms, self.renew_seconds = int(lease_seconds * 1000), renew_seconds
         self.holding = False
+        self.clock = clock
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -110,7 +118,7 @@ class BatchDriver:
         for member in due.members:
             if member not in prepared:
                 await self.store.drop(member)
-        written_at = datetime.now(UTC)  # before the create call: the provider's creation time follows
+        written_at = self.clock()  # before the create call: the provider's creation time follows
         taken = await self.store.take(list(prepared), secrets.token_hex(8), written_at.isoformat())
         for member in taken.gone:
             await close_unsent(self.deps, member)
@@ -132,7 +140,7 @@ class BatchDriver:
             return
         custom_ids = tuple(names.split_member(member)[0] for member in intent.members)
         wanted = BatchIntent(custom_ids, datetime.fromisoformat(intent.written_at))
-        lookup = await self.api.find(wanted, claimed=await self.store.known())
+        lookup = await self.api.find(wanted, claimed=await self.store.known(), now=self.clock())
         if isinstance(lookup, Found):
             log.info("batch_intent_found", batch_id=lookup.batch_id, verified=lookup.verified)
             await self._record(intent, await self.api.status(lookup.batch_id))
