@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     batch_poll_max_seconds: float = Field(default=300, gt=0, le=3600)
     # A job whose batch expired (the provider's 24 h) is retried in the realtime lane, or failed.
     batch_expired: Literal["realtime", "fail"] = "realtime"
+    # One worker drives the fleet's batches while it holds this lease (renewed every sixth of it);
+    # when that worker dies, another takes over once the lease lapses.
+    batch_driver_lease_seconds: float = Field(default=30, ge=1, le=600)
 
     # --- logging ------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"

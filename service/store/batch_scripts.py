@@ -62,7 +62,7 @@ return reply
 
 # KEYS: pending batch jobs, intent, then each member's job
 # ARGV: the intent (JSON: token, written_at), then each member
-# Writes the intent for the members still waiting ('pending' and active), which leave the pending
+# Writes the intent for the members still waiting (active, 'pending', 'in_batch'), which leave the pending
 # set in the same step; none when an intent exists already (its batch may be on its way). Returns
 # {0} then, else {1, members taken, members no longer running (cancelled before they were sent)}.
 TAKE = with_names(
@@ -72,8 +72,9 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
 local taken, gone = {}, {}
 for i = 3, #KEYS do
   local member = ARGV[i - 1]
-  local f = redis.call('HMGET', KEYS[i], 'state', 'batch_state')
-  if f[1] == 'active' and f[2] == 'pending' then
+  local f = redis.call('HMGET', KEYS[i], 'state', 'batch_state', 'stage')
+  -- 'in_batch': handed off and not claimed since (an attempt under way hands it off again).
+  if f[1] == 'active' and f[2] == 'pending' and f[3] == 'in_batch' then
     taken[#taken + 1] = member
     redis.call('HSET', KEYS[i], 'batch_state', 'sending')
     redis.call('ZREM', KEYS[1], member)

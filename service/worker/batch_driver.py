@@ -32,8 +32,6 @@ from service.worker.resources import WorkerDeps
 
 log = structlog.get_logger("service.worker.batch_driver")
 
-LEASE_SECONDS = 30.0  # a dead driver's lease lapses after this; another worker takes over
-RENEW_SECONDS = 5.0  # the lease is renewed (or sought, by the others) this often
 TICK_SECONDS = 1.0  # the longest the holder waits between looks at the lane
 BATCHES_PER_LOOK = 20
 
@@ -43,8 +41,7 @@ class BatchDriver:
         self,
         deps: WorkerDeps,
         *,
-        lease_seconds: float = LEASE_SECONDS,
-        renew_seconds: float = RENEW_SECONDS,
+        lease_seconds: float | None = None,  # None: BATCH_DRIVER_LEASE_SECONDS
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),  # the intents' clock (a seam for tests)
     ) -> None:
         assert deps.batches is not None and deps.batch_store is not None
@@ -53,7 +50,8 @@ class BatchDriver:
         self.store: BatchStore = deps.batch_store
         self.settings = deps.settings
         self.token = secrets.token_hex(8)
-        self.lease_ms, self.renew_seconds = int(lease_seconds * 1000), renew_seconds
+        lease = deps.settings.batch_driver_lease_seconds if lease_seconds is None else lease_seconds
+        self.lease_ms, self.renew_seconds = int(lease * 1000), lease / 6
         self.holding = False
         self.clock = clock
         self._stopping = asyncio.Event()

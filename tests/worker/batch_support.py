@@ -45,7 +45,7 @@ async def submit_batch(
 @asynccontextmanager
 async def driving(deps: WorkerDeps) -> AsyncIterator[BatchDriver]:
     """The fleet's batch driver, holding its lease from the start."""
-    driver = BatchDriver(deps, lease_seconds=2.0, renew_seconds=0.1)
+    driver = BatchDriver(deps, lease_seconds=0.6)
     driver.start()
     try:
         yield driver
