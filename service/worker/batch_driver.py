@@ -92,6 +92,10 @@ class BatchDriver:
                 failures += 1
                 wait = min(60.0, 0.5 * 2 ** min(failures, 7))
                 log.warning("batch_driver_step_failed", error=str(exc)[:200], pause_s=wait)
+            except Exception as exc:  # a bug: logged, and the lane keeps going (every step is safe to redo)
+                failures += 1
+                wait = min(60.0, 0.5 * 2 ** min(failures, 7))
+                log.error("batch_driver_crashed", error_type=type(exc).__name__, exc_info=exc, pause_s=wait)
             await self._pause(wait)
 
     async def _pause(self, seconds: float) -> None:

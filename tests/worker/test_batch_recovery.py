@@ -25,6 +25,7 @@ from service.providers.batch import (
 )
 from service.report.renderer import PdfRenderer
 from service.worker.batch_driver import BatchDriver
+from service.worker.batch_results import settle_results
 from service.worker.resources import WorkerDeps
 from tests.conftest import InputFiles, api_with, bearer, create_key, worker_deps
 from tests.fakes.anthropic import FakeAnthropic
@@ -159,3 +160,25 @@ async def test_a_driver_dead_after_create_is_followed_by_the_batch_it_created(
     billed = fake_anthropic.bill.tokens("batch")
     assert usage["outputTokens"] == billed.output_tokens and usage["reports"] == 2
     assert usage["reservedTokens"] == 0
+
+
+async def test_results_settled_twice_count_once_and_move_each_job_once(
+    lane: Lane, fake_anthropic: FakeAnthropic
+) -> None:
+    deps, job_ids = lane.deps, lane.job_ids
+    await asyncio.sleep(deps.settings.batch_window_seconds)
+    await BatchDriver(deps).send_due()
+    (batch,) = fake_anthropic.batches.created
+    assert deps.batch_store is not None
+    members = await deps.batch_store.members(batch)
+    # A driver that died midway through the results leaves the batch followed: the next reads them again.
+    await settle_results(deps, batch, members[:1])
+    await settle_results(deps, batch, members)
+    for job_id in job_ids:
+        record = await deps.jobs.get(job_id)
+        assert record is not None and (record["state"], record["batch_state"]) == ("queued", "answered")
+    states, usage = await lane.finished()  # the batch is settled a third time, by the driver
+    assert states == ["completed", "completed"]
+    billed = fake_anthropic.bill.tokens("batch")
+    assert usage["outputTokens"] == billed.output_tokens and usage["reports"] == 2
+    assert usage["inputTokens"] == billed.input_tokens + billed.cache_read_tokens + billed.cache_write_tokens
