@@ -13,10 +13,13 @@ import httpx
 
 from service.core.settings import Settings
 from service.report.renderer import PdfRenderer
+from service.store.metrics import MetricsStore
+from service.telemetry.export import render
 from service.worker.batch_driver import BatchDriver
 from service.worker.resources import WorkerDeps
 from tests.conftest import InputFiles, api_with, bearer, create_key, run_burst_worker, worker_deps
 from tests.fakes.anthropic import FakeAnthropic
+from tests.telemetry.test_metrics import samples, value
 from tests.worker.batch_support import batch_settings, driving, run_with_driver, submit_batch, until
 from tests.worker.support import CSV, run_once, status
 
@@ -24,6 +27,15 @@ from tests.worker.support import CSV, run_once, status
 async def usage(api: httpx.AsyncClient, key: dict[str, str]) -> dict[str, Any]:
     body: dict[str, Any] = (await api.get("/api/usage", headers=key)).json()
     return body
+
+
+async def lane_gauges(deps: WorkerDeps) -> tuple[float, float]:
+    """The fleet's metrics as scraped: batch jobs waiting to be sent, provider batches followed."""
+    body, _ = await render(MetricsStore(deps.jobs._redis))
+    found = samples(body.decode())
+    return value(found, "report_service_queue_depth", lane="batch"), value(
+        found, "report_service_batches_open"
+    )
 
 
 async def sent(deps: WorkerDeps, job_ids: list[str]) -> None:
@@ -45,6 +57,7 @@ async def test_a_job_cancelled_before_the_window_sends_nothing_and_holds_nothing
         waiting = await status(api, key, job_id)
         assert (waiting["state"], waiting["stage"]) == ("active", "in_batch")
         assert (await usage(api, key))["reservedTokens"] > 0  # its worst case, held from the hand-off
+        assert await lane_gauges(deps) == (1.0, 0.0)
         cancelled = await api.delete(f"/api/reports/{job_id}", headers=key)
         assert (cancelled.status_code, cancelled.json()["state"]) == (200, "cancelled")
         await run_with_driver(settings, deps)  # the window passes; the lane lets the job go
@@ -52,6 +65,7 @@ async def test_a_job_cancelled_before_the_window_sends_nothing_and_holds_nothing
         spent = await usage(api, key)
         assert (spent["reservedTokens"], spent["tokensUsed"], spent["reports"]) == (0, 0, 0)
         assert await deps.jobs.queue_size() == 0
+        assert await lane_gauges(deps) == (0.0, 0.0)
 
 
 async def test_a_job_cancelled_after_its_batch_was_sent_is_cancelled_and_its_answer_still_counted(
