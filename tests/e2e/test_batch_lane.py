@@ -1,6 +1,7 @@
 """The batch lane across real processes: the worker that drives the fleet's batches is killed with
-SIGKILL while its batch is being processed; another worker takes over its lease, follows the same
-batch and finishes every job, without sending any of them again."""
+SIGKILL while its batch is being processed, or while its create call is on its way back; another
+worker takes over its lease, follows (or finds) the same batch and finishes every job, without
+sending any of them again."""
 
 from __future__ import annotations
 
@@ -25,12 +26,17 @@ LANE_ENV = {
 }
 
 
+@pytest.mark.parametrize("moment", ["processing", "creating"])
 async def test_a_killed_driver_is_replaced_and_its_batch_finished_once(
     env: dict[str, str], processes: list[ServiceProcess], inputs: InputFiles, fake_anthropic: FakeAnthropic,
-    tmp_path: Path,
+    tmp_path: Path, moment: str,
 ) -> None:  # fmt: skip
-    fake_anthropic.batches.duration = 3.0  # still processing when its driver dies
-    env = {**env, **LANE_ENV}
+    if moment == "processing":
+        fake_anthropic.batches.duration = 3.0  # recorded and still processing when its driver dies
+    else:  # created at the provider, its id not yet back with the driver (nor recorded) when it dies
+        fake_anthropic.batches.create_delay = 3.0
+    # The create call's deadline: how long after its intent a batch may still appear.
+    env = {**env, **LANE_ENV, "LLM_TIMEOUT_SECONDS": "4"}
     api, url = await start_api(env, tmp_path / "logs")
     processes.append(api)
     doomed = start_worker(env, tmp_path / "logs", name="doomed")
@@ -50,12 +56,15 @@ async def test_a_killed_driver_is_replaced_and_its_batch_finished_once(
             assert asyncio.get_running_loop().time() < deadline, doomed.log()
             await asyncio.sleep(0.02)
         doomed.process.kill()
-        processes.append(start_worker(env, tmp_path / "logs", name="survivor"))
+        survivor = start_worker(env, tmp_path / "logs", name="survivor")
+        processes.append(survivor)
         for job_id in job_ids:
             done = await client.wait_for(job_id, "completed", timeout=40)
             assert isinstance(done["result"], dict) and done["result"]["lane"] == "batch"
             assert done["attempts"] == 1
         usage = await client.usage()
+    if moment == "creating":  # the survivor found the batch from the intent the dead driver wrote
+        assert "batch_intent_found" in survivor.log()
     (batch,) = fake_anthropic.batches.created
     assert sorted(custom_id for custom_id, _ in fake_anthropic.batches.requests(batch)) == sorted(job_ids)
     assert fake_anthropic.call_count == 0  # nothing went to the realtime lane
