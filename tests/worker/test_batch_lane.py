@@ -98,3 +98,19 @@ async def test_the_offline_provider_answers_batch_jobs_in_the_realtime_path(
         assert done["state"] == "completed" and isinstance(done["result"], dict)
         assert done["result"]["lane"] == "realtime"
         assert fake_anthropic.batches.created == []
+
+
+async def test_more_jobs_than_a_batch_holds_go_in_several_batches_each_job_in_one(
+    redis_url: str, tmp_path: Path, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+) -> None:
+    settings = batch_settings(redis_url, tmp_path, fake_anthropic, batch_max_requests=2)
+    async with api_with(settings) as api, worker_deps(settings, renderer) as deps:
+        key = bearer(await create_key(settings, "eli", "pro"))
+        url = inputs.add("a.csv", CSV)
+        job_ids = [await submit_batch(api, key, url) for _ in range(5)]
+        await run_with_driver(settings, deps)
+        assert [(await status(api, key, job_id))["state"] for job_id in job_ids] == ["completed"] * 5
+        sizes = [len(fake_anthropic.batches.requests(batch)) for batch in fake_anthropic.batches.created]
+        sent = [custom_id for batch in fake_anthropic.batches.created
+                for custom_id, _ in fake_anthropic.batches.requests(batch)]  # fmt: skip
+        assert sorted(sent) == sorted(job_ids) and max(sizes) <= 2  # never more than a batch holds
