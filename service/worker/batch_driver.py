@@ -34,6 +34,7 @@ log = structlog.get_logger("service.worker.batch_driver")
 
 TICK_SECONDS = 1.0  # the longest the holder waits between looks at the lane
 BATCHES_PER_LOOK = 20
+RESOLVE_SECONDS = 5.0  # how often an undecided intent is looked up again (each look lists batches)
 
 
 class BatchDriver:
@@ -105,8 +106,9 @@ class BatchDriver:
     async def step(self) -> float:
         """One look at the lane: an open intent resolved, due jobs sent, due batches followed.
         Returns how long until the next look is needed."""
-        if await self.store.intent() is not None:
-            await self.resolve_intent()
+        if await self.store.intent() is not None and not await self.resolve_intent():
+            # Undecided: no new batch until it is (one intent at a time); ask the provider again later.
+            return min(RESOLVE_SECONDS, await self.follow_due())
         waits = [TICK_SECONDS, await self.send_due(), await self.follow_due()]
         return min(waits)
 
@@ -135,11 +137,12 @@ class BatchDriver:
     def most(self) -> int:
         return self.settings.batch_max_requests
 
-    async def resolve_intent(self) -> None:
-        """An intent left open: the batch that holds it recorded, or its jobs back to waiting."""
+    async def resolve_intent(self) -> bool:
+        """An intent left open: the batch that holds it recorded, or its jobs back to waiting. False
+        while the provider cannot yet say (the intent stays open)."""
         intent = await self.store.intent()
         if intent is None:
-            return
+            return True
         custom_ids = tuple(names.split_member(member)[0] for member in intent.members)
         wanted = BatchIntent(custom_ids, datetime.fromisoformat(intent.written_at))
         lookup = await self.api.find(wanted, claimed=await self.store.known(), now=self.clock())
@@ -151,6 +154,8 @@ class BatchDriver:
             await self.store.reset_intent(intent)
         else:
             log.info("batch_intent_undecided", candidates=len(lookup.candidates))
+            return False
+        return True
 
     async def _record(self, intent: Intent, status: BatchStatus) -> None:
         created_ms = int(status.created_at.timestamp() * 1000)

@@ -1,7 +1,10 @@
 """One report job, start to finish: fetch, summarise, render, store — resumable from its checkpoint.
 
 Plain async functions over injected dependencies: the runtime (``service.worker.runtime``) claims a
-job and hands its START outcome here; tests can do the same without a running worker.
+job and hands its START outcome here; tests can do the same without a running worker. A ``batch``
+job's attempt stops after its request is prepared and handed to the batch lane; the attempt that
+claims it when its batch has ended finds its answer saved, as any checkpoint
+(``service.worker.batch_lane``).
 """
 
 from __future__ import annotations
