@@ -105,14 +105,18 @@ async def test_a_batch_whose_every_job_was_cancelled_is_cancelled_at_the_provide
             assert (await api.delete(f"/api/reports/{job_id}", headers=key)).status_code == 200
         async with driving(deps):
 
-            async def settled() -> bool:
-                return bool((await usage(api, key))["reservedTokens"] == 0)
+            async def settled() -> bool:  # the batch ended (cancelled: it would run 30 s) and settled
+                closed = (await usage(api, key))["reservedTokens"] == 0
+                return bool(
+                    closed and await deps.jobs.queue_size() == 0 and await lane_gauges(deps) == (0, 0)
+                )
 
             await until(settled)
         assert fake_anthropic.bill.tokens("batch").output_tokens == 0  # stopped before any was processed
         spent = await usage(api, key)
         assert (spent["tokensUsed"], spent["reports"]) == (0, 0)
-        assert await deps.jobs.queue_size() == 0
+        (batch,) = fake_anthropic.batches.created
+        assert deps.batches is not None and (await deps.batches.status(batch)).cancel_requested
 
 
 async def test_an_errored_request_fails_only_its_own_job(
