@@ -22,6 +22,7 @@ from service.inputs.source import InputSource
 from service.providers.base import Provider
 from service.report.renderer import PdfRenderer
 from service.storage.factory import storage_from
+from service.store.batches import BatchStore
 from service.store.calls import CallLedger
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
@@ -29,7 +30,7 @@ from service.store.keys import KeyStore
 from service.store.limiter import LlmLimiter, limits_from
 from service.store.uploads import UploadStore
 from service.telemetry.tracing import closing, open_tracing
-from service.worker.resources import WorkerDeps, provider_for
+from service.worker.resources import WorkerDeps, batches_for, provider_for
 from service.worker.runtime import WorkerRuntime
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.processes import ServiceProcess
@@ -259,6 +260,8 @@ async def worker_deps(
             calls=CallLedger(redis_client),
             limiter=None if settings.offline else LlmLimiter(redis_client, limits_from(settings)),
             tracing=tracing,
+            batches=await stack.enter_async_context(batches_for(settings)),
+            batch_store=BatchStore(redis_client),
         )
 
 

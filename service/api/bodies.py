@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from service.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.core.schemas import Lane
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -45,6 +46,10 @@ class ReportCreate(BaseModel):
         min_length=1,
         max_length=2048,
         description="an http(s) URL a signed webhook is POSTed to when the job ends (Standard Webhooks)",
+    )
+    lane: Lane = Field(
+        default="realtime",
+        description="`batch`: the provider's batch API, at half price, answered within 24 h",
     )
 
 

@@ -74,12 +74,15 @@ def checked_callback_url(url: str | None, svc: ApiServices) -> str | None:
         raise BadRequest(f"callbackUrl: {problem}", [f"callbackUrl: {problem}"]) from exc
 
 
-def payload_fingerprint(url: str, callback_url: str | None) -> str:
-    """What "the same payload" is: the input, and the callback when there is one (a job submitted
-    without one keeps the fingerprint it always had)."""
-    if callback_url is None:
-        return fingerprint(url)
-    return fingerprint(url, f"callbackUrl={callback_url}")
+def payload_fingerprint(url: str, callback_url: str | None, lane: str = "realtime") -> str:
+    """What "the same payload" is: the input, the callback and the lane when they are not the
+    defaults (a job submitted without them keeps the fingerprint it always had)."""
+    fields = [url]
+    if callback_url is not None:
+        fields.append(f"callbackUrl={callback_url}")
+    if lane != "realtime":
+        fields.append(f"lane={lane}")
+    return fingerprint(*fields)
 
 
 async def accepted_body(
@@ -109,8 +112,9 @@ async def create_report(request: Request) -> Response:
         plan=caller.plan,
         input_url=url,
         model=svc.settings.model_for(caller.plan),
-        fingerprint=payload_fingerprint(url, callback_url),
+        fingerprint=payload_fingerprint(url, callback_url, body.lane),
         callback_url=callback_url,
+        lane=body.lane,
         request_id=request_id_of(request),
         traceparent=current_traceparent(),
     )

@@ -15,7 +15,7 @@ import httpx
 from service.client import calls
 from service.client.calls import ApiUnreachable, Call, ReportApiError, Submission
 from service.client.sse import SseEvent, StreamRefused, follow
-from service.core.schemas import InputUploaded, JobStatus, ReportPage, State, Usage
+from service.core.schemas import InputUploaded, JobStatus, Lane, ReportPage, State, Usage
 
 T = TypeVar("T")
 
@@ -60,9 +60,11 @@ class AsyncReportClient:
         """``POST /api/inputs``: its ``input_data_url`` is usable in ``submit`` until it expires."""
         return await self._run(calls.upload(content, content_type, name))
 
-    async def submit(self, input_data_url: str, *, idempotency_key: str | None = None) -> Submission:
+    async def submit(
+        self, input_data_url: str, *, idempotency_key: str | None = None, lane: Lane = "realtime"
+    ) -> Submission:
         """``POST /api/reports``; ``replayed`` tells a replay of the same key from a new job."""
-        return await self._run(calls.submit(input_data_url, idempotency_key))
+        return await self._run(calls.submit(input_data_url, idempotency_key, lane))
 
     async def status(self, job_id: str) -> JobStatus:
         return await self._run(calls.status(job_id))

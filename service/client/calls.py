@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from service.core.schemas import Accepted, InputUploaded, JobStatus, ReportPage, State, Usage
+from service.core.schemas import Accepted, InputUploaded, JobStatus, Lane, ReportPage, State, Usage
 
 T = TypeVar("T")
 
@@ -104,10 +104,12 @@ def _submission(response: httpx.Response) -> Submission:
     return Submission.model_validate({**response.json(), "replayed": replayed})
 
 
-def submit(input_data_url: str, idempotency_key: str | None) -> Call[Submission]:
+def submit(input_data_url: str, idempotency_key: str | None, lane: Lane = "realtime") -> Call[Submission]:
     body = {"inputDataUrl": input_data_url}
     if idempotency_key is not None:
         body["idempotencyKey"] = idempotency_key
+    if lane != "realtime":  # the default is left out: the same request as before the lane existed
+        body["lane"] = lane
     return Call("POST", "/api/reports", _submission, (200, 202), json=body)
 
 

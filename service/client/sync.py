@@ -16,7 +16,7 @@ import httpx
 
 from service.client import calls
 from service.client.calls import ApiUnreachable, Call, ReportClientError, Submission
-from service.core.schemas import InputUploaded, JobStatus, ReportPage, State, Usage
+from service.core.schemas import InputUploaded, JobStatus, Lane, ReportPage, State, Usage
 
 T = TypeVar("T")
 
@@ -57,8 +57,10 @@ class ReportClient:
     ) -> InputUploaded:
         return self._run(calls.upload(content, content_type, name))
 
-    def submit(self, input_data_url: str, *, idempotency_key: str | None = None) -> Submission:
-        return self._run(calls.submit(input_data_url, idempotency_key))
+    def submit(
+        self, input_data_url: str, *, idempotency_key: str | None = None, lane: Lane = "realtime"
+    ) -> Submission:
+        return self._run(calls.submit(input_data_url, idempotency_key, lane))
 
     def status(self, job_id: str) -> JobStatus:
         return self._run(calls.status(job_id))

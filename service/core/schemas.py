@@ -30,7 +30,11 @@ JobErrorCode = Literal[
 ]
 EventName = Literal["progress", "text", "completed", "failed", "cancelled"]
 
-_STAGES = "`queued`, `fetching`, `summarizing`, `rendering`, `storing`, `done`"
+_STAGES = (
+    "`queued`, `fetching`, `summarizing`, `in_batch` (a `batch` job waiting in a provider batch), "
+    "`rendering`, `storing`, `done`"
+)
+Lane = Literal["realtime", "batch"]
 
 
 class Wire(BaseModel):
@@ -68,6 +72,8 @@ class JobResult(Wire):
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     tokens_used: int = Field(ge=0)
+    # Absent from results stored before the batch lane existed: those were all realtime.
+    lane: Lane = Field(default="realtime", description="the lane whose call wrote the answer")
 
 
 class JobFailure(Wire):

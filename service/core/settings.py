@@ -142,6 +142,21 @@ class Settings(BaseSettings):
     # and a retry whose time comes, wake it on time).
     webhook_poll_seconds: float = Field(default=30, gt=0, le=300)
 
+    # --- the batch lane ("lane": "batch": the provider's Message Batches API, half price) ------------
+    # Batch jobs are gathered this long (from the oldest waiting), or until this many wait, into one
+    # provider batch (the provider's own cap is 100,000 requests or 256 MB a batch).
+    batch_window_seconds: float = Field(default=60, gt=0, le=3600)
+    batch_max_requests: int = Field(default=1000, ge=1, le=100_000)
+    # How a sent batch is followed: first looked at after the min, then less and less often, up to
+    # the max (one poller for the whole fleet).
+    batch_poll_min_seconds: float = Field(default=10, gt=0, le=3600)
+    batch_poll_max_seconds: float = Field(default=300, gt=0, le=3600)
+    # A job whose batch expired (the provider's 24 h) is retried in the realtime lane, or failed.
+    batch_expired: Literal["realtime", "fail"] = "realtime"
+    # One worker drives the fleet's batches while it holds this lease (renewed every sixth of it);
+    # when that worker dies, another takes over once the lease lapses.
+    batch_driver_lease_seconds: float = Field(default=30, ge=1, le=600)
+
     # --- logging ------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -4,13 +4,13 @@ implements it for Claude's Message Batches API)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
 
 from service.core.errors import JobError
-from service.providers.base import ReportAnswer
+from service.providers.base import ReportAnswer, ReportRequest
 
 BatchState = Literal["in_progress", "canceling", "ended"]
 
@@ -104,3 +104,22 @@ class Undecided:
 
 
 BatchLookup = Found | NotCreated | Undecided
+
+
+class BatchApi(Protocol):
+    """A provider's batch API, as the batch lane's driver uses it."""
+
+    # How long after its intent a batch can still be created (the create call's own deadline).
+    create_window: timedelta
+
+    async def create(self, requests: Sequence[tuple[str, ReportRequest]]) -> BatchStatus: ...
+
+    async def status(self, batch_id: str) -> BatchStatus: ...
+
+    async def cancel(self, batch_id: str) -> CancelResult: ...
+
+    def results(self, batch_id: str, model: str = "") -> AsyncIterator[tuple[str, BatchOutcome]]: ...
+
+    async def find(
+        self, intent: BatchIntent, *, claimed: Collection[str] = (), now: datetime | None = None
+    ) -> BatchLookup: ...

@@ -17,6 +17,7 @@ class NewJob:
     request_id: str = ""  # the submitting request's X-Request-ID, for the job's log lines
     traceparent: str = ""  # W3C trace context of the submitting request's span ('' when tracing is off)
     callback_url: str | None = None  # POSTed a signed webhook when the job ends (service.store.webhooks)
+    lane: str = "realtime"  # "batch": the provider's batch API (service.worker.batch_lane)
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,8 @@ class JobStore(RedisStore):
         fields.update({name: value for name, value in carried.items() if value})
         if job.callback_url:
             fields["callback_url"] = job.callback_url
+        if job.lane != "realtime":
+            fields["lane"] = job.lane
         limits: list[bytes | str | int] = [policy.per_minute, policy.burst, policy.budget, policy.reserve]
         limits.append(policy.period)
         member = names.queue_member(job.job_id, job.user_id)

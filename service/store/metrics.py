@@ -23,6 +23,8 @@ class MetricsSnapshot:
     queued: dict[str, int] = field(default_factory=dict)  # jobs waiting, per plan
     running: dict[str, int] = field(default_factory=dict)  # jobs running, per plan
     retrying: int = 0  # jobs waiting to be due again: backing off, parked or deferred
+    batch_pending: int = 0  # batch jobs prepared and waiting for their provider batch to be sent
+    batch_open: int = 0  # provider batches sent and followed
 
 
 class MetricsStore(RedisStore):
@@ -67,13 +69,17 @@ class MetricsStore(RedisStore):
             pipe.hgetall(names.RUNNING_COUNTS)
             # Due later: waiting ones, and running ones (due at their lease's end).
             pipe.zcount(names.QUEUE, f"({int(time.time() * 1000)}", "+inf")
+            pipe.zcard(names.BATCH_PENDING)
+            pipe.zcard(names.BATCH_OPEN)
             for key in gauge_keys:
                 pipe.hgetall(key)
-            counters, queued, running, retrying, *instances = await pipe.execute()
+            counters, queued, running, retrying, pending, batches, *instances = await pipe.execute()
         return MetricsSnapshot(
             counters={name: float(value) for name, value in counters.items()},
             instances=[{name: float(value) for name, value in gauges.items()} for gauges in instances],
             queued={plan: max(0, int(n)) for plan, n in queued.items()},
             running={plan: max(0, int(n)) for plan, n in running.items()},
             retrying=max(0, int(retrying) - sum(max(0, int(n)) for n in running.values())),
+            batch_pending=int(pending),
+            batch_open=int(batches),
         )

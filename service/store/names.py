@@ -51,6 +51,18 @@ WEBHOOK_PREFIX = "rs:webhook:"  # + job id: a pending delivery (url, message, at
 # + user: the user's signing secret, "whsec_..." (service.store.webhook_secrets says how it is kept)
 WEBHOOK_SECRET_PREFIX = "rs:webhook-secret:"  # noqa: S105 - a key's name, not a secret
 
+# --- the batch lane (service.store.batches) ----------------------------------------------------------
+# Batch jobs prepared and waiting for the next provider batch: queue members by when they came.
+BATCH_PENDING = "rs:batch:pending"
+# The one batch about to be created (its custom ids, when): written before the create call, so a
+# driver that dies mid-call is followed by one that finds the batch instead of sending it again.
+BATCH_INTENT = "rs:batch:intent"
+BATCH_OPEN = "rs:batch:open"  # provider batches being followed, by when each is next looked at
+BATCH_KNOWN = "rs:batch:known"  # every batch recorded lately, by creation: never another intent's
+BATCH_PREFIX = "rs:batch:"  # + batch id: its members (queue members) and how often it was polled
+BATCH_DRIVER = "rs:batch:driver"  # the lease of the one worker that drives the fleet's batches
+BATCH_REQUEST_SUFFIX = ":batch-request"  # rs:job:<id> + this: a prepared request until it is sent
+
 # --- the fleet's shared state ----------------------------------------------------------------------
 LLM_BUCKETS_PREFIX = "rs:llm:"  # + model + ':buckets': the shared limiter's buckets and pause
 METRICS_COUNTERS = "rs:metrics:counters"
@@ -64,6 +76,14 @@ def job(job_id: str) -> str:
 
 def job_events(job_id: str) -> str:
     return JOB_PREFIX + job_id + EVENTS_SUFFIX
+
+
+def batch(batch_id: str) -> str:
+    return BATCH_PREFIX + "b:" + batch_id
+
+
+def batch_request(job_id: str) -> str:
+    return JOB_PREFIX + job_id + BATCH_REQUEST_SUFFIX
 
 
 def user_finished(user_id: str, kind: str) -> str:

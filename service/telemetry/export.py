@@ -31,10 +31,13 @@ class Snapshot:
     running: dict[str, int] = field(default_factory=dict)
     retrying: int = 0
     workers: int = 0
+    batch_pending: int = 0
+    batch_open: int = 0
 
 
 def snapshot_from(stored: MetricsSnapshot) -> Snapshot:
     snapshot = Snapshot(stored.counters, {}, stored.queued, stored.running, stored.retrying)
+    snapshot.batch_pending, snapshot.batch_open = stored.batch_pending, stored.batch_open
     for instance in stored.instances:
         snapshot.gauges.update(instance)
         snapshot.workers += any(name.startswith("worker_jobs_in_flight") for name in instance)
@@ -83,7 +86,11 @@ class FleetCollector(Collector):
         for plan in ("pro", "free"):
             depth.add_metric([plan], self.snapshot.queued.get(plan, 0))
         depth.add_metric(["retrying"], self.snapshot.retrying)
+        depth.add_metric(["batch"], self.snapshot.batch_pending)  # waiting for their batch to be sent
         yield depth
+        yield GaugeMetricFamily(
+            PREFIX + "batches_open", "Provider batches sent and not yet ended", value=self.snapshot.batch_open
+        )
         active = GaugeMetricFamily(PREFIX + "jobs_active", "Jobs running, by plan", labels=("plan",))
         for plan in ("pro", "free"):
             active.add_metric([plan], self.snapshot.running.get(plan, 0))

@@ -72,9 +72,9 @@ def model_prices(model: str, lane: Lane = "realtime") -> ModelPrices | None:
     return None
 
 
-def price_per_million(model: str) -> tuple[float, float] | None:
-    """Realtime (input, output) prices: what the call ledger records per call."""
-    prices = model_prices(model)
+def price_per_million(model: str, lane: Lane = "realtime") -> tuple[float, float] | None:
+    """(input, output) prices in a lane: what the call ledger records per call."""
+    prices = model_prices(model, lane)
     return None if prices is None else (prices.input, prices.output)
 
 

@@ -23,7 +23,7 @@ from service.store import names
 from service.store.calls import PaidCall, nano_usd_per_token
 from service.store.job_types import Checkpoint
 from service.store.policies import budget_of, budget_period
-from service.telemetry.pricing import price_per_million
+from service.telemetry.pricing import Lane, price_per_million
 from service.worker.job_metrics import model_billed
 from service.worker.resources import WorkerDeps
 from service.worker.stages import STAGE_PROGRESS, JobStopped, summarizing_progress
@@ -46,13 +46,19 @@ class CallAccount:
 
     @classmethod
     async def open(
-        cls, deps: WorkerDeps, record: dict[str, str], request: ReportRequest, input_tokens: int
+        cls,
+        deps: WorkerDeps,
+        record: dict[str, str],
+        request: ReportRequest,
+        input_tokens: int,
+        lane: Lane = "realtime",
     ) -> CallAccount:
         """Reserves the call's worst case (its input plus ``max_tokens``) against the user's budget,
-        atomically; raises ``BudgetExhausted`` when it does not fit: the call is never made."""
+        atomically; raises ``BudgetExhausted`` when it does not fit: the call is never made. ``lane``
+        sets the prices the ledger counts its tokens at (a batch request's are half)."""
         settings, user = deps.settings, record["user_id"]
         period = budget_period(settings)
-        prices = price_per_million(request.model) or (0.0, 0.0)
+        prices = price_per_million(request.model, lane) or (0.0, 0.0)
         call = PaidCall(
             job_id=record["job_id"],
             call_id=secrets.token_hex(6),

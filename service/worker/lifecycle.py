@@ -1,5 +1,5 @@
 """The worker process's life, as arq's hooks: start-up (the report queue's runtime, drain,
-resources, gauges, the webhook delivery loop) and shutdown."""
+resources, gauges, the webhook delivery loop, the batch lane's driver) and shutdown."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from service.store.wake import WorkMarker
 from service.telemetry.logs import configure_logging
 from service.telemetry.loop_lag import LoopLagMonitor, calm_garbage_collector
 from service.telemetry.metrics import MetricsBuffer
+from service.worker.batch_driver import BatchDriver
 from service.worker.cron_loop import drive_cron_loop, running_worker
 from service.worker.deliveries import ATTEMPT_GRACE_SECONDS, DeliveryLoop
 from service.worker.drain import install_drain
@@ -43,6 +44,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["deliveries"] = DeliveryLoop(deps.webhooks)
         ctx["deliveries"].start()
         listeners[names.WEBHOOKS_CHANNEL] = lambda _: deps.webhooks.wake.set()
+    if deps.batches is not None and deps.batch_store is not None:
+        ctx["batch_driver"] = BatchDriver(deps)  # drives the fleet's batches while it holds the lease
+        ctx["batch_driver"].start()
     marker = WorkMarker(settings.redis_url, settings.worker_idle_poll_seconds)
     runtime = WorkerRuntime(deps, marker, run_job=ctx.get("run_job", run_claimed), listeners=listeners)
     ctx.update(runtime=runtime, marker=marker)
@@ -90,6 +94,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if runtime is not None and task is not None and not task.done():
         await runtime.drain(0)  # arq stopped without our drain: hand back whatever runs
         await asyncio.wait([task], timeout=5)
+    driver: BatchDriver | None = ctx.get("batch_driver")
+    if driver is not None:
+        await driver.stop()
     deliveries: DeliveryLoop | None = ctx.get("deliveries")
     if deliveries is not None:
         # Deliveries ran on through the drain; one still under way gets a few seconds more.

@@ -1,7 +1,10 @@
 """One report job, start to finish: fetch, summarise, render, store — resumable from its checkpoint.
 
 Plain async functions over injected dependencies: the runtime (``service.worker.runtime``) claims a
-job and hands its START outcome here; tests can do the same without a running worker.
+job and hands its START outcome here; tests can do the same without a running worker. A ``batch``
+job's attempt stops after its request is prepared and handed to the batch lane; the attempt that
+claims it when its batch has ended finds its answer saved, as any checkpoint
+(``service.worker.batch_lane``).
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ import structlog
 
 from service.core.errors import ProviderRejected, ProviderUnavailable
 from service.inputs.text import human_size
-from service.providers.base import ReportRequest, billed_input_tokens
+from service.providers.base import billed_input_tokens
 from service.report.document import ReportDocument
 from service.store.job_types import Checkpoint, StartOutcome
 from service.store.jobs import checkpoint_of
 from service.store.policies import budget_period, retention
 from service.telemetry.tracing import job_span
+from service.worker.batch_lane import answered_lane, hand_off, lane_of
 from service.worker.billing import CallAccount
 from service.worker.capacity import capacity_for, settle_grant
 from service.worker.job_metrics import job_finished, job_started
 from service.worker.model_call import call_model_traced
 from service.worker.outcomes import give_up_after_crashes, settle
+from service.worker.prepare import fetch_request
 from service.worker.resources import WorkerDeps
 from service.worker.stages import JobStopped, announce, stage, timed
 
@@ -35,15 +40,7 @@ Record = dict[str, str]
 async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
     """Fetches the input and pays for one model call: reserved against the budget before it starts,
     counted as it streams, and the answer saved (with its final count) before anything else."""
-    async with timed("fetching"):  # announced by START
-        fetched = await deps.inputs.load(record["input_url"], record["user_id"])
-    request = ReportRequest(
-        input_text=fetched.text,
-        input_name=fetched.name,
-        content_type=fetched.content_type,
-        model=record["model"],
-        max_tokens=deps.settings.max_output_tokens,
-    )
+    fetched, request = await fetch_request(deps, record)
     async with timed("summarizing", input_bytes=fetched.size):  # announced by the reservation
         input_tokens = await deps.provider.count_input_tokens(request)
         # Room in the shared limits first, then the budget: a reserved call is one about to be sent.
@@ -97,6 +94,9 @@ async def produce(deps: WorkerDeps, record: Record) -> None:
     job_id = record["job_id"]
     checkpoint = checkpoint_of(record)
     if checkpoint is None:
+        if await lane_of(deps, record) == "batch":
+            await hand_off(deps, record)  # the lane finishes the job's call, then queues it again
+            return
         checkpoint = await summarize(deps, record)  # its saved answer announces rendering
     else:
         log.info("checkpoint_resumed", model=checkpoint.model)
@@ -119,6 +119,7 @@ async def produce(deps: WorkerDeps, record: Record) -> None:
         "inputTokens": checkpoint.input_tokens,
         "outputTokens": checkpoint.output_tokens,
         "tokensUsed": checkpoint.input_tokens + checkpoint.output_tokens,
+        "lane": answered_lane(record),
     }
     settings = deps.settings
     done = await deps.jobs.complete(

@@ -10,13 +10,16 @@ from dataclasses import dataclass, field
 from service.core.settings import Settings
 from service.inputs.fetch import InputFetcher, build_input_client
 from service.inputs.source import InputSource
+from service.providers.anthropic.batches import AnthropicBatches
 from service.providers.anthropic.provider import AnthropicProvider, build_anthropic_client
 from service.providers.base import Provider
+from service.providers.batch import BatchApi
 from service.providers.offline.provider import OfflineProvider
 from service.providers.prompt import PromptCachePolicy
 from service.report.renderer import PdfRenderer
 from service.storage.base import Storage
 from service.storage.factory import storage_from
+from service.store.batches import BatchStore
 from service.store.calls import CallLedger
 from service.store.connection import open_redis
 from service.store.jobs import JobStore
@@ -43,6 +46,10 @@ class WorkerDeps:
     running: RunningJobs = field(default_factory=RunningJobs)  # this process's jobs
     tracing: Tracing | None = None  # None: tracing is off
     webhooks: Webhooks | None = None  # None: no completion webhooks from this process (some tests)
+    # The batch lane: the provider's batch API (None: the offline provider, which answers batch jobs
+    # in the realtime path) and its state in Redis.
+    batches: BatchApi | None = None
+    batch_store: BatchStore | None = None
 
 
 def provider_name(settings: Settings) -> str:
@@ -58,6 +65,19 @@ async def provider_for(settings: Settings) -> AsyncIterator[Provider]:
     client = build_anthropic_client(settings)
     try:
         yield AnthropicProvider(client, prompt_cache=PromptCachePolicy.from_settings(settings))
+    finally:
+        await client.close()
+
+
+@asynccontextmanager
+async def batches_for(settings: Settings) -> AsyncIterator[BatchApi | None]:
+    """The provider's batch API, or None for the offline provider."""
+    if settings.offline:
+        yield None
+        return
+    client = build_anthropic_client(settings)
+    try:
+        yield AnthropicBatches(client, prompt_cache=PromptCachePolicy.from_settings(settings))
     finally:
         await client.close()
 
@@ -92,4 +112,6 @@ async def open_worker_deps(settings: Settings) -> AsyncIterator[WorkerDeps]:
             metrics=metrics,
             tracing=tracing,
             webhooks=await stack.enter_async_context(open_webhooks(settings, redis)),
+            batches=await stack.enter_async_context(batches_for(settings)),
+            batch_store=BatchStore(redis),
         )

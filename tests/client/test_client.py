@@ -156,3 +156,15 @@ async def test_the_sync_client_does_the_same_from_blocking_code(
     state, listed, reports = await asyncio.wait_for(session, 40)
     assert state == "completed" and len(listed) == 2 and reports == 1
     assert (tmp_path / "sync.pdf").read_bytes().startswith(b"%PDF")
+
+
+async def test_submitting_to_the_batch_lane_is_a_different_payload_for_the_same_key(
+    client: AsyncReportClient,
+) -> None:
+    uploaded = await client.upload_input(CSV, content_type="text/csv", name="sales.csv")
+    job = await client.submit(uploaded.input_data_url, idempotency_key="client-lane-1", lane="batch")
+    again = await client.submit(uploaded.input_data_url, idempotency_key="client-lane-1", lane="batch")
+    assert (job.replayed, again.replayed, again.job_id) == (False, True, job.job_id)
+    with pytest.raises(ReportApiError) as refused:
+        await client.submit(uploaded.input_data_url, idempotency_key="client-lane-1")
+    assert refused.value.code == "idempotency_key_mismatch"

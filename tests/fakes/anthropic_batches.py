@@ -1,6 +1,7 @@
 """The fake Anthropic API's Message Batches API: create, retrieve, list, cancel, results (JSONL).
 
-Scripted from tests: ``duration`` (seconds from creation until the last request is done; requests
+Scripted from tests: ``create_delay`` (the create call answers that late, its batch created
+before), ``duration`` (seconds from creation until the last request is done; requests
 finish evenly spread over it, so a cancel midway leaves the early ones answered and the rest
 ``canceled``), ``cancel_delay`` (how long a batch stays ``canceling``), ``expires_after`` (the
 API's 24 hours: requests not done by then are ``expired``), ``fail(custom_id, error_type)``
@@ -9,6 +10,7 @@ API's 24 hours: requests not done by then are ``expired``), ``fail(custom_id, er
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import threading
@@ -70,6 +72,7 @@ class FakeBatches:
             self._batches.clear()
             self._failures: dict[str, HttpFailure] = {}
         self.duration, self.cancel_delay, self.expires_after = 0.0, 0.0, EXPIRY_DEFAULT
+        self.create_delay = 0.0  # the create call answers this late, its batch already created
 
     def fail(self, custom_id: str, error_type: str = "invalid_request_error", message: str = "") -> None:
         """The request with this ``custom_id``, in any batch created from now on, ends ``errored``."""
@@ -114,6 +117,8 @@ class FakeBatches:
         batch = self._new_batch(body["requests"])
         with self._lock:
             self._batches[batch.id] = batch
+        if self.create_delay:  # a caller that dies meanwhile never learns the batch's id
+            await asyncio.sleep(self.create_delay)
         return JSONResponse(self._wire(batch, request))
 
     def _new_batch(self, requests: list[Body]) -> FakeBatch:

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from service.store import (
+    batch_scripts,
     call_scripts,
     ending_scripts,
     limiter_scripts,
@@ -20,7 +21,16 @@ from service.store import (
 )
 
 FRAGMENTS = {"COMMON", "RECORD_HELPERS", "ENDING_KEYS"}  # pieces of scripts, not scripts
-MODULES = (scripts, ending_scripts, call_scripts, limiter_scripts, stream_leases, upload_quota, webhook_lua)
+MODULES = (
+    scripts,
+    ending_scripts,
+    call_scripts,
+    limiter_scripts,
+    stream_leases,
+    upload_quota,
+    webhook_lua,
+    batch_scripts,
+)
 SCRIPTS = {
     f"{module.__name__.rsplit('.', 1)[-1]}.{name}": getattr(module, name)
     for module in MODULES
@@ -71,7 +81,9 @@ def test_every_key_a_script_touches_comes_from_its_keys(name: str) -> None:
         # A choice between two keys ('cond and A or B') is as good as each of them.
         chosen = re.fullmatch(r".+ and (\w+(?:\[\d+\])?) or (\w+(?:\[\d+\])?)", arg)
         for key in chosen.groups() if chosen else (arg,):
-            assert re.fullmatch(r"KEYS\[\d+\]", key) or key in allowed, f"{name}: {arg} is not from KEYS"
+            # KEYS[i]: a script over a variable number of jobs loops over the keys it was handed.
+            from_keys = re.fullmatch(r"KEYS\[(?:\d+|[a-z_]\w*)\]", key)
+            assert from_keys or key in allowed, f"{name}: {arg} is not from KEYS"
 
 
 def test_the_checker_catches_a_built_key() -> None:
@@ -80,6 +92,7 @@ def test_the_checker_catches_a_built_key() -> None:
     )
     args = key_arguments(built)
     assert args == ["job", "ARGV[2] .. ':x'"] and "job" not in names_bound_from_keys(built)
+    assert key_arguments("redis.call('ZREM', ARGV[i], 'm')") == ["ARGV[i]"]  # not a key it was handed
 
 
 def test_an_unknown_placeholder_is_refused() -> None:
