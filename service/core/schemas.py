@@ -72,6 +72,14 @@ class JobResult(Wire):
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     tokens_used: int = Field(ge=0)
+    # Absent from results stored before they were counted (0 then).
+    cache_read_tokens: int = Field(default=0, ge=0, description="of inputTokens, read from the prompt cache")
+    cache_write_tokens: int = Field(
+        default=0, ge=0, description="of inputTokens, written to the prompt cache"
+    )
+    cost_usd: float = Field(
+        default=0.0, ge=0, description="at the provider's list prices for the lane (0 for offline reports)"
+    )
     # Absent from results stored before the batch lane existed: those were all realtime.
     lane: Lane = Field(default="realtime", description="the lane whose call wrote the answer")
 

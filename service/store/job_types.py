@@ -93,3 +93,7 @@ class Checkpoint:
     source: str  # "sales.csv (8.5 kB)", printed under the title
     input_name: str = "input"
     request_id: str = ""  # the provider's id of the call that wrote it
+    # Of ``input_tokens`` (every input token billed), those read from and written to the prompt cache:
+    # priced apart (absent from answers saved before they were counted: 0).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0

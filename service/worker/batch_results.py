@@ -108,6 +108,8 @@ async def _save_answer(
         source=record.get("batch_source", ""),
         input_name=record.get("batch_input", "input"),
         request_id=answer.request_id,
+        cache_read_tokens=answer.cache_read_tokens,
+        cache_write_tokens=answer.cache_write_tokens,
     )
     if call is None:
         log.warning("batch_call_missing", job_id=record["job_id"])

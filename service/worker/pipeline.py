@@ -21,6 +21,7 @@ from service.report.document import ReportDocument
 from service.store.job_types import Checkpoint, StartOutcome
 from service.store.jobs import checkpoint_of
 from service.store.policies import budget_period, retention
+from service.telemetry.pricing import Lane, cost_usd
 from service.telemetry.tracing import job_span
 from service.worker.batch_lane import answered_lane, hand_off, lane_of
 from service.worker.billing import CallAccount
@@ -64,6 +65,8 @@ async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
             source=f"{fetched.name} ({human_size(fetched.size)})",
             input_name=fetched.name,
             request_id=answer.request_id,
+            cache_read_tokens=answer.cache_read_tokens,
+            cache_write_tokens=answer.cache_write_tokens,
         )
         saved = await account.save_answer(
             checkpoint, answer
@@ -114,13 +117,7 @@ async def produce(deps: WorkerDeps, record: Record) -> None:
     pdf_key = f"reports/{record['report_id']}.pdf"
     async with stage(deps.jobs, job_id, "storing", pdf_bytes=len(pdf)):
         await deps.storage.put(pdf_key, pdf, "application/pdf")
-    result = {
-        "model": checkpoint.model,
-        "inputTokens": checkpoint.input_tokens,
-        "outputTokens": checkpoint.output_tokens,
-        "tokensUsed": checkpoint.input_tokens + checkpoint.output_tokens,
-        "lane": answered_lane(record),
-    }
+    result = job_result(checkpoint, answered_lane(record))
     settings = deps.settings
     done = await deps.jobs.complete(
         record, result, pdf_key=pdf_key, retention=retention(settings), period=budget_period(settings)
@@ -128,6 +125,24 @@ async def produce(deps: WorkerDeps, record: Record) -> None:
     if done:
         job_finished(deps.metrics, record, "completed")
         log.info("job_completed", input_tokens=result["inputTokens"], output_tokens=result["outputTokens"])
+
+
+def job_result(checkpoint: Checkpoint, lane: Lane) -> dict[str, object]:
+    """The contract's ``result`` (its ``pdfUrl`` is the API's to add): the answer's tokens as billed,
+    the cache's share apart, and what it cost at the list prices of its lane."""
+    cache_read, cache_write = checkpoint.cache_read_tokens, checkpoint.cache_write_tokens
+    uncached = max(0, checkpoint.input_tokens - cache_read - cache_write)
+    cost = cost_usd(checkpoint.model, uncached, checkpoint.output_tokens, cache_read, cache_write, lane)
+    return {
+        "model": checkpoint.model,
+        "inputTokens": checkpoint.input_tokens,
+        "outputTokens": checkpoint.output_tokens,
+        "tokensUsed": checkpoint.input_tokens + checkpoint.output_tokens,
+        "cacheReadTokens": cache_read,
+        "cacheWriteTokens": cache_write,
+        "costUsd": 0.0 if checkpoint.offline else round(cost, 6),
+        "lane": lane,
+    }
 
 
 async def run_claimed(deps: WorkerDeps, started: StartOutcome) -> None:

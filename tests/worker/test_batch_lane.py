@@ -67,6 +67,15 @@ async def test_jobs_submitted_together_share_one_batch_and_finish_like_realtime_
         assert usage["costUsd"] == pytest.approx(fake_anthropic.bill.usd(), rel=0.01)
         assert fake_anthropic.bill.usd("batch") == pytest.approx(3 * fake_anthropic.bill.usd("realtime") / 2)
         assert usage["budgetRemaining"] is None or usage["reservedTokens"] == 0
+        # Each result prices its own answer, the cache's share apart: together they are the bill.
+        results = [(await status(api, key, job_id))["result"] for job_id in [*batch_ids, realtime_id]]
+        assert all(isinstance(r, dict) for r in results)
+        costs = [r["costUsd"] for r in results]  # type: ignore[index]
+        assert sum(costs) == pytest.approx(fake_anthropic.bill.usd(), rel=0.01)
+        assert costs[0] == pytest.approx(costs[-1] / 2, rel=0.01)  # batch at half the realtime price
+        cached = sum(r["cacheReadTokens"] + r["cacheWriteTokens"] for r in results)  # type: ignore[index]
+        bill_cached = batch_bill.cache_read_tokens + batch_bill.cache_write_tokens
+        assert cached == bill_cached + realtime_bill.cache_read_tokens + realtime_bill.cache_write_tokens
 
 
 async def test_the_lane_is_part_of_the_idempotency_fingerprint(
