@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)
     max_crash_restarts: int = Field(default=5, ge=0, le=100)
+    # Answers cut after the 200 (an error event, a dropped connection) retried without spending an
+    # attempt; past this many a cut spends one, so a provider that always cuts cannot bill forever.
+    mid_answer_retries: int = Field(default=3, ge=0, le=20)
     retry_base_seconds: float = Field(default=5, ge=0)
     retry_max_seconds: float = Field(default=300, ge=0)
 

@@ -19,11 +19,12 @@ from service.store.lua import COMMON, with_names
 #       now (ms, for the entry)
 # Returns {1} when reserved (and the job's summarizing stage begins); {0, tokens left} when the
 # worst case does not fit; {-1} when the job is not running (cancelled meanwhile): nothing is
-# reserved then.
+# reserved then. When an earlier call of the job had shown text ('shown'), a 'restart' event says
+# the answer starts over, before any text of this call.
 RESERVE = with_names(
     COMMON
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'budget_reserved', 'progress')
+local f = redis.call('HMGET', KEYS[1], 'state', 'budget_reserved', 'progress', 'shown', 'last_error')
 if f[1] ~= 'active' then return {-1} end
 local hold, worst, budget = tonumber(f[2]) or 0, tonumber(ARGV[2]), tonumber(ARGV[3])
 if budget > 0 then
@@ -40,7 +41,8 @@ local entry = {held = worst, input = 0, output = 0, request_id = '', outcome = '
                usage = KEYS[2], expect = tonumber(ARGV[7])}
 local progress = math.max(tonumber(f[3]) or 0, 30)
 redis.call('HSET', KEYS[1], CALL .. ARGV[1], cjson.encode(entry), 'budget_reserved', 0,
-  'stage', 'summarizing', 'progress', progress)
+  'stage', 'summarizing', 'progress', progress, 'shown', 0)
+if f[4] == '1' then emit(KEYS[4], 'restart', {offset = 0, reason = f[5] or ''}) end
 progress_event(KEYS[4], progress, 'active', 'summarizing')
 return {1}
 """
@@ -79,6 +81,9 @@ if ARGV[7] ~= '' and active then
 end
 local progress, stage = tonumber(ARGV[6]), ARGV[10] ~= '' and ARGV[10] or 'summarizing'
 local announce = active and (progress > (tonumber(f[3]) or 0) or ARGV[10] ~= '')
+if active and ARGV[9] ~= '' then   -- text reaches the events: a later call's RESERVE says 'restart'
+  writes[#writes + 1], writes[#writes + 2] = 'shown', 1
+end
 if announce then
   progress = math.max(progress, tonumber(f[3]) or 0)
   writes[#writes + 1], writes[#writes + 2] = 'stage', stage

@@ -80,14 +80,19 @@ async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
 
 
 def call_outcome(exc: BaseException) -> str:
-    """How a call that raised ``exc`` ended, as the ledger writes it."""
-    return "cancelled" if isinstance(exc, asyncio.CancelledError | JobStopped) else "failed"
+    """How a call that raised ``exc`` ended, as the ledger writes it: 'cut' when its answer had
+    begun (the job counts those to bound its free retries, ``outcomes.cut_calls``)."""
+    if isinstance(exc, asyncio.CancelledError | JobStopped):
+        return "cancelled"
+    return "cut" if isinstance(exc, ProviderUnavailable) and exc.mid_answer else "failed"
 
 
 def maybe_billed(exc: BaseException) -> bool:
     """Whether a call cut by ``exc`` before any of its answer arrived may still have been billed its
     input: not when the provider answered with an error status (it bills nothing then), yes when the
     call was cut, timed out or cancelled after it was sent (its input in full, the safe side)."""
+    if isinstance(exc, ProviderUnavailable) and exc.mid_answer:
+        return True  # after the 200: billed, whatever status its error event names
     return not isinstance(exc, ProviderRejected) and not (
         isinstance(exc, ProviderUnavailable) and exc.status is not None
     )
