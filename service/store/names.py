@@ -53,6 +53,9 @@ WEBHOOK_SECRET_PREFIX = "rs:webhook-secret:"  # noqa: S105 - a key's name, not a
 
 # --- the fleet's shared state ----------------------------------------------------------------------
 LLM_BUCKETS_PREFIX = "rs:llm:"  # + model + ':buckets': the shared limiter's buckets and pause
+# + plan + ':' + model: the output tokens of the latest answered calls (a short list), whose 95th
+# percentile lets a call near the end of a budget run with its max_tokens cut to what is left
+OUTPUT_SAMPLE_PREFIX = "rs:output-sample:"
 METRICS_COUNTERS = "rs:metrics:counters"
 METRICS_GAUGES_PREFIX = "rs:metrics:gauges:"  # + instance
 FANOUT_PREFIX = "rs:fanout:"  # + token + ':wake': one API process's events-reader wake-up stream
@@ -98,6 +101,10 @@ def upload(input_id: str) -> str:
 def llm_buckets(model: str) -> str:
     # One key per model holds all its state, so every limiter script touches one key.
     return f"{LLM_BUCKETS_PREFIX}{model}:buckets"
+
+
+def output_sample(model: str, plan: str) -> str:
+    return f"{OUTPUT_SAMPLE_PREFIX}{plan}:{model}"
 
 
 def metrics_gauges(instance: str) -> str:

@@ -43,13 +43,17 @@ class CallAccount:
     last: CallUsage = field(default_factory=lambda: CallUsage(0, 0))
     closed: bool = False
     text_shown: int = 0  # characters of the answer already in the job's events
+    max_tokens: int = 0  # the call's own: max_tokens, or less near the end of the budget
+    sampled: bool = True  # its output joins the model's sample (not when max_tokens was cut)
 
     @classmethod
     async def open(
         cls, deps: WorkerDeps, record: dict[str, str], request: ReportRequest, input_tokens: int
     ) -> CallAccount:
         """Reserves the call's worst case (its input plus ``max_tokens``) against the user's budget,
-        atomically; raises ``BudgetExhausted`` when it does not fit: the call is never made."""
+        atomically, or near the end of the budget what is left with ``max_tokens`` cut to fit, when
+        that covers the recent 95th percentile of answers (``call_scripts.RESERVE`` states the rule);
+        raises ``BudgetExhausted`` when neither fits: the call is never made."""
         settings, user = deps.settings, record["user_id"]
         period = budget_period(settings)
         prices = price_per_million(request.model) or (0.0, 0.0)
@@ -59,6 +63,7 @@ class CallAccount:
             usage_key=names.usage(user, period),
             input_price_nusd=nano_usd_per_token(prices[0]),
             output_price_nusd=nano_usd_per_token(prices[1]),
+            sample_key=names.output_sample(request.model, record.get("plan", "free")),
         )
         worst = input_tokens + request.max_tokens
         reservation = await deps.calls.reserve(
@@ -74,9 +79,15 @@ class CallAccount:
         if not reservation.granted:
             raise BudgetExhausted(
                 f"the token budget of this {settings.budget_period} cannot cover the report: the call "
-                f"could cost up to {worst:,} tokens and {reservation.tokens_left:,} are left"
+                f"could cost up to {worst:,} tokens, and even a typical answer needs more than the "
+                f"{reservation.tokens_left:,} left"
             )
-        return cls(deps, call, request.model, input_tokens)
+        cut = reservation.max_tokens < request.max_tokens
+        if cut:
+            log.info("call_max_tokens_cut", max_tokens=reservation.max_tokens, configured=request.max_tokens)
+        return cls(
+            deps, call, request.model, input_tokens, max_tokens=reservation.max_tokens, sampled=not cut
+        )
 
     async def listen(self, usage: CallUsage) -> None:
         """The provider's running counts: recorded (with the job's progress) as they come."""
@@ -116,6 +127,7 @@ class CallAccount:
                     checkpoint=checkpoint,
                     text=usage.text,
                     stage="rendering",
+                    sample=self.sampled,
                 )
             )
 
@@ -146,6 +158,7 @@ class CallAccount:
         checkpoint: Checkpoint | None = None,
         text: str = "",
         stage: str = "",
+        sample: bool = False,
     ) -> bool:
         shown = min(self.text_shown, len(text))
         active = await self.deps.calls.record(
@@ -159,6 +172,7 @@ class CallAccount:
             text_offset=shown,
             text=text[shown:],
             stage=stage,
+            sample=sample,
         )
         self.text_shown = max(self.text_shown, len(text))
         return active

@@ -7,6 +7,7 @@ job and hands its START outcome here; tests can do the same without a running wo
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
@@ -53,6 +54,9 @@ async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
         except BaseException:
             await asyncio.shield(settle_grant(deps.limiter, grant, None))
             raise
+        # Near the end of the budget the call runs with fewer max_tokens (what it holds); the
+        # shared limits keep what they reserved for the configured max_tokens until it settles.
+        request = replace(request, max_tokens=account.max_tokens)
         try:
             answer = await call_model_traced(deps, grant, request, account)
         except BaseException as exc:
