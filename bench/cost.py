@@ -29,6 +29,7 @@ import httpx
 
 from bench.cost_inputs import Input, input_mix
 from service.dev.embedded_redis import EmbeddedRedis, free_port
+from service.providers.prompt import PromptCachePolicy, system_prompt_tokens
 from service.store.connection import open_redis
 from service.store.keys import KeyStore
 from service.telemetry.pricing import model_prices
@@ -238,7 +239,7 @@ def cost_section(machine: str) -> str:
     rows = measure_cost()
     base = (rows["realtime"] or {}).get("usd_per_1000") or 1.0
     table = "\n".join(_row(name, r, base) for name, r in rows.items())
-    per_retry = base * 0.01
+    per_retry, cache = base * 0.01, PromptCachePolicy()
     return f"""## Cost per 1,000 reports
 
 Measured {machine}.
@@ -263,8 +264,9 @@ was in fact created. Command: `python -m bench cost`.
   ${base * 1.01:.2f}, at 10% ${base * 1.10:.2f}). Ours answers the retry as a replay (`200`,
   `Idempotent-Replayed: true`): no second job, no second call, whatever the rate.
 - **The prompt cache** saves nothing on this service's prompt, and the row shows it: the only fixed
-  prefix is the system prompt (about 320 tokens), under every model's shortest cacheable prefix
-  (1,024 tokens for Opus and Sonnet, 2,048 for Haiku). Marked or not (this row forces the mark with
+  prefix is the system prompt (at most {system_prompt_tokens()} tokens, estimated on the high side),
+  under every model's shortest cacheable prefix ({cache.min_tokens:,} tokens for Opus and Sonnet,
+  {cache.min_tokens_haiku:,} for Haiku). Marked or not (this row forces the mark with
   `PROMPT_CACHE_MIN_TOKENS=0`), the provider serves it uncached; the service marks it by default only
   from those minimums, so a longer prefix (a house style guide, say) would be cached at once.
 - **usage = bill**: the service's own `tokensUsed` (`GET /api/usage`) equals the tokens the fake billed.
