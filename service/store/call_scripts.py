@@ -17,7 +17,7 @@ from service.store.lua import COMMON, with_names
 # fewer than ``least`` answers are known (nothing learnt yet: the worst case).
 OUTPUT_P95 = """
 local function output_p95(sample, max_out, least)
-  local values = redis.call('LRANGE', sample, 0, -1)
+  local values = redis.call('HVALS', sample)
   if #values < least then return max_out end
   local sorted = {}
   for i, value in ipairs(values) do sorted[i] = tonumber(value) end
@@ -100,8 +100,9 @@ if ARGV[4] ~= '' then e.request_id = ARGV[4] end
 if ARGV[5] ~= '' then
   local keep = tonumber(ARGV[11]) or 0
   if is_open(e) and ARGV[5] == 'answered' and keep > 0 then   -- once: a retried save finds it closed
-    redis.call('LPUSH', KEYS[4], e.output)
-    redis.call('LTRIM', KEYS[4], 0, keep - 1)
+    -- One of ``keep`` slots, chosen by the call's random id: each answer replaces a random older one,
+    -- so the sample stays recent and fixed in size for one command per answer.
+    redis.call('HSET', KEYS[4], (tonumber(string.sub(ARGV[1], 1, 6), 16) or 0) % keep, e.output)
   end
   if is_open(e) then close_call(KEYS[2], e, ARGV[5]) else count_call(KEYS[2], e, 0) end
 elseif e.outcome == 'reserved' then

@@ -16,8 +16,9 @@ from service.store.connection import RedisStore, translate_redis_errors
 from service.store.job_types import Checkpoint
 from service.store.jobs import call_entries
 
-# The output sample of a model and plan: the latest answers kept, and how many must be known before
-# their 95th percentile stands in for max_tokens near the end of a budget (fewer: the worst case).
+# The output sample of a model and plan: how many slots it has (each answer replaces a random one),
+# and how many must be filled before their 95th percentile stands in for max_tokens near the end of
+# a budget (fewer: the worst case).
 OUTPUT_SAMPLE_SIZE = 64
 OUTPUT_SAMPLE_LEAST = 20
 

@@ -53,8 +53,9 @@ WEBHOOK_SECRET_PREFIX = "rs:webhook-secret:"  # noqa: S105 - a key's name, not a
 
 # --- the fleet's shared state ----------------------------------------------------------------------
 LLM_BUCKETS_PREFIX = "rs:llm:"  # + model + ':buckets': the shared limiter's buckets and pause
-# + plan + ':' + model: the output tokens of the latest answered calls (a short list), whose 95th
-# percentile lets a call near the end of a budget run with its max_tokens cut to what is left
+# + plan + ':' + model: the output tokens of recent answered calls (a hash of 64 slots, each answer
+# replacing a random one), whose 95th percentile lets a call near the end of a budget run with its
+# max_tokens cut to what is left
 OUTPUT_SAMPLE_PREFIX = "rs:output-sample:"
 METRICS_COUNTERS = "rs:metrics:counters"
 METRICS_GAUGES_PREFIX = "rs:metrics:gauges:"  # + instance

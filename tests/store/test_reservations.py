@@ -46,36 +46,44 @@ async def reserve(ledger: CallLedger, call: PaidCall, budget: int) -> tuple[bool
 
 
 async def sample(redis: Redis) -> list[int]:
-    values: list[bytes] = await redis.lrange(SAMPLE, 0, -1)  # type: ignore[misc]
-    return [int(value) for value in values]
+    values: list[bytes] = await redis.hvals(SAMPLE)  # type: ignore[misc]
+    return sorted(int(value) for value in values)
+
+
+def call_id(n: int) -> str:
+    """Call ids are random hex (``secrets.token_hex``), which picks a call's slot in the sample:
+    here the n-th call takes slot n modulo the sample's size."""
+    return f"{n:06x}{'0' * 6}"
 
 
 async def answered(jobs: JobStore, ledger: CallLedger, outputs: list[int]) -> None:
     """Other users' calls of the same model and plan that ran to their answer, each with its
     output count (counted in their own usage, not ann's)."""
     for n, output in enumerate(outputs):
-        call = paid_call(await running_job(jobs, f"sample-{n}"), usage=names.usage("others", "2026-12"))
+        job_id = await running_job(jobs, f"sample-{n}")
+        call = paid_call(job_id, call_id(n), usage=names.usage("others", "2026-12"))
         assert (await reserve(ledger, call, budget=0))[0]
         await ledger.record(call, INPUT, output, outcome="answered", sample=True)
 
 
-async def test_answered_calls_feed_a_bounded_sample_once_each_and_cut_or_failed_ones_do_not(
+async def test_answered_calls_feed_a_fixed_size_sample_once_each_and_cut_or_capped_ones_do_not(
     redis: Redis,
 ) -> None:
     jobs, ledger = JobStore(redis), CallLedger(redis)
-    await answered(jobs, ledger, list(range(OUTPUT_SAMPLE_SIZE + 10)))
-    assert await sample(redis) == list(range(OUTPUT_SAMPLE_SIZE + 9, 9, -1))  # the latest answers only
-    call = paid_call(await running_job(jobs, "saved-twice"))
+    size = OUTPUT_SAMPLE_SIZE
+    await answered(jobs, ledger, list(range(size + 10)))
+    assert await sample(redis) == list(range(10, size + 10))  # the ten newest replaced ten old ones
+    call = paid_call(await running_job(jobs, "saved-twice"), call_id(size + 10))  # slot 10
     await reserve(ledger, call, budget=0)
     for _ in range(2):  # a save retried after a Redis blip: one sample
         await ledger.record(call, INPUT, 7, outcome="answered", sample=True)
-    cut = paid_call(await running_job(jobs, "cut"))
+    cut = paid_call(await running_job(jobs, "cut"), call_id(size + 11))
     await reserve(ledger, cut, budget=0)
     await ledger.record(cut, INPUT, 5, outcome="cut", sample=True)
-    capped = paid_call(await running_job(jobs, "capped"))
+    capped = paid_call(await running_job(jobs, "capped"), call_id(size + 12))
     await reserve(ledger, capped, budget=0)
     await ledger.record(capped, INPUT, 3, outcome="answered", sample=False)
-    assert (await sample(redis))[:2] == [7, OUTPUT_SAMPLE_SIZE + 9]
+    assert await sample(redis) == [7, *range(11, size + 10)]
 
 
 async def test_near_the_end_of_the_budget_a_call_holds_what_is_left_with_max_tokens_cut(

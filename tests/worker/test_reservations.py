@@ -34,7 +34,8 @@ async def short_recent_answers(redis_url: str, model: str) -> None:
     """What other users' answers of this model and plan taught the sample: 200 tokens each."""
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        await client.lpush(names.output_sample(model, "free"), *[200] * OUTPUT_SAMPLE_LEAST)
+        slots = {str(slot): 200 for slot in range(OUTPUT_SAMPLE_LEAST)}
+        await client.hset(names.output_sample(model, "free"), mapping=slots)
     finally:
         await client.aclose()
 
