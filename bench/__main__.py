@@ -49,16 +49,17 @@ def machine() -> str:
 def enqueue_section() -> str:
     r = measure_enqueue(rounds=5)
     rounds = ", ".join(f"{ratio:.2f}" for ratio in r["ratio_per_round"])
-    verdict = "meets" if r["ratio_median"] >= 0.6 else "misses"
+    ratio_verdict = "meets" if r["ratio_median"] >= 0.8 else "misses"
+    p99_verdict = "meets" if r["service_p99_ms"] < 20 else "misses"
     return f"""## Enqueue: `POST /api/reports` vs a bare one-SET Starlette endpoint
 
 Measured {machine()}.
 One uvicorn process each (httptools, uvloop), same embedded Redis, {r["connections"]} keep-alive
 connections from `bench/loadgen.py` in its own process, {r["seconds_per_run"]:g} s per run, the two
 servers alternating for {r["rounds"]} rounds. Every request carries a fresh `Idempotency-Key`. Per
-request the service authenticates the key (cached), validates the body and the URL, and runs one
-Lua script that checks the user's submission rate and token budget, writes the record and arq's
-queue entry, counts the lane and publishes a wake-up; it logs one JSON access line and counts the
+request the service authenticates the key (cached), validates the body and the URL, runs one Lua
+script (the user's submission rate and token budget, the record, the queue entry, the lane's count,
+the marker that wakes a worker), signs the events token, logs one JSON access line and counts the
 request in its metrics, as in production. Command: `python -m bench enqueue`.
 
 | server | requests/s (median) | p50 ms | p99 ms | errors |
@@ -67,7 +68,9 @@ request in its metrics, as in production. Command: `python -m bench enqueue`.
 | service: auth, validate, idempotent enqueue | {r["service_rps"]:,.0f} | {r["service_p50_ms"]:.1f} | {r["service_p99_ms"]:.1f} | {r["service_errors"]} |
 
 Throughput ratio service/baseline: **{r["ratio_median"]:.2f}** (median; per round: {rounds}).
-Target ≥ 0.60: {verdict} it.
+Target ≥ 0.80: {ratio_verdict} it. Target p99 < 20 ms at {r["connections"]} connections: {p99_verdict} it.
+On this 2-core machine the load generator, Redis and the server share two cores, so the heavier script
+also takes CPU from the server it is measured against.
 """
 
 
@@ -106,7 +109,9 @@ brought forward here). Command: `python -m bench retention`.
 {rows}
 
 About **{r["bytes_per_job"]:,.0f} bytes per retained job** (its record, rewritten at the end in its
-small listpack form, and its entries in the retention and listing indexes); memory stops growing at the cap.
+small listpack form, and its entries in the retention and listing indexes). Past the cap, each job evicted
+leaves a tombstone of about {r["tombstone_bytes"]:,.0f} bytes, so that a replayed POST stays a replay,
+until its retention time ends (a day here); the retained jobs' memory stops growing at the cap.
 """
 
 

@@ -49,7 +49,12 @@ async def ours_startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     redis = open_redis(settings.redis_url, fail_fast=False)
     ctx["deps"] = SimpleNamespace(
-        settings=settings, jobs=JobStore(redis), metrics=MetricsBuffer(), running=RunningJobs(), calls=None
+        settings=settings,
+        jobs=JobStore(redis),
+        metrics=MetricsBuffer(),
+        running=RunningJobs(),
+        calls=None,
+        webhooks=None,
     )
     ctx["run_job"] = model_call_job
     await startup(ctx)

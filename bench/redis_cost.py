@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CSV = "region,revenue,units\n" + "".join(f"r{n},{n * 37 % 1000},{n % 17}\n" for n in range(40))
 OPEN = SubmitPolicy(per_minute=0, burst=1, budget=0, reserve=0, period="bench")
 DEBIAN_REDIS = "/usr/bin/redis-server"
+# What the measuring client itself sends around the idle minute (not the worker's).
+MEASURING_COMMANDS = frozenset({"config|resetstat", "config", "info"})
 # The peers' figures (../shared/PEERS.md, same machine): commands per job, Redis CPU µs per job,
 # idle worker commands per minute.
 PEERS = {
@@ -187,7 +189,8 @@ async def idle(redis_url: str, seconds: float) -> dict[str, Any]:
     await asyncio.sleep(seconds)
     after = await stats(client)
     await client.aclose()
-    return {"calls": after["calls"], "cpu_per_s": (after["cpu_s"] - before["cpu_s"]) / seconds}
+    worker_calls = {name: n for name, n in after["calls"].items() if name not in MEASURING_COMMANDS}
+    return {"calls": worker_calls, "cpu_per_s": (after["cpu_s"] - before["cpu_s"]) / seconds}
 
 
 def measure_redis_cost(count: int = 1000, idle_seconds: float = 60.0) -> dict[str, Any]:

@@ -96,9 +96,13 @@ async def fill(total: int, cap: int, step: int, concurrency: int = 50) -> list[d
 def measure_retention(total: int = 50_000, cap: int = 1_000, step: int = 10_000) -> dict[str, Any]:
     """``cap`` is per user: 30 users, so the fleet keeps up to 30 x cap; the first point is under it."""
     points = asyncio.run(fill(total, cap, step))
-    first = points[0]
+    first, last = points[0], points[-1]
+    at_cap = next((p for p in points if p["finished"] >= cap * USERS), last)
+    past_cap = last["finished"] - at_cap["finished"]
+    # An evicted job leaves a tombstone (what answers a replayed POST as a replay) for its retention time.
+    tombstone = (last["bytes"] - at_cap["bytes"]) / past_cap if past_cap else 0.0
     return {"total": total, "cap": cap, "users": USERS, "points": points,
-            "bytes_per_job": first["bytes"] / first["finished"]}  # fmt: skip
+            "bytes_per_job": first["bytes"] / first["finished"], "tombstone_bytes": tombstone}  # fmt: skip
 
 
 if __name__ == "__main__":

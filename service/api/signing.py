@@ -39,6 +39,11 @@ class SigningSecrets:
         """The secret to sign with; fetched lazily so the API starts while Redis is down."""
         if self._configured is not None:
             return self._configured
+        if (
+            self._current is not None
+            and time.monotonic() - self._signing_read_at < REREAD_WHEN_SIGNING_SECONDS
+        ):
+            return self._known()  # fresh: no lock to take on every request
         async with self._lock:
             if (
                 self._current is None

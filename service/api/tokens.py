@@ -10,7 +10,6 @@ raises on non-ASCII) must never see one raw.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ class EventsToken:
 def _signature(secret: bytes, job_id: str, key_id: str, expires_at: int) -> str:
     # NUL separates the fields: none of them can contain one, so no two tokens sign the same text.
     message = f"events\x00{job_id}\x00{key_id}\x00{expires_at}".encode(errors="surrogatepass")
-    mac = hmac.new(secret, message, hashlib.sha256).digest()
+    mac = hmac.digest(secret, message, "sha256")  # one-shot, in C
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 

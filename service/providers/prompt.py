@@ -6,6 +6,7 @@ character budget (and the prompt says so), and it is wrapped so that instruction
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -127,6 +128,7 @@ def input_tokens_upper_bound(request: ReportRequest) -> int:
     return len(SYSTEM_PROMPT.encode()) + len(message.encode()) + 32
 
 
+@functools.lru_cache(maxsize=16)  # asked on every submission, with one MAX_OUTPUT_TOKENS
 def minimal_call_tokens(max_tokens: int) -> int:
     """The worst case of the smallest call there is (an empty input): a submission needs at least
     this much budget left."""

@@ -12,7 +12,9 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
+import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import BusyLoadingError, ReadOnlyError
@@ -67,7 +69,7 @@ def open_redis(
         single_connection_client=role is not None,
         client_name=f"rs-{role}" if role is not None else None,
     )
-    return client
+    return with_fast_packing(client)
 
 
 def open_subscriber(url: str) -> Redis:
@@ -76,6 +78,40 @@ def open_subscriber(url: str) -> Redis:
     client: Redis = Redis.from_url(
         url, decode_responses=True, socket_connect_timeout=2.0, health_check_interval=60
     )
+    return with_fast_packing(client)
+
+
+class _HiredisPacking:
+    """Packs commands with hiredis's C packer: redis-py's asyncio connections pack in Python, which
+    for a script call of twenty arguments costs more CPU (~55 us) than the rest of the client. The
+    bytes are the same (floats are written as ``repr`` writes them); anything hiredis does not take
+    (a memoryview, or a type redis-py refuses with its own error) goes the Python way."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # "CONFIG GET": redis-py splits the name
+            return super().pack_command(*args)  # type: ignore[misc, no-any-return]
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            return super().pack_command(*args)  # type: ignore[misc, no-any-return]
+
+
+_FAST_CLASSES: dict[str, type[AbstractConnection]] = {}
+
+
+def _fast(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    if issubclass(connection_class, _HiredisPacking):
+        return connection_class
+    name = f"Hiredis{connection_class.__name__}"
+    if name not in _FAST_CLASSES:
+        _FAST_CLASSES[name] = type(name, (_HiredisPacking, connection_class), {})
+    return _FAST_CLASSES[name]
+
+
+def with_fast_packing(client: Redis) -> Redis:
+    """The client, its pool making connections (TCP, TLS or Unix socket alike) that pack in C."""
+    pool = client.connection_pool
+    pool.connection_class = _fast(pool.connection_class)
     return client
 
 

@@ -101,12 +101,18 @@ class KeyStore(RedisStore):
             await pipe.execute()
         return api_key, KeyInfo(key_id, user_id, plan, iso_from_ms(created), None)
 
-    @translate_redis_errors
     async def authenticate(self, api_key: str) -> Caller | None:
         """The caller a bearer key belongs to; None for an unknown, revoked or malformed key."""
         if not _KEY_SHAPE.fullmatch(api_key):
             return None
-        return await self._caller(digest_of(api_key))
+        digest = digest_of(api_key)
+        # Every request asks: a key this process knows is answered without a deadline to arm.
+        cached = self._known.get(digest)
+        return cached if cached is not None else await self._looked_up(digest)
+
+    @translate_redis_errors
+    async def _looked_up(self, digest: str) -> Caller | None:
+        return await self._caller(digest)
 
     @translate_redis_errors
     async def by_key_id(self, key_id: str) -> Caller | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from datetime import UTC, datetime
 
 from service.core.settings import Settings
@@ -15,8 +17,15 @@ LEASE_MARGIN_SECONDS = 5
 
 
 def budget_period(settings: Settings, now: datetime | None = None) -> str:
-    moment = now or datetime.now(UTC)
-    return moment.strftime("%Y-%m-%d" if settings.budget_period == "day" else "%Y-%m")
+    if now is None:  # every submission asks: formatted once per UTC day
+        return _period_of_day(settings.budget_period, int(time.time() // 86_400))
+    return now.strftime("%Y-%m-%d" if settings.budget_period == "day" else "%Y-%m")
+
+
+@functools.lru_cache(maxsize=4)
+def _period_of_day(kind: str, day: int) -> str:
+    moment = datetime.fromtimestamp(day * 86_400, UTC)
+    return moment.strftime("%Y-%m-%d" if kind == "day" else "%Y-%m")
 
 
 def queue_score(settings: Settings, plan: str, now_ms: int) -> int:
@@ -30,6 +39,11 @@ def queue_score(settings: Settings, plan: str, now_ms: int) -> int:
 def submit_policy(settings: Settings, plan: str, minimal_call: int) -> SubmitPolicy:
     """``minimal_call``: the worst case of the smallest call there is; a queued report holds that
     much of the budget (or ``BUDGET_RESERVE_TOKENS``, when set) until its own call is reserved."""
+    return _submit_policy(settings, plan, minimal_call, budget_period(settings))
+
+
+@functools.lru_cache(maxsize=32)  # Settings are frozen: one policy per plan and period
+def _submit_policy(settings: Settings, plan: str, minimal_call: int, period: str) -> SubmitPolicy:
     per_minute = (
         settings.submissions_per_minute_pro if plan == "pro" else settings.submissions_per_minute_free
     )
@@ -38,7 +52,7 @@ def submit_policy(settings: Settings, plan: str, minimal_call: int) -> SubmitPol
         burst=max(1, per_minute // 4),  # a quarter of a minute's worth at once
         budget=settings.budget_tokens_pro if plan == "pro" else settings.budget_tokens_free,
         reserve=settings.budget_reserve_tokens or minimal_call,
-        period=budget_period(settings),
+        period=period,
     )
 
 

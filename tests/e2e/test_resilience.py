@@ -79,7 +79,8 @@ async def test_kill_9_after_the_model_answered_never_calls_it_again_nor_serves_a
         processes.append(start_worker(env, tmp_path / "logs", name="survivor"))
         await client.wait_for(job_id, "completed", timeout=JOB_TIMEOUT + 30)
         pdf = await http.get(f"/api/reports/{job_id}/pdf", headers=client.headers)
-    assert "Part 43" in PdfReader(io.BytesIO(pdf.content)).pages[-1].extract_text()
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages[-2:])
+    assert "Part 43" in text and "not shown" not in text  # the whole report, to its last part
     assert fake_anthropic.call_count == 1  # resumed from the checkpoint
 
 

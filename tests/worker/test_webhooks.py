@@ -161,7 +161,9 @@ async def test_a_receiver_that_never_answers_2xx_is_given_up_and_the_status_says
     attempts = len(receiver.requests)
     assert status["callback"] == {"url": receiver.hook(), "state": "failed", "attempts": attempts}
     assert attempts >= 3 and len({r.headers["webhook-id"] for r in receiver.requests}) == 1
-    assert receiver.requests[-1].at - receiver.requests[0].at < 1.0  # none after the give-up time
+    # None claimed after the give-up time (1 s after the first); one claimed just before it may reach
+    # the receiver a moment later on a busy machine (its secret read, its connection).
+    assert receiver.requests[-1].at - receiver.requests[0].at < 1.0 + 0.4
     await asyncio.sleep(0.3)
     assert len(receiver.requests) == attempts  # and none after it failed
 
