@@ -38,13 +38,13 @@ end
 # answers' output (``output_p95``), and its max_tokens is cut to fit; else it is refused.
 # Returns {1, max_tokens} when reserved (and the job's summarizing stage begins); {0, tokens left}
 # when it does not fit; {-1} when the job is not running (cancelled meanwhile): nothing is
-# reserved then. When an earlier call of the job had shown text ('shown'), a 'restart' event says
-# the answer starts over, before any text of this call.
+# reserved then. When an earlier call of the job had shown text ('shown': '1', or why it ended), a
+# 'restart' event says the answer starts over, before any text of this call.
 RESERVE = with_names(
     COMMON
     + OUTPUT_P95
     + """
-local f = redis.call('HMGET', KEYS[1], 'state', 'budget_reserved', 'progress', 'shown', 'last_error')
+local f = redis.call('HMGET', KEYS[1], 'state', 'budget_reserved', 'progress', 'shown')
 if f[1] ~= 'active' then return {-1} end
 local hold, worst, budget = tonumber(f[2]) or 0, tonumber(ARGV[2]), tonumber(ARGV[3])
 local input = tonumber(ARGV[7])
@@ -69,7 +69,9 @@ local entry = {held = held, input = 0, output = 0, request_id = '', outcome = 'r
 local progress = math.max(tonumber(f[3]) or 0, 30)
 redis.call('HSET', KEYS[1], CALL .. ARGV[1], cjson.encode(entry), 'budget_reserved', 0,
   'stage', 'summarizing', 'progress', progress, 'shown', 0)
-if f[4] == '1' then emit(KEYS[4], 'restart', {offset = 0, reason = f[5] or ''}) end
+if f[4] and f[4] ~= '0' then   -- '1', or why the call that showed text ended
+  emit(KEYS[4], 'restart', {offset = 0, reason = f[4] == '1' and 'its call did not finish' or f[4]})
+end
 progress_event(KEYS[4], progress, 'active', 'summarizing')
 return {1, cap}
 """
@@ -80,7 +82,8 @@ return {1, cap}
 #       the call streams; 'answered', 'failed', 'cut', 'cancelled', 'lost', 'not_sent' when it ends),
 #       progress (-1: none), checkpoint JSON ('': none), where the new text of the answer starts
 #       (its characters before), the new text ('': none), the stage to announce ('': none), how
-#       many answers the sample keeps (0: this one is not a sample, its max_tokens was cut)
+#       many answers the sample keeps (0: this one is not a sample, its max_tokens was cut), why the
+#       call ended ('' while it streams or when answered)
 # Records what the call has cost so far. While it streams, only its entry changes (what the worker
 # last recorded is what a crash leaves counted); when it closes (an outcome), what it cost goes to
 # the usage and its hold goes back. With a checkpoint, the paid answer is saved in the same step,
@@ -89,7 +92,7 @@ return {1, cap}
 RECORD = with_names(
     COMMON
     + """
-local f = redis.call('HMGET', KEYS[1], CALL .. ARGV[1], 'state', 'progress')
+local f = redis.call('HMGET', KEYS[1], CALL .. ARGV[1], 'state', 'progress', 'shown')
 if not f[1] then return '' end
 if string.sub(f[1], 1, 1) ~= '{' then return f[2] or '' end   -- closed, in a finished job's short form
 local e = cjson.decode(f[1])
@@ -117,6 +120,8 @@ local progress, stage = tonumber(ARGV[6]), ARGV[10] ~= '' and ARGV[10] or 'summa
 local announce = active and (progress > (tonumber(f[3]) or 0) or ARGV[10] ~= '')
 if active and ARGV[9] ~= '' then   -- text reaches the events: a later call's RESERVE says 'restart'
   writes[#writes + 1], writes[#writes + 2] = 'shown', 1
+elseif f[4] == '1' and ARGV[12] ~= '' then   -- a call that showed text ended unanswered: keep why
+  writes[#writes + 1], writes[#writes + 2] = 'shown', ARGV[12]
 end
 if announce then
   progress = math.max(progress, tonumber(f[3]) or 0)

@@ -21,6 +21,7 @@ from service.store.jobs import call_entries
 # a budget (fewer: the worst case).
 OUTPUT_SAMPLE_SIZE = 64
 OUTPUT_SAMPLE_LEAST = 20
+LOST_REASON = "the worker writing it stopped"
 
 
 @dataclass(frozen=True)
@@ -82,16 +83,18 @@ class CallLedger(RedisStore):
         text: str = "",
         stage: str = "",
         sample: bool = False,
+        reason: str = "",
     ) -> bool:
         """What the call has cost so far; with ``outcome`` it is closed; with ``checkpoint`` the
         paid answer is saved in the same step, so an answer is never saved without its cost; with
         ``stage`` that stage is announced; with ``sample`` an answered call's output joins its
-        model's sample. False when the job is no longer running."""
+        model's sample; ``reason``: why a call that ended unanswered ended (a later call's
+        ``restart`` event says it). False when the job is no longer running."""
         keys = [names.job(call.job_id), call.usage_key, names.job_events(call.job_id), call.sample_key]
         saved = orjson.dumps(checkpoint.__dict__).decode() if checkpoint is not None else ""
         args: list[str | int] = [call.call_id, max(0, input_tokens), max(0, output_tokens)]
         args += [request_id or "", outcome, progress, saved, text_offset, text, stage]
-        args.append(OUTPUT_SAMPLE_SIZE if sample else 0)
+        args += [OUTPUT_SAMPLE_SIZE if sample else 0, reason]
         return str(await self._record(keys=keys, args=args)) == "active"
 
     @translate_redis_errors
@@ -108,7 +111,7 @@ class CallLedger(RedisStore):
                 keys = [names.job(job_id), str(entry["usage"]), names.job_events(job_id), sample]
                 spent_input = int(entry.get("input", 0)) or int(entry.get("expect") or 0)
                 args: list[str | int] = [call_id, spent_input, int(entry.get("output", 0)), "", "lost"]
-                args += [-1, "", 0, "", "", 0]  # a lost call is no sample: its answer never ended
+                args += [-1, "", 0, "", "", 0, LOST_REASON]  # no sample: its answer never ended
                 await self._record(keys=keys, args=args, client=pipe)
             await pipe.execute()
 

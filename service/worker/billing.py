@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import structlog
 
@@ -135,16 +136,18 @@ class CallAccount:
         self._billed(usage)
         return saved[-1]
 
-    async def close(self, outcome: str, *, maybe_billed: bool) -> None:
+    async def close(self, outcome: str, *, maybe_billed: bool, reason: str = "") -> None:
         """The call ended without an answer to keep: what it cost as far as we saw is counted. A call
-        cut before its first event arrived, if it ``maybe_billed``, counts its whole input."""
+        cut before its first event arrived, if it ``maybe_billed``, counts its whole input.
+        ``reason``: why, for the ``restart`` event of the job's next call."""
         if self.closed:
             return
         usage = self.last
         if maybe_billed and billed_input_tokens(usage) == 0:
             usage = CallUsage(self.expected_input, usage.output_tokens, usage.request_id)
         try:
-            await _retrying(lambda: self._record(usage, outcome=outcome), CLOSE_DEADLINE_SECONDS)
+            closing = partial(self._record, usage, outcome=outcome, reason=reason)
+            await _retrying(closing, CLOSE_DEADLINE_SECONDS)
         except Unavailable as exc:
             log.warning("call_close_failed", error=str(exc), outcome=outcome)
         self._billed(usage)
@@ -159,6 +162,7 @@ class CallAccount:
         text: str = "",
         stage: str = "",
         sample: bool = False,
+        reason: str = "",
     ) -> bool:
         shown = min(self.text_shown, len(text))
         active = await self.deps.calls.record(
@@ -173,6 +177,7 @@ class CallAccount:
             text=text[shown:],
             stage=stage,
             sample=sample,
+            reason=reason,
         )
         self.text_shown = max(self.text_shown, len(text))
         return active

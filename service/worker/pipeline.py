@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from service.core.errors import ProviderRejected, ProviderUnavailable
+from service.core.errors import JobError, ProviderRejected, ProviderUnavailable
 from service.inputs.text import human_size
 from service.providers.base import ReportRequest, billed_input_tokens
 from service.report.document import ReportDocument
@@ -60,7 +60,8 @@ async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
         try:
             answer = await call_model_traced(deps, grant, request, account)
         except BaseException as exc:
-            await asyncio.shield(account.close(call_outcome(exc), maybe_billed=maybe_billed(exc)))
+            closing = account.close(call_outcome(exc), maybe_billed=maybe_billed(exc), reason=ended_why(exc))
+            await asyncio.shield(closing)
             raise
         checkpoint = Checkpoint(
             text=answer.text,
@@ -89,6 +90,15 @@ def call_outcome(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError | JobStopped):
         return "cancelled"
     return "cut" if isinstance(exc, ProviderUnavailable) and exc.mid_answer else "failed"
+
+
+def ended_why(exc: BaseException) -> str:
+    """Why a call ended unanswered, as its job's owner may read it (the next call's ``restart``)."""
+    if isinstance(exc, JobError):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "the job ran past its deadline"
+    return "its call did not finish"
 
 
 def maybe_billed(exc: BaseException) -> bool:

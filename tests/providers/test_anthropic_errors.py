@@ -111,7 +111,7 @@ async def test_an_error_event_mid_stream_is_unavailable(
     heard = Recorder()
     with pytest.raises(ProviderUnavailable, match="mid-answer") as caught:
         await provider.write_report(request_for(), heard)
-    assert caught.value.status is None  # the HTTP status was 200; the event's type says what failed
+    assert caught.value.status == 529  # the HTTP status was 200; the event's type says what failed
     assert caught.value.mid_answer  # billed, and retried by the job without spending an attempt
     assert heard.counts  # progress had started
     assert fake.call_count == 1

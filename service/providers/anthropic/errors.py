@@ -131,8 +131,10 @@ def _translate_status(exc: anthropic.APIStatusError, model: str, secret: str | N
         return _spend_limit_reached(detail)
     if _retryable(status):
         if mid_stream:
+            # The status its type stands for: an overload or a rate limit pauses the fleet as a 529 or
+            # 429 would; ``mid_answer`` says it came after the 200 (billed, no attempt spent).
             reason = f"the model provider failed mid-answer ({str(exc.type)[:40]})"
-            return ProviderUnavailable(reason, mid_answer=True)
+            return ProviderUnavailable(reason, status=status, mid_answer=True)
         hint = retry_after_seconds(exc.response.headers)
         limits = provider_limits(exc.response.headers)
         return ProviderUnavailable(
