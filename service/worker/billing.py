@@ -86,8 +86,10 @@ class CallAccount:
         cut = reservation.max_tokens < request.max_tokens
         if cut:
             log.info("call_max_tokens_cut", max_tokens=reservation.max_tokens, configured=request.max_tokens)
+        # The offline provider's answers teach nothing about a model's: no sample, no command for it.
+        sampled = not cut and not settings.offline
         return cls(
-            deps, call, request.model, input_tokens, max_tokens=reservation.max_tokens, sampled=not cut
+            deps, call, request.model, input_tokens, max_tokens=reservation.max_tokens, sampled=sampled
         )
 
     async def listen(self, usage: CallUsage) -> None:

@@ -69,3 +69,20 @@ async def test_a_free_key_rushing_many_long_answers_cannot_overrun_its_budget(
     assert any(cut < MAX_TOKENS for cut in sent)  # the end of the budget ran calls with less
     assert spent["tokensUsed"] <= budget and spent["reservedTokens"] == 0
     assert spent["tokensUsed"] == sum(fake_anthropic.billed_tokens)
+
+
+async def test_offline_reports_feed_no_sample_and_cost_no_command_for_it(
+    redis_url: str, tmp_path: Path, inputs: InputFiles, renderer: PdfRenderer
+) -> None:
+    settings = make_settings(redis_url, tmp_path / "data")  # no API key: the offline provider
+    async with api_with(settings) as api:
+        key = bearer(await create_key(settings, "olga", "pro"))
+        job_id = (await submit(api, key, inputs.add("a.csv", CSV)))["jobId"]
+        async with worker_deps(settings, renderer) as deps:
+            await run_burst_worker(settings, deps)
+        assert (await status(api, key, job_id))["state"] == "completed"
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert [k async for k in client.scan_iter(f"{names.OUTPUT_SAMPLE_PREFIX}*")] == []
+    finally:
+        await client.aclose()
