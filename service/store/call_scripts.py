@@ -120,8 +120,8 @@ local progress, stage = tonumber(ARGV[6]), ARGV[10] ~= '' and ARGV[10] or 'summa
 local announce = active and (progress > (tonumber(f[3]) or 0) or ARGV[10] ~= '')
 if active and ARGV[9] ~= '' then   -- text reaches the events: a later call's RESERVE says 'restart'
   writes[#writes + 1], writes[#writes + 2] = 'shown', 1
-elseif f[4] == '1' and ARGV[12] ~= '' then   -- a call that showed text ended unanswered: keep why
-  writes[#writes + 1], writes[#writes + 2] = 'shown', ARGV[12]
+elseif f[4] == '1' and (ARGV[12] or '') ~= '' then   -- a call that showed text ended unanswered
+  writes[#writes + 1], writes[#writes + 2] = 'shown', ARGV[12]   -- keep why, for the next 'restart'
 end
 if announce then
   progress = math.max(progress, tonumber(f[3]) or 0)
