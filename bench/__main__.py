@@ -15,11 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.chaos import chaos_section
+from bench.cost import cost_section
 from bench.enqueue import measure_enqueue
 from bench.fleet import fleet_section
 from bench.redis_cost import redis_cost_section
 from bench.render import measure_render
 from bench.retention import measure_retention
+from bench.shared_account import shared_account_section
 from bench.sse import sse_section
 from bench.streams import streams_section
 from bench.tracing import tracing_section
@@ -124,6 +126,8 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "chaos": lambda: chaos_section(machine()),
     "tracing": lambda: tracing_section(machine()),
     "redis_cost": lambda: redis_cost_section(machine()),
+    "shared_account": lambda: shared_account_section(machine()),
+    "cost": lambda: cost_section(machine()),
 }
 
 

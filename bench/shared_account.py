@@ -1,16 +1,17 @@
 """A provider account shared with another application: a fake Anthropic in its own process enforcing
 an input-token limit, another application (this process, calling the fake directly) spending half of
-it at a steady pace, and three fleet processes sharing one Redis limiter.
+it at a steady pace, and three of the service's real arq worker processes sharing one Redis limiter,
+600 report jobs queued ahead of them.
 
-Two fleets, each measured alone on a fresh account: the service's arq workers as they are today
-(they reserve against their own buckets only), and fleet processes that fold the provider's
-``anthropic-ratelimit-*`` headers into the shared buckets after every response
-(``bench/shared_account_worker.py``: what the worker is to do once wired).
+Two runs of the same fleet, each on a fresh account and Redis, one after the other in this run: the
+workers as they ship (``LLM_FOLLOW_PROVIDER_LIMITS=true``: the provider's ``anthropic-ratelimit-*``
+headers folded into the shared buckets after every response, ``service.worker.capacity``), and, as
+the baseline, the same workers with the setting off (their own books only).
 
 Reported for each: the share of the capacity the other application leaves that the fleet uses, once
 the first seconds are over (goal >= 90%), and the provider's 429s to the fleet, as a share of its
-calls (goal <= 1%), the first contact included. Not yet a RESULTS.md section:
-``python -m bench.shared_account`` prints the figures.
+calls (goal <= 1%), the first contact included. ``python -m bench shared_account`` writes the
+RESULTS.md section; ``python -m bench.shared_account`` prints the raw figures.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ WORKERS, SLOTS = 3, 10
 WARM_UP_S, MEASURE_S = 15.0, 60.0
 
 
-def fleet_env(redis_url: str, data_dir: Path, fake_url: str) -> dict[str, str]:
+def fleet_env(redis_url: str, data_dir: Path, fake_url: str, follow: bool) -> dict[str, str]:
     return {
         **os.environ,
         "REDIS_URL": redis_url,
@@ -51,6 +52,7 @@ def fleet_env(redis_url: str, data_dir: Path, fake_url: str) -> dict[str, str]:
         "LLM_OUTPUT_TOKENS_PER_MINUTE": "100000000",
         "USER_MAX_ACTIVE_FREE": "0",
         "USER_MAX_ACTIVE_PRO": "0",
+        "LLM_FOLLOW_PROVIDER_LIMITS": "true" if follow else "false",
         "LOG_LEVEL": "warning",
     }
 
@@ -109,24 +111,15 @@ async def observe(fake_url: str, other: OtherApplication) -> dict[str, Any]:
     }
 
 
-def start_fleet(kind: str, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
-    if kind == "arq":
-        command = [sys.executable, "-m", "arq", "worker_settings.WorkerSettings"]
-    else:
-        command = [
-            sys.executable,
-            "-m",
-            "bench.shared_account_worker",
-            str(WARM_UP_S + MEASURE_S),
-            str(SLOTS),
-        ]
+def start_fleet(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    command = [sys.executable, "-m", "arq", "worker_settings.WorkerSettings"]  # the Procfile's worker
     return [
         subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(WORKERS)
     ]
 
 
-def measure(kind: str) -> dict[str, Any]:
+def measure(follow: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", appendonly=False) as redis:
         data_dir, port = Path(tmp) / "data", free_port()
         fake_url = f"http://127.0.0.1:{port}"
@@ -134,12 +127,10 @@ def measure(kind: str) -> dict[str, Any]:
                         "--first-byte-delay", "0.5", "--reply-tokens", "100", "--chunk-chars", "100",
                         "--itpm", str(ITPM)]  # fmt: skip
         fake = subprocess.Popen(fake_command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        env = fleet_env(redis.url, data_dir, fake_url)
-        os.environ.update({"REDIS_URL": redis.url})
-        if kind == "arq":
-            asyncio.run(submit_all(redis.url, data_dir, 600))  # more than the run can answer
+        env = fleet_env(redis.url, data_dir, fake_url, follow)
+        asyncio.run(submit_all(redis.url, data_dir, 600))  # more than the run can answer
         time.sleep(2)  # the fake listens
-        fleet = start_fleet(kind, env)
+        fleet = start_fleet(env)
         try:
             result = asyncio.run(observe(fake_url, OtherApplication(fake_url)))
         finally:
@@ -151,6 +142,40 @@ def measure(kind: str) -> dict[str, Any]:
         return result
 
 
+def shared_account_section(machine: str) -> str:
+    follows, own_books = measure(follow=True), measure(follow=False)
+
+    def row(name: str, r: dict[str, Any]) -> str:
+        return (
+            f"| {name} | {r['share_of_what_is_left']:.1%} | {r['fleet_429s']} of {r['fleet_calls']} "
+            f"({r['fleet_429_share']:.1%}) | {r['fleet_429s_measured']} of {r['fleet_calls_measured']} "
+            f"| {r['other_got_its_share']:.1%} | {r['other_429s']} |"
+        )
+
+    def verdict(r: dict[str, Any]) -> str:
+        met = r["share_of_what_is_left"] >= 0.9 and r["fleet_429_share"] <= 0.01
+        return "meets both goals" if met else "misses a goal"
+
+    return f"""## A shared account: the fleet and another application on one provider limit
+
+Measured {machine}.
+A fake Anthropic in its own process enforces {ITPM:,} input tokens per minute; another application
+spends half of it at a steady pace ({OTHER_CALL_TOKENS}-token calls, its opening burst already spent);
+three of the service's arq worker processes ({SLOTS} jobs each, the Procfile's command) work through
+600 queued reports with the same limit configured (`LLM_INPUT_TOKENS_PER_MINUTE`), answers after
+0.5 s. Each fleet runs {MEASURE_S:g} s after a {WARM_UP_S:g} s warm-up on a fresh account and Redis, both
+in this run. Command: `python -m bench shared_account`.
+
+| workers | share of what the other application leaves, used (goal >= 90%) | provider 429s to the fleet, whole run (goal <= 1%) | 429s while measured | the other application's share received | its 429s |
+|---|---|---|---|---|---|
+{row("as shipped: folding the provider's headers", follows)}
+{row("baseline: `LLM_FOLLOW_PROVIDER_LIMITS=false`", own_books)}
+
+As shipped: {verdict(follows)}. The baseline's own books say the account is the fleet's alone, so it
+spends what the other application already took and collects the provider's 429s (each pauses the
+model for its `retry-after`).
+"""
+
+
 if __name__ == "__main__":
-    kinds = sys.argv[1:] or ["folding", "arq"]
-    print(json.dumps({kind: measure(kind) for kind in kinds}, indent=2))
+    print(json.dumps({"folding": measure(follow=True), "own_books": measure(follow=False)}, indent=2))

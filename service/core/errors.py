@@ -180,10 +180,14 @@ class ProviderUnavailable(TransientJobError):
         retry_after: float | None = None,
         status: int | None = None,
         limits: ProviderLimits | None = None,
+        mid_answer: bool = False,
     ) -> None:
         super().__init__(reason, retry_after=retry_after)
         self.status = status
         self.limits = limits  # what the provider's refusal said of its rate limits (a 429's headers)
+        # After the 200: the answer had begun (an `error` event, a dropped connection, a stream that
+        # ended early). Its input was billed; the job retries it without spending an attempt.
+        self.mid_answer = mid_answer
 
 
 class JobTimedOut(TransientJobError):

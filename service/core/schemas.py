@@ -28,7 +28,7 @@ JobErrorCode = Literal[
     "worker_crashed",
     "internal",
 ]
-EventName = Literal["progress", "text", "completed", "failed", "cancelled"]
+EventName = Literal["progress", "text", "restart", "completed", "failed", "cancelled"]
 
 _STAGES = (
     "`queued`, `fetching`, `summarizing`, `in_batch` (a `batch` job waiting in a provider batch), "
@@ -177,14 +177,23 @@ class TextData(Wire):
     delta: str
 
 
+class RestartData(Wire):
+    """``data`` of a ``restart`` event: the answer shown so far is dropped, because the call that
+    wrote it was cut (an ``overloaded_error`` after the 200, a dropped connection, a timeout, a lost
+    worker) and a new call writes it again from the start; its ``text`` events begin at 0."""
+
+    offset: Literal[0] = Field(description="where the new answer's text starts: always 0")
+    reason: str = Field(description="why the earlier answer was dropped, as the job's owner may read it")
+
+
 class ServerSentEvent(Wire):
     """One event of ``text/event-stream``, as its lines carry it."""
 
     id: str = Field(description="its position in the job's stream: send it back as `Last-Event-ID`")
     event: EventName
     data: str = Field(
-        description="JSON: ProgressData (progress), TextData (text), JobResult (completed), "
-        "JobFailure (failed), {} (cancelled)"
+        description="JSON: ProgressData (progress), TextData (text), RestartData (restart), "
+        "JobResult (completed), JobFailure (failed), {} (cancelled)"
     )
 
 
@@ -210,4 +219,5 @@ ANSWER_MODELS: tuple[type[Wire], ...] = (
     ServerSentEvent,
     ProgressData,
     TextData,
+    RestartData,
 )

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     llm_input_tokens_per_minute: int = Field(default=30_000, ge=1)
     llm_output_tokens_per_minute: int = Field(default=8_000, ge=1)
     llm_limit_headroom: float = Field(default=0.97, gt=0.5, le=1.0)
+    # Fold the provider's anthropic-ratelimit-* headers into the shared buckets (off: only our own
+    # books, for an account no one else spends from, and the shared-account benchmark's baseline).
+    llm_follow_provider_limits: bool = True
     allow_private_input_urls: bool = False
     # Origins a browser may call /api/* from, comma-separated ("https://app.example.com"), or "*"
     # for any (keys travel in a header, never in cookies). Empty: no cross-origin access.
@@ -101,6 +104,9 @@ class Settings(BaseSettings):
     # --- retries ------------------------------------------------------------------------------
     max_attempts: int = Field(default=3, ge=1, le=20)
     max_crash_restarts: int = Field(default=5, ge=0, le=100)
+    # Answers cut after the 200 (an error event, a dropped connection) retried without spending an
+    # attempt; past this many a cut spends one, so a provider that always cuts cannot bill forever.
+    mid_answer_retries: int = Field(default=3, ge=0, le=20)
     retry_base_seconds: float = Field(default=5, ge=0)
     retry_max_seconds: float = Field(default=300, ge=0)
 

@@ -16,6 +16,13 @@ from service.store.connection import RedisStore, translate_redis_errors
 from service.store.job_types import Checkpoint
 from service.store.jobs import call_entries
 
+# The output sample of a model and plan: how many slots it has (each answer replaces a random one),
+# and how many must be filled before their 95th percentile stands in for max_tokens near the end of
+# a budget (fewer: the worst case).
+OUTPUT_SAMPLE_SIZE = 64
+OUTPUT_SAMPLE_LEAST = 20
+LOST_REASON = "the worker writing it stopped"
+
 
 @dataclass(frozen=True)
 class PaidCall:
@@ -26,6 +33,7 @@ class PaidCall:
     usage_key: str  # rs:usage:<user>:<period>
     input_price_nusd: int  # nano-USD per token
     output_price_nusd: int
+    sample_key: str = ""  # rs:output-sample:<plan>:<model> (names.output_sample)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class Reservation:
     granted: bool
     tokens_left: int = 0  # when refused: what the budget still had for this call
     job_active: bool = True  # False: the job stopped running (cancelled) before its call
+    max_tokens: int = 0  # when granted: the call's max_tokens, cut near the end of the budget
 
 
 class CallLedger(RedisStore):
@@ -48,11 +57,13 @@ class CallLedger(RedisStore):
         """Holds ``worst_case`` tokens of the budget for the call, if they fit; ``hold_key`` is the
         usage the job's queue hold was taken from (it becomes part of this reservation)."""
         keys = [names.job(call.job_id), call.usage_key, hold_key, names.job_events(call.job_id)]
+        keys.append(call.sample_key)
         prices = [call.input_price_nusd, call.output_price_nusd]
         args: list[str | int] = [call.call_id, worst_case, budget, model, *prices, input_tokens, now_ms()]
+        args.append(OUTPUT_SAMPLE_LEAST)
         reply = await self._reserve(keys=keys, args=args)
         if int(reply[0]) == 1:
-            return Reservation(True)
+            return Reservation(True, max_tokens=int(reply[1]))
         if int(reply[0]) == -1:
             return Reservation(False, job_active=False)
         return Reservation(False, tokens_left=max(0, int(reply[1])))
@@ -71,14 +82,19 @@ class CallLedger(RedisStore):
         text_offset: int = 0,
         text: str = "",
         stage: str = "",
+        sample: bool = False,
+        reason: str = "",
     ) -> bool:
         """What the call has cost so far; with ``outcome`` it is closed; with ``checkpoint`` the
         paid answer is saved in the same step, so an answer is never saved without its cost; with
-        ``stage`` that stage is announced. False when the job is no longer running."""
-        keys = [names.job(call.job_id), call.usage_key, names.job_events(call.job_id)]
+        ``stage`` that stage is announced; with ``sample`` an answered call's output joins its
+        model's sample; ``reason``: why a call that ended unanswered ended (a later call's
+        ``restart`` event says it). False when the job is no longer running."""
+        keys = [names.job(call.job_id), call.usage_key, names.job_events(call.job_id), call.sample_key]
         saved = orjson.dumps(checkpoint.__dict__).decode() if checkpoint is not None else ""
         args: list[str | int] = [call.call_id, max(0, input_tokens), max(0, output_tokens)]
         args += [request_id or "", outcome, progress, saved, text_offset, text, stage]
+        args += [OUTPUT_SAMPLE_SIZE if sample else 0, reason]
         return str(await self._record(keys=keys, args=args)) == "active"
 
     @translate_redis_errors
@@ -91,10 +107,11 @@ class CallLedger(RedisStore):
                 entry = entries.get(call_id)
                 if entry is None:
                     continue
-                keys = [names.job(job_id), str(entry["usage"]), names.job_events(job_id)]
+                sample = names.output_sample(str(entry.get("model", "")), record.get("plan", ""))
+                keys = [names.job(job_id), str(entry["usage"]), names.job_events(job_id), sample]
                 spent_input = int(entry.get("input", 0)) or int(entry.get("expect") or 0)
                 args: list[str | int] = [call_id, spent_input, int(entry.get("output", 0)), "", "lost"]
-                args += [-1, "", 0, "", ""]
+                args += [-1, "", 0, "", "", 0, LOST_REASON]  # no sample: its answer never ended
                 await self._record(keys=keys, args=args, client=pipe)
             await pipe.execute()
 

@@ -117,8 +117,8 @@ end
 -- carry a signed query), and with its closed calls in short form: when every value is small, Redis
 -- keeps a hash as a compact listpack, a third of a hashtable's memory, and only a fresh hash is.
 local FINISHED_DROP = {['@ANSWER_FIELD@'] = true, due_ms = true, alone = true, capped = true, parked = true,
-  suspect = true, deferrals = true, restarted = true, budget_reserved = true, budget_period = true,
-  input_url = true}
+  suspect = true, deferrals = true, restarted = true, shown = true, budget_reserved = true,
+  budget_period = true, input_url = true}
 local function short_call(value)
   if string.sub(value, 1, 1) ~= '{' then return value end
   local e = cjson.decode(value)

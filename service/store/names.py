@@ -65,6 +65,10 @@ BATCH_REQUEST_SUFFIX = ":batch-request"  # rs:job:<id> + this: a prepared reques
 
 # --- the fleet's shared state ----------------------------------------------------------------------
 LLM_BUCKETS_PREFIX = "rs:llm:"  # + model + ':buckets': the shared limiter's buckets and pause
+# + plan + ':' + model: the output tokens of recent answered calls (a hash of 64 slots, each answer
+# replacing a random one), whose 95th percentile lets a call near the end of a budget run with its
+# max_tokens cut to what is left
+OUTPUT_SAMPLE_PREFIX = "rs:output-sample:"
 METRICS_COUNTERS = "rs:metrics:counters"
 METRICS_GAUGES_PREFIX = "rs:metrics:gauges:"  # + instance
 FANOUT_PREFIX = "rs:fanout:"  # + token + ':wake': one API process's events-reader wake-up stream
@@ -118,6 +122,10 @@ def upload(input_id: str) -> str:
 def llm_buckets(model: str) -> str:
     # One key per model holds all its state, so every limiter script touches one key.
     return f"{LLM_BUCKETS_PREFIX}{model}:buckets"
+
+
+def output_sample(model: str, plan: str) -> str:
+    return f"{OUTPUT_SAMPLE_PREFIX}{plan}:{model}"
 
 
 def metrics_gauges(instance: str) -> str:

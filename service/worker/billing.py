@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import structlog
 
@@ -43,6 +44,8 @@ class CallAccount:
     last: CallUsage = field(default_factory=lambda: CallUsage(0, 0))
     closed: bool = False
     text_shown: int = 0  # characters of the answer already in the job's events
+    max_tokens: int = 0  # the call's own: max_tokens, or less near the end of the budget
+    sampled: bool = True  # its output joins the model's sample (not when max_tokens was cut)
 
     @classmethod
     async def open(
@@ -54,8 +57,11 @@ class CallAccount:
         lane: Lane = "realtime",
     ) -> CallAccount:
         """Reserves the call's worst case (its input plus ``max_tokens``) against the user's budget,
-        atomically; raises ``BudgetExhausted`` when it does not fit: the call is never made. ``lane``
-        sets the prices the ledger counts its tokens at (a batch request's are half)."""
+        atomically, or near the end of the budget what is left with ``max_tokens`` cut to fit, when
+        that covers the recent 95th percentile of answers (``call_scripts.RESERVE`` states the rule);
+        raises ``BudgetExhausted`` when neither fits: the call is never made. ``lane`` sets the prices
+        the ledger counts its tokens at (a batch request's are half); a batch request is prepared once
+        with its ``max_tokens`` and sent later, so it holds its whole worst case (no sample, no cut)."""
         settings, user = deps.settings, record["user_id"]
         period = budget_period(settings)
         prices = price_per_million(request.model, lane) or (0.0, 0.0)
@@ -65,6 +71,9 @@ class CallAccount:
             usage_key=names.usage(user, period),
             input_price_nusd=nano_usd_per_token(prices[0]),
             output_price_nusd=nano_usd_per_token(prices[1]),
+            sample_key=""
+            if lane == "batch"
+            else names.output_sample(request.model, record.get("plan", "free")),
         )
         worst = input_tokens + request.max_tokens
         reservation = await deps.calls.reserve(
@@ -80,9 +89,17 @@ class CallAccount:
         if not reservation.granted:
             raise BudgetExhausted(
                 f"the token budget of this {settings.budget_period} cannot cover the report: the call "
-                f"could cost up to {worst:,} tokens and {reservation.tokens_left:,} are left"
+                f"could cost up to {worst:,} tokens, and even a typical answer needs more than the "
+                f"{reservation.tokens_left:,} left"
             )
-        return cls(deps, call, request.model, input_tokens)
+        cut = reservation.max_tokens < request.max_tokens
+        if cut:
+            log.info("call_max_tokens_cut", max_tokens=reservation.max_tokens, configured=request.max_tokens)
+        # The offline provider's answers teach nothing about a model's: no sample, no command for it.
+        sampled = not cut and not settings.offline and lane != "batch"
+        return cls(
+            deps, call, request.model, input_tokens, max_tokens=reservation.max_tokens, sampled=sampled
+        )
 
     async def listen(self, usage: CallUsage) -> None:
         """The provider's running counts: recorded (with the job's progress) as they come."""
@@ -122,6 +139,7 @@ class CallAccount:
                     checkpoint=checkpoint,
                     text=usage.text,
                     stage="rendering",
+                    sample=self.sampled,
                 )
             )
 
@@ -129,16 +147,18 @@ class CallAccount:
         self._billed(usage)
         return saved[-1]
 
-    async def close(self, outcome: str, *, maybe_billed: bool) -> None:
+    async def close(self, outcome: str, *, maybe_billed: bool, reason: str = "") -> None:
         """The call ended without an answer to keep: what it cost as far as we saw is counted. A call
-        cut before its first event arrived, if it ``maybe_billed``, counts its whole input."""
+        cut before its first event arrived, if it ``maybe_billed``, counts its whole input.
+        ``reason``: why, for the ``restart`` event of the job's next call."""
         if self.closed:
             return
         usage = self.last
         if maybe_billed and billed_input_tokens(usage) == 0:
             usage = CallUsage(self.expected_input, usage.output_tokens, usage.request_id)
         try:
-            await _retrying(lambda: self._record(usage, outcome=outcome), CLOSE_DEADLINE_SECONDS)
+            closing = partial(self._record, usage, outcome=outcome, reason=reason)
+            await _retrying(closing, CLOSE_DEADLINE_SECONDS)
         except Unavailable as exc:
             log.warning("call_close_failed", error=str(exc), outcome=outcome)
         self._billed(usage)
@@ -152,6 +172,8 @@ class CallAccount:
         checkpoint: Checkpoint | None = None,
         text: str = "",
         stage: str = "",
+        sample: bool = False,
+        reason: str = "",
     ) -> bool:
         shown = min(self.text_shown, len(text))
         active = await self.deps.calls.record(
@@ -165,6 +187,8 @@ class CallAccount:
             text_offset=shown,
             text=text[shown:],
             stage=stage,
+            sample=sample,
+            reason=reason,
         )
         self.text_shown = max(self.text_shown, len(text))
         return active

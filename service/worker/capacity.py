@@ -67,12 +67,15 @@ async def call_model(
     request: ReportRequest,
     account: CallAccount,
     metrics: MetricsBuffer,
+    *,
+    follow_provider: bool = True,
 ) -> ReportAnswer:
     """The paid call, within the room ``grant`` holds in the shared limits; on failure the grant is
-    settled here, on success by the caller (``settle_grant``) once the answer is saved."""
+    settled here, on success by the caller (``settle_grant``) once the answer is saved.
+    ``follow_provider``: fold the response's rate-limit readings in (``LLM_FOLLOW_PROVIDER_LIMITS``)."""
     if limiter is None or grant is None:
         return await provider.write_report(request, account.listen)
-    folded = False
+    folded = not follow_provider
 
     async def listen(usage: CallUsage) -> None:
         nonlocal folded
@@ -89,7 +92,7 @@ async def call_model(
         raise
     except ProviderUnavailable as exc:
         metrics.inc("provider_errors_total", model=request.model, status=str(exc.status or "network"))
-        if exc.limits is not None:  # a 429 says what is left of the account: learn it first
+        if exc.limits is not None and follow_provider:  # a 429 says what is left of the account
             await fold_readings(limiter, grant, exc.limits)
         await settle_grant(limiter, grant, account.last)
         if exc.status in THROTTLE_STATUSES:

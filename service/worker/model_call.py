@@ -21,7 +21,10 @@ async def call_model_traced(
         headers = span.headers()
         sent = replace(request, trace_headers=headers) if headers else request
         try:
-            answer = await call_model(deps.limiter, grant, deps.provider, sent, account, deps.metrics)
+            follow = deps.settings.llm_follow_provider_limits
+            answer = await call_model(
+                deps.limiter, grant, deps.provider, sent, account, deps.metrics, follow_provider=follow
+            )
         finally:  # the ledger's count, however the call ended
             model_call_usage(span, account.last.input_tokens, account.last.output_tokens)
         model_answered(span, answer.model)

@@ -12,8 +12,15 @@ import time
 
 import structlog
 
-from service.core.errors import JobTimedOut, PermanentJobError, TransientJobError, Unavailable
+from service.core.errors import (
+    JobTimedOut,
+    PermanentJobError,
+    ProviderUnavailable,
+    TransientJobError,
+    Unavailable,
+)
 from service.core.retry import backoff_seconds
+from service.store.jobs import call_entries
 from service.store.policies import budget_period, failed_retention
 from service.worker.capacity import DEFAULT_PAUSE_S, CapacityWait, is_throttle
 from service.worker.job_metrics import job_finished, job_retried
@@ -92,6 +99,10 @@ async def retry_or_fail(
     deps: WorkerDeps, record: Record, attempts: int, error: TransientJobError, kind: str = "transient"
 ) -> None:
     settings = deps.settings
+    if isinstance(error, ProviderUnavailable) and error.mid_answer:
+        cuts = cut_calls(record)
+        if cuts < settings.mid_answer_retries:
+            return await restart_answer(deps, record, error, cuts)
     if is_throttle(error):
         pause = error.retry_after if error.retry_after is not None else DEFAULT_PAUSE_S
         return await wait_for_capacity(deps, record, pause, error.reason)
@@ -107,6 +118,24 @@ async def retry_or_fail(
     if await deps.jobs.requeue(record, error.reason, count_attempt=True, delay_seconds=defer):
         job_retried(deps.metrics, record, kind)
         log.warning("job_retry", reason=error.reason, attempts=attempts, defer_s=round(defer, 2))
+
+
+def cut_calls(record: Record) -> int:
+    """Calls of this job whose answer was cut after it began, in earlier attempts (the record START
+    read holds the ledger as it was then)."""
+    return sum(1 for entry in call_entries(record).values() if entry.get("outcome") == "cut")
+
+
+async def restart_answer(deps: WorkerDeps, record: Record, error: TransientJobError, cuts: int) -> None:
+    """The answer was cut after the provider's 200 (an ``overloaded_error`` event, a dropped
+    connection): not the job's fault, so no attempt is spent. The next call waits out a backoff and
+    goes through the shared limits like any other; its reservation tells the events the answer
+    starts over (``restart``)."""
+    settings = deps.settings
+    defer = backoff_seconds(cuts + 1, base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
+    if await deps.jobs.requeue(record, error.reason, count_attempt=False, delay_seconds=defer):
+        job_retried(deps.metrics, record, "mid_answer")
+        log.warning("job_answer_restarting", reason=error.reason, cuts=cuts + 1, defer_s=round(defer, 2))
 
 
 async def hand_back(

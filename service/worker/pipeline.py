@@ -10,11 +10,12 @@ claims it when its batch has ended finds its answer saved, as any checkpoint
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
 
-from service.core.errors import ProviderRejected, ProviderUnavailable
+from service.core.errors import JobError, ProviderRejected, ProviderUnavailable
 from service.inputs.text import human_size
 from service.providers.base import billed_input_tokens
 from service.report.document import ReportDocument
@@ -51,10 +52,14 @@ async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
         except BaseException:
             await asyncio.shield(settle_grant(deps.limiter, grant, None))
             raise
+        # Near the end of the budget the call runs with fewer max_tokens (what it holds); the
+        # shared limits keep what they reserved for the configured max_tokens until it settles.
+        request = replace(request, max_tokens=account.max_tokens)
         try:
             answer = await call_model_traced(deps, grant, request, account)
         except BaseException as exc:
-            await asyncio.shield(account.close(call_outcome(exc), maybe_billed=maybe_billed(exc)))
+            closing = account.close(call_outcome(exc), maybe_billed=maybe_billed(exc), reason=ended_why(exc))
+            await asyncio.shield(closing)
             raise
         checkpoint = Checkpoint(
             text=answer.text,
@@ -80,14 +85,28 @@ async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
 
 
 def call_outcome(exc: BaseException) -> str:
-    """How a call that raised ``exc`` ended, as the ledger writes it."""
-    return "cancelled" if isinstance(exc, asyncio.CancelledError | JobStopped) else "failed"
+    """How a call that raised ``exc`` ended, as the ledger writes it: 'cut' when its answer had
+    begun (the job counts those to bound its free retries, ``outcomes.cut_calls``)."""
+    if isinstance(exc, asyncio.CancelledError | JobStopped):
+        return "cancelled"
+    return "cut" if isinstance(exc, ProviderUnavailable) and exc.mid_answer else "failed"
+
+
+def ended_why(exc: BaseException) -> str:
+    """Why a call ended unanswered, as its job's owner may read it (the next call's ``restart``)."""
+    if isinstance(exc, JobError):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "the job ran past its deadline"
+    return "its call did not finish"
 
 
 def maybe_billed(exc: BaseException) -> bool:
     """Whether a call cut by ``exc`` before any of its answer arrived may still have been billed its
     input: not when the provider answered with an error status (it bills nothing then), yes when the
     call was cut, timed out or cancelled after it was sent (its input in full, the safe side)."""
+    if isinstance(exc, ProviderUnavailable) and exc.mid_answer:
+        return True  # after the 200: billed, whatever status its error event names
     return not isinstance(exc, ProviderRejected) and not (
         isinstance(exc, ProviderUnavailable) and exc.status is not None
     )

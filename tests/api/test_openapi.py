@@ -122,7 +122,7 @@ def test_the_pdf_and_the_event_stream_have_their_own_media_types(document: Docum
     assert events["text/event-stream"]["schema"] == {"$ref": "#/components/schemas/ServerSentEvent"}
     event = document["components"]["schemas"]["ServerSentEvent"]
     assert set(event["properties"]) == set(event["required"]) == {"id", "event", "data"}
-    assert set(event["properties"]["event"]["enum"]) == {"progress", "text"} | TERMINAL_STATES
+    assert set(event["properties"]["event"]["enum"]) == {"progress", "text", "restart"} | TERMINAL_STATES
 
 
 def test_the_request_body_is_the_validated_model(document: Document) -> None:

@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page
 
 from service.core.settings import Settings
 from service.report.renderer import PdfRenderer
+from service.store import names
 from service.store.jobs import JobStore
 from tests.api.browsers import Watched, watched_page
 from tests.api.events.support import LiveApi, advance_text, cancel, complete, start
@@ -86,6 +88,29 @@ async def test_the_answer_appears_as_the_model_writes_it_and_starts_over_on_a_re
     await wait_for_text(page, "#state", "completed")
     await page.wait_for_selector("#download-pdf", state="visible")
     assert await text_of(page, "#answer") == "…and the end."  # the finished answer stays
+    assert watched.problems == []
+
+
+async def test_a_restart_event_clears_the_streamed_answer_and_says_why(
+    browser: Browser, live: LiveApi, settings: Settings, redis: aioredis.Redis
+) -> None:
+    watched = await signed_in(browser, live, await create_key(settings, "rhea", "pro"))
+    page = watched.page
+    job_id = await submitted_from_the_page(page)
+    await start(JobStore(redis), job_id, stage="summarizing", progress=30)
+    await wait_for_text(page, "#state", "active")
+    await advance_text(redis, job_id, 0, "Revenue rose 12%")
+    await wait_for_text(page, "#answer", "Revenue rose 12%")
+    reason = "the model provider failed mid-answer (overloaded_error)"
+    restart = orjson.dumps({"offset": 0, "reason": reason}).decode()
+    await redis.xadd(names.job_events(job_id), {"event": "restart", "data": restart})
+    await wait_for_text(page, "#answer", "")  # the cut answer is gone at once, before new text
+    assert await page.is_hidden("#answer-box")
+    assert reason in await text_of(page, "#answer-restart")
+    assert await page.is_visible("#answer-restart")
+    await advance_text(redis, job_id, 0, "Sales fell")
+    await wait_for_text(page, "#answer", "Sales fell")
+    assert await page.is_hidden("#answer-restart") and await page.is_hidden("#answer-gap")
     assert watched.problems == []
 
 

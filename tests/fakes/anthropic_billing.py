@@ -150,6 +150,15 @@ class Bill:
                     total.add(PromptUsage(**_prompt_fields(tally)), tally.output_tokens)
         return total
 
+    def lines(self) -> list[dict[str, Any]]:
+        """The bill line by line: one per lane and model, its tokens of each kind."""
+        with self._lock:
+            items = list(self._tallies.items())
+        return [
+            {"lane": lane, "model": model, **_prompt_fields(tally), "output_tokens": tally.output_tokens}
+            for (lane, model), tally in items
+        ]
+
     def usd(self, lane: str | None = None) -> float:
         """What the bill comes to, both lanes unless one is named."""
         with self._lock:

@@ -29,10 +29,12 @@ def control_routes(fake: FakeAnthropic) -> list[Route]:
         return JSONResponse({"queued": count})
 
     async def stats(request: Request) -> Response:
-        """``GET /_fake/stats``: calls answered, calls refused by the limits, tokens billed."""
+        """``GET /_fake/stats``: calls answered, calls refused by the limits, tokens billed (in all,
+        and line by line: per lane and model, each kind of token)."""
         billed_input, billed_output = fake.billed_tokens
         served = {"calls": fake.call_count, "rate_limited": fake.rate_limited_count}
-        return JSONResponse({**served, "billed_input": billed_input, "billed_output": billed_output})
+        billed = {"billed_input": billed_input, "billed_output": billed_output, "bill": fake.bill.lines()}
+        return JSONResponse({**served, **billed})
 
     async def fail(request: Request) -> Response:
         """``POST /_fake/fail {"kind": "stream_error"|"disconnect", "count": N}``: the next N answers

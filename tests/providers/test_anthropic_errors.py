@@ -65,6 +65,7 @@ async def test_http_errors_map_to_our_tree_after_exactly_one_call(
     if isinstance(caught.value, ProviderUnavailable):
         assert caught.value.status == status
         assert caught.value.retry_after == retry_after
+        assert not caught.value.mid_answer  # refused before any answer: an attempt's ordinary failure
 
 
 async def test_rejections_say_what_to_fix(fake: FakeAnthropic, provider: AnthropicProvider) -> None:
@@ -110,7 +111,8 @@ async def test_an_error_event_mid_stream_is_unavailable(
     heard = Recorder()
     with pytest.raises(ProviderUnavailable, match="mid-answer") as caught:
         await provider.write_report(request_for(), heard)
-    assert caught.value.status is None  # the HTTP status was 200; the event's type says what failed
+    assert caught.value.status == 529  # the HTTP status was 200; the event's type says what failed
+    assert caught.value.mid_answer  # billed, and retried by the job without spending an attempt
     assert heard.counts  # progress had started
     assert fake.call_count == 1
 
@@ -127,8 +129,9 @@ async def test_a_connection_dropped_mid_stream_is_unavailable(
     fake: FakeAnthropic, provider: AnthropicProvider
 ) -> None:
     fake.fail_next(fa.Disconnect(after_chunks=3))
-    with pytest.raises(ProviderUnavailable, match="dropped"):
+    with pytest.raises(ProviderUnavailable, match="dropped") as caught:
         await provider.write_report(request_for())
+    assert caught.value.mid_answer
     assert fake.call_count == 1
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from service.store import names
-from service.store.calls import CallLedger, PaidCall
+from service.store.calls import LOST_REASON, CallLedger, PaidCall
 from service.store.connection import open_redis
 from service.store.job_types import NewJob, StartPolicy, SubmitPolicy
 from service.store.jobs import JobStore, derive_job_id
@@ -96,3 +97,21 @@ async def test_a_reservation_that_does_not_fit_the_budget_is_refused_and_holds_n
     assert (refused.granted, refused.tokens_left) == (False, 1500)
     assert (await jobs.usage("ann", "2026-12")).get("reserved", 0) == 0
     assert await ledger.entries(job_id) == {}
+
+
+async def test_a_call_that_showed_text_then_lost_its_worker_makes_the_next_call_say_restart(
+    redis: Redis,
+) -> None:
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    job_id = await running_job(jobs, "lost-text")
+    call = await reserved(ledger, job_id)
+    await ledger.record(call, 400, 30, text="Revenue rose")  # the page shows this much
+    await restarted(jobs, ledger, job_id)
+    again = PaidCall(job_id, "c2", USAGE, input_price_nusd=1000, output_price_nusd=5000)
+    await ledger.reserve(again, input_tokens=400, worst_case=1400, budget=0, model="m", hold_key=USAGE)
+    events = [fields for _, fields in await redis.xrange(names.job_events(job_id))]
+    names_in_order = [fields["event"] for fields in events]
+    assert names_in_order.count("restart") == 1
+    restart = orjson.loads(events[names_in_order.index("restart")]["data"])
+    assert restart == {"offset": 0, "reason": LOST_REASON}
+    assert names_in_order.index("text") < names_in_order.index("restart")

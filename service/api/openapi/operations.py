@@ -138,8 +138,10 @@ _REPORTS: dict[tuple[str, str], Operation] = {
         "Follow a job (Server-Sent Events)",
         "reports",
         description="First a `progress` snapshot, then `progress` and `text` events as the worker "
-        "goes on, then one of `completed`, `failed` or `cancelled`, and the stream ends. A comment "
-        "line comes at least every 15 s.",
+        "goes on, then one of `completed`, `failed` or `cancelled`, and the stream ends. A `restart` "
+        "event says the answer's text shown so far is dropped: the call writing it was cut and a new "
+        "one starts over (its `text` events begin at offset 0). A comment line comes at least every "
+        "15 s.",
         params=(JOB_ID, EVENTS_TOKEN, LAST_EVENT_ID),
         security="key_or_token",
         answers={

@@ -116,8 +116,8 @@ def translate_error(exc: Exception, model: str, secret: str | None = None) -> Jo
         return ProviderUnavailable("the model provider did not answer in time")
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderUnavailable("could not reach the model provider")
-    if isinstance(exc, httpx2.TransportError):
-        return ProviderUnavailable("the connection to the model provider dropped mid-answer")
+    if isinstance(exc, httpx2.TransportError):  # raw, not wrapped by the SDK: only after the 200
+        return ProviderUnavailable("the connection to the model provider dropped mid-answer", mid_answer=True)
     if isinstance(exc, anthropic.APIStatusError):
         return _translate_status(exc, model, secret)
     return ProviderUnavailable("the model provider's answer could not be read")
@@ -131,7 +131,10 @@ def _translate_status(exc: anthropic.APIStatusError, model: str, secret: str | N
         return _spend_limit_reached(detail)
     if _retryable(status):
         if mid_stream:
-            return ProviderUnavailable(f"the model provider failed mid-answer ({str(exc.type)[:40]})")
+            # The status its type stands for: an overload or a rate limit pauses the fleet as a 529 or
+            # 429 would; ``mid_answer`` says it came after the 200 (billed, no attempt spent).
+            reason = f"the model provider failed mid-answer ({str(exc.type)[:40]})"
+            return ProviderUnavailable(reason, status=status, mid_answer=True)
         hint = retry_after_seconds(exc.response.headers)
         limits = provider_limits(exc.response.headers)
         return ProviderUnavailable(

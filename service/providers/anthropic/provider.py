@@ -41,7 +41,7 @@ def finished_answer(streamed: StreamedAnswer) -> ReportAnswer:
     """
     text = streamed.text
     if streamed.stop_reason is None:
-        raise ProviderUnavailable("the model provider's answer ended before it was complete")
+        raise ProviderUnavailable("the model provider's answer ended before it was complete", mid_answer=True)
     if streamed.stop_reason == "refusal":
         raise ProviderRejected("the model declined to write this report")
     if not text.strip():
