@@ -71,9 +71,7 @@ class CallAccount:
             usage_key=names.usage(user, period),
             input_price_nusd=nano_usd_per_token(prices[0]),
             output_price_nusd=nano_usd_per_token(prices[1]),
-            sample_key=""
-            if lane == "batch"
-            else names.output_sample(request.model, record.get("plan", "free")),
+            sample_key=_sample_key(request.model, record.get("plan", "free"), lane),
         )
         worst = input_tokens + request.max_tokens
         reservation = await deps.calls.reserve(
@@ -212,3 +210,9 @@ async def _retrying(operation: Callable[[], Awaitable[object]], deadline_seconds
             if time.monotonic() + wait > give_up_at:
                 raise
             await asyncio.sleep(wait)
+
+
+def _sample_key(model: str, plan: str, lane: Lane) -> str:
+    """The output sample a call's answer joins and its cut is judged by; none for a batch request
+    (prepared with its ``max_tokens`` and sent later: it holds its whole worst case)."""
+    return "" if lane == "batch" else names.output_sample(model, plan)
