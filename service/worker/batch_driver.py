@@ -32,7 +32,7 @@ from service.worker.resources import WorkerDeps
 
 log = structlog.get_logger("service.worker.batch_driver")
 
-TICK_SECONDS = 1.0  # the longest the holder waits between looks at the lane
+TICK_SECONDS = 1.0  # how often a worker not driving checks (in memory) whether it holds the lease now
 BATCHES_PER_LOOK = 20
 RESOLVE_SECONDS = 5.0  # how often an undecided intent is looked up again (each look lists batches)
 
@@ -52,7 +52,12 @@ class BatchDriver:
         self.settings = deps.settings
         self.token = secrets.token_hex(8)
         lease = deps.settings.batch_driver_lease_seconds if lease_seconds is None else lease_seconds
-        self.lease_ms, self.renew_seconds = int(lease * 1000), lease / 6
+        # The holder renews three times a lease; the others ask twice, so one takes over within
+        # about 1.5 leases of a holder's death, at a few commands a minute per worker.
+        self.lease_ms, self.renew_seconds, self.ask_seconds = int(lease * 1000), lease / 3, lease / 2
+        # An idle lane (nothing waiting, no batch open) is looked at this often, not every tick: a job
+        # handed to it is then sent at most half a window late.
+        self.idle_look = min(deps.settings.worker_idle_poll_seconds, deps.settings.batch_window_seconds / 2)
         self.holding = False
         self.clock = clock
         self._stopping = asyncio.Event()
@@ -79,7 +84,7 @@ class BatchDriver:
             except Unavailable as exc:
                 self.holding = False
                 log.warning("batch_lease_failed", error=str(exc))
-            await self._pause(self.renew_seconds)
+            await self._pause(self.renew_seconds if self.holding else self.ask_seconds)
 
     async def _drive(self) -> None:
         failures = 0
@@ -109,7 +114,7 @@ class BatchDriver:
         if await self.store.intent() is not None and not await self.resolve_intent():
             # Undecided: no new batch until it is (one intent at a time); ask the provider again later.
             return min(RESOLVE_SECONDS, await self.follow_due())
-        waits = [TICK_SECONDS, await self.send_due(), await self.follow_due()]
+        waits = [await self.send_due(), await self.follow_due()]
         return min(waits)
 
     # --- sending ------------------------------------------------------------------------------------
@@ -117,7 +122,7 @@ class BatchDriver:
     async def send_due(self) -> float:
         due = await self.store.pending_due(int(self.settings.batch_window_seconds * 1000), self.most)
         if not due.members:
-            return TICK_SECONDS if due.wait_ms is None else due.wait_ms / 1000
+            return self.idle_look if due.wait_ms is None else min(due.wait_ms / 1000, self.idle_look)
         prepared = await self.store.requests(due.members)
         for member in due.members:
             if member not in prepared:
@@ -173,7 +178,7 @@ class BatchDriver:
             await self.follow(batch_id)
         if batch_ids:
             return 0.0
-        return TICK_SECONDS if next_in is None else next_in / 1000
+        return self.idle_look if next_in is None else min(next_in / 1000, self.idle_look)
 
     async def follow(self, batch_id: str) -> None:
         members = await self.store.members(batch_id)
