@@ -55,6 +55,8 @@ async def ours_startup(ctx: dict[str, Any]) -> None:
         running=RunningJobs(),
         calls=None,
         webhooks=None,
+        batches=None,
+        batch_store=None,
     )
     ctx["run_job"] = model_call_job
     await startup(ctx)

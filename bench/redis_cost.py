@@ -163,7 +163,7 @@ async def real_path(redis_url: str, url: str, key: str, count: int) -> dict[str,
     return await measured(redis_url, count, lambda: run_jobs(url, key, count, "measured", expected=5))
 
 
-async def machinery(redis_url: str, count: int) -> dict[str, Any]:
+async def machinery(redis_url: str, count: int, worker: subprocess.Popen[bytes]) -> dict[str, Any]:
     jobs = JobStore(open_redis(redis_url, fail_fast=False))
 
     async def submit_all(tag: str, n: int, done_before: int) -> None:
@@ -172,6 +172,10 @@ async def machinery(redis_url: str, count: int) -> dict[str, Any]:
             new = NewJob(job_id, "bench", "pro", "https://x/y.csv", "bench", "fp")
             await jobs.submit(new, OPEN, keep_ms=3_600_000, score_ms=int(time.time() * 1000))
         while int(await jobs._redis.get("bench:done") or 0) < done_before + n:
+            if worker.poll() is not None:  # say so, rather than wait for ever
+                raise RuntimeError(
+                    f"the bench worker exited ({worker.returncode}): run it by hand to see why"
+                )
             await asyncio.sleep(0.2)
 
     await submit_all("warm-up", 5, 0)
@@ -221,7 +225,7 @@ def measure_redis_cost(count: int = 1000, idle_seconds: float = 60.0) -> dict[st
         worker = spawn([sys.executable, "-m", "arq", "bench.efficiency_workers.Ours"], env)
         try:
             time.sleep(2.5)
-            results["machinery"] = asyncio.run(machinery(redis.url, count))
+            results["machinery"] = asyncio.run(machinery(redis.url, count, worker))
         finally:
             stop(worker)
     return results
