@@ -28,6 +28,8 @@ import httpx
 from redis.asyncio import Redis
 
 from service.dev.embedded_redis import EmbeddedRedis, free_port
+from service.store import names
+from service.store.jobs import call_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS, JOBS, CANCEL_SHARE = 5, 120, 0.1
@@ -214,11 +216,11 @@ async def books(fleet: Fleet, jobs: list[tuple[str, str]], keys: list[str]) -> d
     repeated = 0
     calls = Counter[str]()
     for _, job_id in jobs:
-        raw: dict[str, str] = await redis.hgetall(f"rs:job:{job_id}:calls")
-        entries = [json.loads(entry) for entry in raw.values()]
+        record: dict[str, str] = await redis.hgetall(names.job(job_id))
+        entries = list(call_entries(record).values())  # the job's call ledger, long or short form
         calls.update(e["outcome"] for e in entries)
-        answered = [e["at"] for e in entries if e["outcome"] == "answered"]
-        repeated += sum(1 for e in entries if answered and e["at"] > min(answered))
+        # A paid answer is saved before anything else: a second answered call would be a repeat.
+        repeated += max(0, sum(1 for e in entries if e["outcome"] == "answered") - 1)
     await redis.aclose()
     used = {"input": 0, "output": 0, "cost": 0.0}
     async with httpx.AsyncClient(base_url=fleet.api_url, timeout=10) as http:
@@ -280,7 +282,7 @@ Faults injected: {faults}.
 | jobs lost (no record) | {lost} | 0 |
 | jobs stuck (queued or active at the end) | {stuck} | 0 |
 | every job ended within, after the last fault | {r["settled_after_faults_s"]} s | <= {JOB_TIMEOUT_S + 60} s |
-| paid calls made after the job's answer was saved | {r["repeated"]} | 0 |
+| answered calls beyond the first per job (a paid answer billed again) | {r["repeated"]} | 0 |
 | provider calls, by how they ended (ledger) | {calls} | |
 | usage minus billed, input tokens | {diff_in:+,} (of {billed["billed_input"]:,} billed) | 0 |
 | usage minus billed, output tokens | {diff_out:+,} (of {billed["billed_output"]:,} billed) | 0 |
