@@ -152,11 +152,13 @@ local now, plan, lease = now_ms(), r.plan, tonumber(ARGV[5])
 local due = tonumber(r.due_ms) or 0
 if r.parked == '1' then due = tonumber(redis.call('ZSCORE', QUEUE, MEMBER)) or now + 1 end
 if due > now then return {'taken', attempts, crashes, {}, 0, 0, 0, {}} end
-local restarted, lost = state == 'active', {}
+-- Calls still open when a job starts were left by a worker that no longer runs it: one that died, or
+-- one that handed it back (a drain) and could not close its call before it exited. The worker
+-- claiming it closes them (as far as they were recorded) before anything runs.
+local restarted, lost = state == 'active', open_calls(flat)
 if restarted then
   -- Its lease ran out: the worker that had it died (crash, kill -9, lost Redis). That attempt runs
   -- again under its number: kills and deploys do not push a job towards failure.
-  lost = open_calls(flat)
   redis.call('HINCRBY', RUNNING, plan, -1)
   redis.call('HINCRBY', QUEUED, plan, 1)
   if r.capped == '1' then redis.call('ZREM', ACTIVE, MEMBER) end

@@ -112,3 +112,32 @@ async def test_a_job_cancelled_while_its_worker_died_mid_call_has_the_call_close
     usage = (await api.get("/api/usage", headers=key)).json()
     assert (usage["inputTokens"], usage["outputTokens"], usage["reservedTokens"]) == (500, 40, 0)
     assert (await status(api, key, job_id))["state"] == "cancelled"
+
+
+async def test_a_call_left_open_by_a_worker_that_handed_its_job_back_is_closed_by_the_next_one(
+    api: httpx.AsyncClient, settings: Settings, inputs: InputFiles, renderer: PdfRenderer
+) -> None:
+    """A drain hands the job back, and the process exits before its call's close reached Redis: the
+    next worker to claim the job closes the call (counted as far as recorded, its hold released)."""
+    key = bearer(await create_key(settings, "mia", "pro"))
+    job_id = (await submit(api, key, inputs.add("a.csv", CSV)))["jobId"]
+    usage_key = names.usage("mia", budget_period(settings))
+    async with worker_deps(settings, renderer) as deps:
+        started = await claim(deps.jobs, job_id, start_policy(settings))
+        assert started.proceed
+        call = PaidCall(job_id, "c1", usage_key, input_price_nusd=1000, output_price_nusd=5000)
+        assert (
+            await deps.calls.reserve(
+                call, input_tokens=500, worst_case=1500, budget=0, model="m", hold_key=usage_key
+            )
+        ).granted
+        await deps.calls.record(call, 500, 40)  # streaming when the drain's grace ended
+        assert await deps.jobs.requeue(started.record, "drain", count_attempt=False, delay_seconds=0)
+        await run_burst_worker(settings, deps)  # claims it, closes c1, runs the report to its end
+        entries = await deps.calls.entries(job_id)
+    assert entries["c1"]["outcome"] == "lost"
+    done = await status(api, key, job_id)
+    assert done["state"] == "completed"
+    usage = (await api.get("/api/usage", headers=key)).json()
+    assert usage["reservedTokens"] == 0  # no hold left behind
+    assert usage["inputTokens"] >= 500 and usage["outputTokens"] >= 40  # c1 counted, with the report's own
