@@ -35,10 +35,15 @@ def free_port() -> int:
 class EmbeddedRedis:
     """One redis-server child process on loopback, with its data (AOF on, if asked) in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, appendonly: bool = True, own_session: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        # ``make run``: a session of its own, so a Ctrl-C in the terminal does not stop Redis under a
+        # worker still handing its jobs back; the runner stops it last.
+        self.own_session = own_session
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +65,12 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=self.own_session,
+        )
         self._wait_until_ready(timeout)
         return self.url
 

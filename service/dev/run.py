@@ -114,7 +114,7 @@ def run_dev() -> int:
     if "redis_url" in settings.model_fields_set:
         redis_url, redis_note = settings.redis_url, "REDIS_URL from the environment"
     else:
-        embedded = EmbeddedRedis(Path(settings.data_dir) / "redis")
+        embedded = EmbeddedRedis(Path(settings.data_dir) / "redis", own_session=True)
         redis_url = embedded.start()
         redis_note = f"embedded {redis_url} (data in {embedded.data_dir}, AOF on)"
     env["REDIS_URL"] = redis_url
