@@ -44,7 +44,7 @@ class ApiServices:
 
 @asynccontextmanager
 async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
-    redis = open_redis(settings.redis_url, fail_fast=True)
+    redis = open_redis(settings.redis_url, fail_fast=True, batching=True)
     # A scrape reads the whole fleet's figures: twice the deadline of one request's operations.
     metrics_store = MetricsStore(redis, deadline=API_OPERATION_DEADLINE * 2)
     metrics = MetricsBuffer()

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.core.errors import Unavailable
+from service.store.batching import BatchingRedis
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -43,7 +44,12 @@ API_OPERATION_DEADLINE = 1.5
 
 
 def open_redis(
-    url: str, *, fail_fast: bool, role: str | None = None, blocking_ms: int | None = None
+    url: str,
+    *,
+    fail_fast: bool,
+    role: str | None = None,
+    blocking_ms: int | None = None,
+    batching: bool = False,
 ) -> Redis:
     """A client for the service's own keys (strings, not bytes).
 
@@ -51,6 +57,8 @@ def open_redis(
     within about two seconds when Redis is down instead of hanging; workers ride out short blips
     with a few jittered reconnect attempts. A ``role`` gets one dedicated connection, named so in
     ``CLIENT LIST``; ``blocking_ms`` is how long its commands may block (its socket waits longer).
+    ``batching`` sends the commands that concurrent tasks issue in one turn of the event loop as one
+    pipeline (``service.store.batching``): the API's shared client, where requests come in crowds.
     """
     # One retry even when failing fast: after a Redis restart every pooled connection is stale,
     # and the retry reconnects at once instead of answering 503 once per connection.
@@ -58,7 +66,8 @@ def open_redis(
     socket_timeout = None if fail_fast else 5.0
     if blocking_ms is not None:
         socket_timeout = blocking_ms / 1000 + 5
-    client: Redis = Redis.from_url(
+    kind = BatchingRedis if batching else Redis
+    client: Redis = kind.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=1.0,
@@ -69,6 +78,8 @@ def open_redis(
         single_connection_client=role is not None,
         client_name=f"rs-{role}" if role is not None else None,
     )
+    if isinstance(client, BatchingRedis):
+        client.batch_deadline = API_OPERATION_DEADLINE
     return with_fast_packing(client)
 
 
@@ -159,6 +170,8 @@ def _translating(fn: Callable[P, Awaitable[T]], *, bounded: bool) -> Callable[P,
         store = args[0] if args and isinstance(args[0], RedisStore) else None
         deadline = store.deadline if store is not None and bounded else None
         try:
+            if deadline is None:  # a worker's store, or a blocking read: no timer to arm and cancel
+                return await fn(*args, **kwargs)
             async with asyncio.timeout(deadline):
                 return await fn(*args, **kwargs)
         except REDIS_DOWN as exc:

@@ -1,0 +1,140 @@
+"""The API's batching client: the commands of one turn share a round trip, and each caller still
+gets exactly its own reply or its own error, against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from redis.exceptions import NoScriptError, ResponseError
+
+from service.core.errors import Unavailable
+from service.dev.embedded_redis import EmbeddedRedis
+from service.store.batching import BatchingRedis
+from service.store.connection import API_OPERATION_DEADLINE, open_redis
+from service.store.jobs import JobStore
+
+
+def batching(url: str) -> BatchingRedis:
+    client = open_redis(url, fail_fast=True, batching=True)
+    assert isinstance(client, BatchingRedis)
+    return client
+
+
+def connections_made(client: BatchingRedis) -> int:
+    pool = client.connection_pool
+    return len(pool._available_connections) + len(pool._in_use_connections)
+
+
+async def commands_processed(client: BatchingRedis) -> int:
+    return int((await client.info("stats"))["total_commands_processed"])
+
+
+async def test_a_turns_commands_go_in_one_round_trip_each_with_its_own_reply(redis_url: str) -> None:
+    client = batching(redis_url)
+    try:
+        await client.ping()
+        replies = await asyncio.gather(*(client.set(f"rs:test:b{i}", str(i)) for i in range(50)))
+        assert replies == [True] * 50
+        values = await asyncio.gather(*(client.get(f"rs:test:b{i}") for i in range(50)))
+        assert values == [str(i) for i in range(50)]
+        assert await client.hgetall("rs:test:none") == {}  # response callbacks still applied
+        assert connections_made(client) == 1  # 100 concurrent commands, one connection
+    finally:
+        await client.aclose()
+
+
+async def test_a_commands_error_is_its_own_and_the_others_answer(redis_url: str) -> None:
+    client = batching(redis_url)
+    try:
+        await client.set("rs:test:text", "not a number")
+        results = await asyncio.gather(
+            client.incr("rs:test:count"),
+            client.incr("rs:test:text"),  # refused by Redis
+            client.incr("rs:test:count"),
+            return_exceptions=True,
+        )
+        assert results[0] == 1 and results[2] == 2
+        assert isinstance(results[1], ResponseError) and "not an integer" in str(results[1])
+    finally:
+        await client.aclose()
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again_in_a_batch(redis_url: str) -> None:
+    client = batching(redis_url)
+    try:
+        script = client.register_script("return ARGV[1] + 1")
+        await client.script_flush()
+        assert await asyncio.gather(*(script(args=[i]) for i in range(10))) == list(range(1, 11))
+        with pytest.raises(NoScriptError):
+            await client.evalsha("0" * 40, 0)
+    finally:
+        await client.aclose()
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_their_replies(redis_url: str) -> None:
+    client = batching(redis_url)
+    try:
+        leaving = asyncio.ensure_future(client.set("rs:test:gone", "1"))
+        staying = asyncio.ensure_future(client.incr("rs:test:stays"))
+        await asyncio.sleep(0)  # both queued in this turn's batch
+        leaving.cancel()
+        assert await staying == 1
+        assert await client.incr("rs:test:stays") == 2
+    finally:
+        await client.aclose()
+
+
+async def test_blocking_commands_go_alone_and_hold_up_nothing(redis_url: str) -> None:
+    client = batching(redis_url)
+    try:
+        blocked = asyncio.ensure_future(client.blpop(["rs:test:empty"], timeout=2))
+        started = time.monotonic()
+        assert await client.set("rs:test:meanwhile", "1")
+        assert time.monotonic() - started < 0.5
+        await client.rpush("rs:test:empty", "x")
+        assert await blocked == ("rs:test:empty", "x")
+    finally:
+        await client.aclose()
+
+
+async def test_fewer_commands_reach_redis_than_callers_sent_none_lost(redis_url: str) -> None:
+    """Redis counts every command of a pipeline: the total is the callers' own, no retries, no
+    extra bookkeeping, and the batches' writes (clients' reads) are far fewer than the callers."""
+    client = batching(redis_url)
+    try:
+        before = await commands_processed(client)
+        await asyncio.gather(*(client.incr("rs:test:n") for _ in range(200)))
+        after = await commands_processed(client)
+        assert await client.get("rs:test:n") == "200"
+        assert after - before == 200 + 1  # the 200 INCRs and the INFO that read "before"
+    finally:
+        await client.aclose()
+
+
+async def test_a_hung_redis_fails_the_batch_in_time_and_piles_up_no_connections(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=False)
+    server.start()
+    client = batching(server.url)
+    jobs = JobStore(client, deadline=API_OPERATION_DEADLINE)
+    try:
+        await client.ping()
+        assert server._process is not None
+        server._process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        for _ in range(3):  # three turns of requests while Redis hangs
+            results = await asyncio.gather(*(jobs.get("a" * 32) for _ in range(20)), return_exceptions=True)
+            assert all(isinstance(result, Unavailable) for result in results)
+        assert time.monotonic() - started < 3 * (API_OPERATION_DEADLINE + 0.5)
+        await asyncio.sleep(0.1)  # the batches' own deadlines have dropped their connections
+        assert len(client.connection_pool._in_use_connections) == 0
+        server._process.send_signal(signal.SIGCONT)
+        assert await jobs.get("a" * 32) is None  # and it works again at once
+    finally:
+        if server._process is not None:
+            server._process.send_signal(signal.SIGCONT)
+        await client.aclose()
+        server.stop()
