@@ -12,9 +12,8 @@ import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.telemetry.logs import log_request
 from service.telemetry.tracing import Tracing, http_responded, http_server_span
-
-log = structlog.get_logger("service.access")
 
 # An incoming X-Request-ID is kept when it is visible ASCII of at most 128 characters: it goes into
 # every log line of the request and of the job it submits, and back out in a header. Anything else
@@ -47,9 +46,7 @@ def count_request(scope: Scope, status: int, elapsed: float) -> None:
     services = scope.get("state", {}).get("services")
     if services is None:
         return
-    template = route_template(scope) or "unmatched"
-    services.metrics.inc("http_requests_total", route=template, method=scope["method"], status=str(status))
-    services.metrics.observe("http_request_duration_seconds", elapsed, route=template)
+    services.metrics.count_request(route_template(scope) or "unmatched", scope["method"], status, elapsed)
 
 
 class RequestContextMiddleware:
@@ -85,14 +82,7 @@ class RequestContextMiddleware:
                 await self._traced(self.tracing, scope, receive, send_with_id, lambda: status)
         finally:
             elapsed = time.perf_counter() - started
-            # The path only: query strings may carry events tokens.
-            log.info(
-                "http_request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+            log_request(scope["method"], scope["path"], status, round(elapsed * 1000, 2))
             count_request(scope, status, elapsed)
 
     async def _traced(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import socket
@@ -89,6 +90,23 @@ def _key(name: str, labels: dict[str, str]) -> Key:
     return name, tuple(sorted(labels.items()))
 
 
+# A histogram's keys for one label set: one bucket key per bound (and +Inf), the sum's, the count's.
+_HistogramKeys = tuple[tuple[Key, ...], Key, Key, tuple[float, ...]]
+
+
+def _histogram_keys(name: str, labels: dict[str, str]) -> _HistogramKeys:
+    buckets = FAMILIES[name].buckets
+    bounds = [*(str(bound) for bound in buckets), "+Inf"]
+    bucket_keys = tuple(_key(name + "_bucket", {**labels, "le": le}) for le in bounds)
+    return bucket_keys, _key(name + "_sum", labels), _key(name + "_count", labels), buckets
+
+
+@functools.lru_cache(maxsize=1024)  # routes are templates, methods and statuses few: a small set
+def _request_keys(route: str, method: str, status: int) -> tuple[Key, _HistogramKeys]:
+    counted = _key("http_requests_total", {"route": route, "method": method, "status": str(status)})
+    return counted, _histogram_keys("http_request_duration_seconds", {"route": route})
+
+
 def _field(key: Key) -> str:
     """The Redis hash field for a key, built only when flushing."""
     return key[0] + "\x1f" + orjson.dumps(dict(key[1])).decode()
@@ -123,6 +141,16 @@ class MetricsBuffer:
         self._counts[_key(name + "_bucket", {**labels, "le": le})] += 1  # cumulated when served
         self._counts[_key(name + "_sum", labels)] += seconds
         self._counts[_key(name + "_count", labels)] += 1
+
+    def count_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """``http_requests_total`` and ``http_request_duration_seconds`` for one answered request:
+        on every request's path, so its keys are built once per route, method and status."""
+        counted, (bucket_keys, sum_key, count_key, buckets) = _request_keys(route, method, status)
+        counts = self._counts
+        counts[counted] += 1
+        counts[bucket_keys[bisect_left(buckets, seconds)]] += 1  # the same keys ``observe`` makes
+        counts[sum_key] += seconds
+        counts[count_key] += 1
 
     def pending(self, name: str, **labels: str) -> float:
         """What this process has counted for ``name`` with exactly these labels since its last flush."""

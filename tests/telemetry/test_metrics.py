@@ -67,6 +67,19 @@ async def test_counts_and_histograms_add_up_across_processes(redis_url: str) -> 
     assert value(found, "report_service_workers") == 1
 
 
+def test_a_counted_request_is_what_inc_and_observe_count() -> None:
+    """The request path's shortcut (keys built once per route) counts exactly what the general
+    ``inc`` and ``observe`` count, at every bucket edge and past the last."""
+    fast, general = MetricsBuffer("a:1"), MetricsBuffer("a:1")
+    for seconds in (0.0, 0.005, 0.0051, 0.3, 1800.0, 5000.0):
+        for route, method, status in (("/api/reports", "POST", 202), ("unmatched", "GET", 404)):
+            fast.count_request(route, method, status, seconds)
+            general.inc("http_requests_total", route=route, method=method, status=str(status))
+            general.observe("http_request_duration_seconds", seconds, route=route)
+    assert fast._counts == general._counts
+    assert len(fast._counts) > 10
+
+
 async def test_metrics_are_off_without_a_token_and_need_it_when_on(redis_url: str, tmp_path: Path) -> None:
     off = make_settings(redis_url, tmp_path / "off")
     async with (
