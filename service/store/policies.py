@@ -39,19 +39,24 @@ def queue_score(settings: Settings, plan: str, now_ms: int) -> int:
 def submit_policy(settings: Settings, plan: str, minimal_call: int) -> SubmitPolicy:
     """``minimal_call``: the worst case of the smallest call there is; a queued report holds that
     much of the budget (or ``BUDGET_RESERVE_TOKENS``, when set) until its own call is reserved."""
-    return _submit_policy(settings, plan, minimal_call, budget_period(settings))
-
-
-@functools.lru_cache(maxsize=32)  # Settings are frozen: one policy per plan and period
-def _submit_policy(settings: Settings, plan: str, minimal_call: int, period: str) -> SubmitPolicy:
-    per_minute = (
-        settings.submissions_per_minute_pro if plan == "pro" else settings.submissions_per_minute_free
+    pro = plan == "pro"
+    return _submit_policy(
+        settings.submissions_per_minute_pro if pro else settings.submissions_per_minute_free,
+        settings.budget_tokens_pro if pro else settings.budget_tokens_free,
+        settings.budget_reserve_tokens or minimal_call,
+        budget_period(settings),
     )
+
+
+# Asked on every submission: cached on the numbers themselves (hashing the Settings would cost more
+# than building the policy).
+@functools.lru_cache(maxsize=32)
+def _submit_policy(per_minute: int, budget: int, reserve: int, period: str) -> SubmitPolicy:
     return SubmitPolicy(
         per_minute=per_minute,
         burst=max(1, per_minute // 4),  # a quarter of a minute's worth at once
-        budget=settings.budget_tokens_pro if plan == "pro" else settings.budget_tokens_free,
-        reserve=settings.budget_reserve_tokens or minimal_call,
+        budget=budget,
+        reserve=reserve,
         period=period,
     )
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from ipaddress import ip_address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.inputs.addresses import AddressPolicy, is_public_address, literal_address
 from service.inputs.guard import system_resolve
-from service.inputs.urls import check_input_url
+from service.inputs.urls import _PLAIN_URL, _split_any_url, _split_url, check_input_url
 
 PUBLIC = [
     "8.8.8.8",
@@ -183,3 +186,47 @@ def test_refusals_never_echo_the_url() -> None:
     with pytest.raises(ValueError, match="user name") as caught:
         check_input_url("https://alice:s3cret-token@example.com/data.csv")
     assert "s3cret" not in str(caught.value)
+
+
+# Pieces of URLs, tricky ones included: the shortcut must answer as urlsplit does wherever it answers.
+_SCHEMES = st.sampled_from(["http", "https", "HTTP", "hTTps", "ftp", "http:", "https:/"])
+_HOST_CHARS = st.sampled_from([*list("abcXYZ019-."), "@", ":", "[", "]", "%", "\\", "é", " ", "\t"])
+_REST_CHARS = st.sampled_from([*list("/?#=&a.Z9%@:"), "\\", " ", "\n", "\x00", "\x7f", "é", "\u2028"])
+
+
+@given(
+    scheme=_SCHEMES,
+    host=st.one_of(
+        st.from_regex(r"[A-Za-z0-9-]{1,6}(\.[A-Za-z0-9-]{1,6}){0,3}\.?", fullmatch=True),
+        st.text(_HOST_CHARS, max_size=12),
+    ),
+    port=st.one_of(st.none(), st.integers(-1, 70000).map(str), st.sampled_from(["", "0", "080", "8o"])),
+    rest=st.one_of(
+        st.tuples(st.sampled_from("/?#"), st.text(_REST_CHARS, max_size=12)).map("".join),
+        st.text(_REST_CHARS, max_size=12),
+    ),
+)
+@settings(max_examples=1000, deadline=None)
+def test_the_plain_url_shortcut_reads_the_host_as_urlsplit_does(
+    scheme: str, host: str, port: str | None, rest: str
+) -> None:
+    url = f"{scheme}://{host}" + ("" if port is None else f":{port}") + rest
+    if _PLAIN_URL.fullmatch(url) is None:
+        return  # the long way: nothing to compare
+    assert _outcome(_split_url, url) == _outcome(_split_any_url, url), url
+
+
+def _outcome(split: Callable[[str], str], url: str) -> str:
+    try:
+        return split(url)
+    except ValueError as exc:
+        return f"refused: {exc}"
+
+
+def test_the_shortcut_takes_the_usual_urls() -> None:
+    for url in (
+        "https://example.com/data/sales.csv",
+        "http://Data.Example.org:8080/a?b=c#d",
+        "https://127.0.0.1/",
+    ):
+        assert _PLAIN_URL.fullmatch(url), url
