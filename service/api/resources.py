@@ -79,5 +79,7 @@ async def open_api_services(settings: Settings) -> AsyncIterator[ApiServices]:
 
 
 def services(request: Request) -> ApiServices:
-    found: ApiServices = request.state.services
+    # The lifespan's state as the request's scope carries it (``request.state`` wraps the same dict
+    # in a new object on every request).
+    found: ApiServices = request.scope["state"]["services"]
     return found
