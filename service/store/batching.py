@@ -36,6 +36,11 @@ DIRECT_COMMANDS = frozenset(
 
 Command = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
 
+# At most this many commands a batch: a turn's crowd goes as a few batches on as many connections,
+# so while Redis runs the second batch's scripts the API already works on the first one's replies,
+# instead of the two taking turns at idling.
+MAX_BATCH = 8
+
 
 class BatchingRedis(Redis):
     """A ``Redis`` client whose commands from one turn of the event loop share one round trip."""
@@ -52,15 +57,19 @@ class BatchingRedis(Redis):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if self._pending is None:
-            self._pending = []
+        batch = self._pending
+        if batch is None:
+            batch = self._pending = []
             # After every task that runs in this turn has had its chance to add a command.
-            loop.call_soon(self._send_pending)
-        self._pending.append((args, options, future))
+            loop.call_soon(self._send_batch, batch)
+        batch.append((args, options, future))
+        if len(batch) >= MAX_BATCH:
+            self._pending = None  # full: the next command opens another, sent in the same turn
         return await future
 
-    def _send_pending(self) -> None:
-        batch, self._pending = self._pending or [], None
+    def _send_batch(self, batch: list[Command]) -> None:
+        if self._pending is batch:
+            self._pending = None
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)

@@ -4,6 +4,7 @@ gets exactly its own reply or its own error, against a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from service.core.errors import Unavailable
 from service.dev.embedded_redis import EmbeddedRedis
-from service.store.batching import BatchingRedis
+from service.store.batching import MAX_BATCH, BatchingRedis
 from service.store.connection import API_OPERATION_DEADLINE, open_redis
 from service.store.jobs import JobStore
 
@@ -29,10 +30,6 @@ def connections_made(client: BatchingRedis) -> int:
     return len(pool._available_connections) + len(pool._in_use_connections)
 
 
-async def commands_processed(client: BatchingRedis) -> int:
-    return int((await client.info("stats"))["total_commands_processed"])
-
-
 async def test_a_turns_commands_go_in_one_round_trip_each_with_its_own_reply(redis_url: str) -> None:
     client = batching(redis_url)
     try:
@@ -42,7 +39,8 @@ async def test_a_turns_commands_go_in_one_round_trip_each_with_its_own_reply(red
         values = await asyncio.gather(*(client.get(f"rs:test:b{i}") for i in range(50)))
         assert values == [str(i) for i in range(50)]
         assert await client.hgetall("rs:test:none") == {}  # response callbacks still applied
-        assert connections_made(client) == 1  # 100 concurrent commands, one connection
+        # 100 concurrent commands: a batch (and a connection at most) per MAX_BATCH of them
+        assert connections_made(client) <= math.ceil(50 / MAX_BATCH) < 50
     finally:
         await client.aclose()
 
@@ -101,16 +99,14 @@ async def test_blocking_commands_go_alone_and_hold_up_nothing(redis_url: str) ->
         await client.aclose()
 
 
-async def test_fewer_commands_reach_redis_than_callers_sent_none_lost(redis_url: str) -> None:
-    """Redis counts every command of a pipeline: the total is the callers' own, no retries, no
-    extra bookkeeping, and the batches' writes (clients' reads) are far fewer than the callers."""
+async def test_every_callers_command_reaches_redis_once(redis_url: str) -> None:
+    """No command lost or sent twice, however the turn's commands are split into batches."""
     client = batching(redis_url)
     try:
-        before = await commands_processed(client)
+        await client.config_resetstat()
         await asyncio.gather(*(client.incr("rs:test:n") for _ in range(200)))
-        after = await commands_processed(client)
         assert await client.get("rs:test:n") == "200"
-        assert after - before == 200 + 1  # the 200 INCRs and the INFO that read "before"
+        assert (await client.info("commandstats"))["cmdstat_incrby"]["calls"] == 200  # redis-py INCRs by 1
     finally:
         await client.aclose()
 
