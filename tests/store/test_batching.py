@@ -8,6 +8,7 @@ import math
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.exceptions import NoScriptError, ResponseError
@@ -38,7 +39,7 @@ async def test_a_turns_commands_go_in_one_round_trip_each_with_its_own_reply(red
         assert replies == [True] * 50
         values = await asyncio.gather(*(client.get(f"rs:test:b{i}") for i in range(50)))
         assert values == [str(i) for i in range(50)]
-        assert await client.hgetall("rs:test:none") == {}  # response callbacks still applied
+        assert await client.hgetall("rs:test:none") == {}  # type: ignore[misc]  # callbacks still applied
         # 100 concurrent commands: a batch (and a connection at most) per MAX_BATCH of them
         assert connections_made(client) <= math.ceil(50 / MAX_BATCH) < 50
     finally:
@@ -68,7 +69,7 @@ async def test_scripts_flushed_from_redis_are_loaded_again_in_a_batch(redis_url:
         await client.script_flush()
         assert await asyncio.gather(*(script(args=[i]) for i in range(10))) == list(range(1, 11))
         with pytest.raises(NoScriptError):
-            await client.evalsha("0" * 40, 0)
+            await client.evalsha("0" * 40, 0)  # type: ignore[misc]
     finally:
         await client.aclose()
 
@@ -89,11 +90,11 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_replies(redis_url:
 async def test_blocking_commands_go_alone_and_hold_up_nothing(redis_url: str) -> None:
     client = batching(redis_url)
     try:
-        blocked = asyncio.ensure_future(client.blpop(["rs:test:empty"], timeout=2))
+        blocked: asyncio.Future[Any] = asyncio.ensure_future(client.blpop(["rs:test:empty"], timeout=2))  # type: ignore[arg-type]
         started = time.monotonic()
         assert await client.set("rs:test:meanwhile", "1")
         assert time.monotonic() - started < 0.5
-        await client.rpush("rs:test:empty", "x")
+        await client.rpush("rs:test:empty", "x")  # type: ignore[misc]
         assert await blocked == ("rs:test:empty", "x")
     finally:
         await client.aclose()
