@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.chaos import chaos_section
-from bench.cost import cost_section
+from bench.cost_report import cost_section
 from bench.enqueue import measure_enqueue
 from bench.fleet import fleet_section
 from bench.redis_cost import redis_cost_section

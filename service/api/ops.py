@@ -56,6 +56,9 @@ async def usage(request: Request) -> Response:
             "inputTokens": input_tokens,
             "outputTokens": output_tokens,
             "tokensUsed": input_tokens + output_tokens,
+            # Of inputTokens: served from the provider's prompt cache, and written to it.
+            "cacheReadTokens": totals.get("cache_read_tokens", 0),
+            "cacheWriteTokens": totals.get("cache_write_tokens", 0),
             # Every call the provider billed for the caller's jobs (completed or not), as priced.
             "costUsd": round(totals.get("cost_nusd", 0) / 1e9, 6),
             # What is left for new reports: queued and running ones hold back their reservation.

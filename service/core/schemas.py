@@ -138,7 +138,11 @@ class Usage(Wire):
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     tokens_used: int = Field(ge=0, description="every token the provider billed, each call once")
-    cost_usd: float = Field(ge=0, description="estimated from the public price list")
+    cache_read_tokens: int = Field(ge=0, description="of inputTokens, read from the prompt cache")
+    cache_write_tokens: int = Field(ge=0, description="of inputTokens, written to the prompt cache")
+    cost_usd: float = Field(
+        ge=0, description="estimated from the public price list, each kind of token at its own price"
+    )
     budget: int | None = Field(description="tokens per period; null: no budget")
     reserved_tokens: int = Field(ge=0, description="held back by queued and running reports")
     budget_remaining: int | None = Field(description="what is left for new reports; null: no budget")

@@ -2,7 +2,8 @@
 starts, recorded as it streams, and closed once, each step one atomic change in Redis.
 
 A job's ledger lives in its record: a field per call ('call:<id>') holding a JSON entry: the
-provider's request id, the input and output tokens recorded so far, the tokens still held against
+provider's request id, the input and output tokens recorded so far (the input's cache reads and
+writes among them, apart too: they are priced at their own rates), the tokens still held against
 the budget, the prices, the usage key it is counted in, and how the call ended. While a call
 streams, only its entry changes; when it closes, usage grows by the *difference* between what the
 entry says and what was already counted, so a close sent twice, or a crash after any record, never
@@ -30,7 +31,8 @@ end
 #       sample of the call's model and plan
 # ARGV: call id, worst case tokens (input + max_tokens), budget of the period (0: none), model,
 #       input price, output price (nano-USD per token), the input tokens counted before the call,
-#       now (ms, for the entry), the least samples for a 95th percentile
+#       now (ms, for the entry), the least samples for a 95th percentile, cache read price, cache
+#       write price (nano-USD per token)
 # The reservation rule: a call may spend only what it holds, so the usage plus what every open
 # call holds never passes the budget, however many calls start at once. It holds its worst case
 # when that fits. Near the end of the budget it may hold what is left instead, if that covers its
@@ -65,7 +67,8 @@ release_hold(KEYS[3], hold)   -- replaced by the call's reservation
 redis.call('HINCRBY', KEYS[2], 'reserved', held)
 local entry = {held = held, input = 0, output = 0, request_id = '', outcome = 'reserved',
                at = tonumber(ARGV[8]), model = ARGV[4], pin = tonumber(ARGV[5]), pout = tonumber(ARGV[6]),
-               usage = KEYS[2], expect = tonumber(ARGV[7])}
+               pcr = tonumber(ARGV[10]), pcw = tonumber(ARGV[11]), usage = KEYS[2],
+               expect = tonumber(ARGV[7])}
 local progress = math.max(tonumber(f[3]) or 0, 30)
 redis.call('HSET', KEYS[1], CALL .. ARGV[1], cjson.encode(entry), 'budget_reserved', 0,
   'stage', 'summarizing', 'progress', progress, 'shown', 0)
@@ -83,7 +86,8 @@ return {1, cap}
 #       progress (-1: none), checkpoint JSON ('': none), where the new text of the answer starts
 #       (its characters before), the new text ('': none), the stage to announce ('': none), how
 #       many answers the sample keeps (0: this one is not a sample, its max_tokens was cut), why the
-#       call ended ('' while it streams or when answered)
+#       call ended ('' while it streams or when answered), of the input tokens those read from and
+#       those written to the prompt cache
 # Records what the call has cost so far. While it streams, only its entry changes (what the worker
 # last recorded is what a crash leaves counted); when it closes (an outcome), what it cost goes to
 # the usage and its hold goes back. With a checkpoint, the paid answer is saved in the same step,
@@ -99,6 +103,7 @@ local e = cjson.decode(f[1])
 -- Counted even when the call was closed already (a cancel closes the job while its worker is still
 -- streaming): the worker's last record is the truest count of what the provider billed.
 e.input, e.output = tonumber(ARGV[2]), tonumber(ARGV[3])
+e.cache_read, e.cache_write = tonumber(ARGV[13]) or 0, tonumber(ARGV[14]) or 0
 if ARGV[4] ~= '' then e.request_id = ARGV[4] end
 if ARGV[5] ~= '' then
   local keep = tonumber(ARGV[11]) or 0

@@ -34,6 +34,15 @@ class PaidCall:
     input_price_nusd: int  # nano-USD per token
     output_price_nusd: int
     sample_key: str = ""  # rs:output-sample:<plan>:<model> (names.output_sample)
+    # Input read from and written to the prompt cache, priced apart; None: at the input price.
+    cache_read_price_nusd: int | None = None
+    cache_write_price_nusd: int | None = None
+
+    def prices(self) -> list[int]:
+        """Per token, as RESERVE takes them: input, output, cache read, cache write."""
+        read, write = self.cache_read_price_nusd, self.cache_write_price_nusd
+        pin = self.input_price_nusd
+        return [pin, self.output_price_nusd, pin if read is None else read, pin if write is None else write]
 
 
 @dataclass(frozen=True)
@@ -58,9 +67,9 @@ class CallLedger(RedisStore):
         usage the job's queue hold was taken from (it becomes part of this reservation)."""
         keys = [names.job(call.job_id), call.usage_key, hold_key, names.job_events(call.job_id)]
         keys.append(call.sample_key)
-        prices = [call.input_price_nusd, call.output_price_nusd]
-        args: list[str | int] = [call.call_id, worst_case, budget, model, *prices, input_tokens, now_ms()]
-        args.append(OUTPUT_SAMPLE_LEAST)
+        pin, pout, pcache_read, pcache_write = call.prices()
+        args: list[str | int] = [call.call_id, worst_case, budget, model, pin, pout, input_tokens, now_ms()]
+        args += [OUTPUT_SAMPLE_LEAST, pcache_read, pcache_write]
         reply = await self._reserve(keys=keys, args=args)
         if int(reply[0]) == 1:
             return Reservation(True, max_tokens=int(reply[1]))
@@ -84,17 +93,25 @@ class CallLedger(RedisStore):
         stage: str = "",
         sample: bool = False,
         reason: str = "",
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> bool:
-        """What the call has cost so far; with ``outcome`` it is closed; with ``checkpoint`` the
-        paid answer is saved in the same step, so an answer is never saved without its cost; with
-        ``stage`` that stage is announced; with ``sample`` an answered call's output joins its
-        model's sample; ``reason``: why a call that ended unanswered ended (a later call's
-        ``restart`` event says it). False when the job is no longer running."""
+        """What the call has cost so far; ``input_tokens`` counts every input token billed, the
+        cache reads and writes among them (priced at their own rates). With ``outcome`` it is
+        closed; with ``checkpoint`` the paid answer is saved in the same step, so an answer is never
+        saved without its cost; with ``stage`` that stage is announced; with ``sample`` an answered
+        call's output joins its model's sample; ``reason``: why a call that ended unanswered ended
+        (a later call's ``restart`` event says it). False when the job is no longer running."""
         keys = [names.job(call.job_id), call.usage_key, names.job_events(call.job_id), call.sample_key]
         saved = orjson.dumps(checkpoint.__dict__).decode() if checkpoint is not None else ""
         args: list[str | int] = [call.call_id, max(0, input_tokens), max(0, output_tokens)]
         args += [request_id or "", outcome, progress, saved, text_offset, text, stage]
-        args += [OUTPUT_SAMPLE_SIZE if sample else 0, reason]
+        args += [
+            OUTPUT_SAMPLE_SIZE if sample else 0,
+            reason,
+            max(0, cache_read_tokens),
+            max(0, cache_write_tokens),
+        ]
         return str(await self._record(keys=keys, args=args)) == "active"
 
     @translate_redis_errors
@@ -112,6 +129,7 @@ class CallLedger(RedisStore):
                 spent_input = int(entry.get("input", 0)) or int(entry.get("expect") or 0)
                 args: list[str | int] = [call_id, spent_input, int(entry.get("output", 0)), "", "lost"]
                 args += [-1, "", 0, "", "", 0, LOST_REASON]  # no sample: its answer never ended
+                args += [int(entry.get("cache_read", 0)), int(entry.get("cache_write", 0))]
                 await self._record(keys=keys, args=args, client=pipe)
             await pipe.execute()
 

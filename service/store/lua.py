@@ -83,18 +83,27 @@ end
 
 -- The call ledger (service.store.call_scripts) lives in the job's record, one field per call
 -- ('call:<id>', a JSON entry). What a call recorded beyond what its usage already counts goes to
--- the usage, priced: one read and one write of the usage hash, however many counters move.
+-- the usage, priced: one read and one write of the usage hash, however many counters move. The
+-- input counts the cache reads and writes too (a budget in tokens does); those are priced at their
+-- own rates (an entry from before they were recorded apart has neither: all at the input price).
 local function count_call(usage, e, release)
   local din, dout = e.input - (e.counted_in or 0), e.output - (e.counted_out or 0)
-  local cost = din * e.pin + dout * e.pout
-  if din == 0 and dout == 0 and release == 0 then return end
-  local u = redis.call('HMGET', usage, 'input_tokens', 'output_tokens', 'cost_nusd', 'reserved')
+  local dread = (e.cache_read or 0) - (e.counted_cr or 0)
+  local dwrite = (e.cache_write or 0) - (e.counted_cw or 0)
+  if din == 0 and dout == 0 and dread == 0 and dwrite == 0 and release == 0 then return end
+  local cost = (din - dread - dwrite) * e.pin + dread * (e.pcr or e.pin) + dwrite * (e.pcw or e.pin)
+    + dout * e.pout
+  local u = redis.call('HMGET', usage, 'input_tokens', 'output_tokens', 'cost_nusd', 'reserved',
+    'cache_read_tokens', 'cache_write_tokens')
   redis.call('HSET', usage,
     'input_tokens', (tonumber(u[1]) or 0) + din,
     'output_tokens', (tonumber(u[2]) or 0) + dout,
     'cost_nusd', string.format('%.0f', (tonumber(u[3]) or 0) + cost),
-    'reserved', math.max(0, (tonumber(u[4]) or 0) - release))
+    'reserved', math.max(0, (tonumber(u[4]) or 0) - release),
+    'cache_read_tokens', (tonumber(u[5]) or 0) + dread,
+    'cache_write_tokens', (tonumber(u[6]) or 0) + dwrite)
   e.counted_in, e.counted_out = e.input, e.output
+  e.counted_cr, e.counted_cw = e.cache_read or 0, e.cache_write or 0
 end
 local function is_open(e) return e.outcome == 'reserved' or e.outcome == 'streaming' end
 local function close_call(usage, e, outcome)

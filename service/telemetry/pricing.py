@@ -72,12 +72,6 @@ def model_prices(model: str, lane: Lane = "realtime") -> ModelPrices | None:
     return None
 
 
-def price_per_million(model: str, lane: Lane = "realtime") -> tuple[float, float] | None:
-    """(input, output) prices in a lane: what the call ledger records per call."""
-    prices = model_prices(model, lane)
-    return None if prices is None else (prices.input, prices.output)
-
-
 def cost_usd(
     model: str,
     input_tokens: int,

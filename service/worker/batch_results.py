@@ -32,7 +32,12 @@ def batch_call(record: dict[str, str]) -> PaidCall | None:
     entry = call_entries(record).get(call_id)
     if entry is None or "usage" not in entry:
         return None
-    return PaidCall(record["job_id"], call_id, str(entry["usage"]), int(entry["pin"]), int(entry["pout"]))
+    pin, pout = int(entry["pin"]), int(entry["pout"])
+    read, write = int(entry.get("pcr", pin)), int(entry.get("pcw", pin))
+    return PaidCall(
+        record["job_id"], call_id, str(entry["usage"]), pin, pout,
+        cache_read_price_nusd=read, cache_write_price_nusd=write,
+    )  # fmt: skip
 
 
 async def close_unsent(deps: WorkerDeps, member: str) -> None:
@@ -124,6 +129,8 @@ async def _save_answer(
         outcome="answered",
         checkpoint=checkpoint,
         text=answer.text,
+        cache_read_tokens=answer.cache_read_tokens,
+        cache_write_tokens=answer.cache_write_tokens,
     )
     if first:  # the metrics count a request once too (a repeated settle finds it answered)
         usage = CallUsage(

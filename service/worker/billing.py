@@ -24,7 +24,7 @@ from service.store import names
 from service.store.calls import PaidCall, nano_usd_per_token
 from service.store.job_types import Checkpoint
 from service.store.policies import budget_of, budget_period
-from service.telemetry.pricing import Lane, price_per_million
+from service.telemetry.pricing import Lane, ModelPrices, model_prices
 from service.worker.job_metrics import model_billed
 from service.worker.resources import WorkerDeps
 from service.worker.stages import STAGE_PROGRESS, JobStopped, summarizing_progress
@@ -64,14 +64,16 @@ class CallAccount:
         with its ``max_tokens`` and sent later, so it holds its whole worst case (no sample, no cut)."""
         settings, user = deps.settings, record["user_id"]
         period = budget_period(settings)
-        prices = price_per_million(request.model, lane) or (0.0, 0.0)
+        prices = model_prices(request.model, lane) or ModelPrices(0.0, 0.0, 0.0, 0.0)
         call = PaidCall(
             job_id=record["job_id"],
             call_id=secrets.token_hex(6),
             usage_key=names.usage(user, period),
-            input_price_nusd=nano_usd_per_token(prices[0]),
-            output_price_nusd=nano_usd_per_token(prices[1]),
+            input_price_nusd=nano_usd_per_token(prices.input),
+            output_price_nusd=nano_usd_per_token(prices.output),
             sample_key=_sample_key(request.model, record.get("plan", "free"), lane),
+            cache_read_price_nusd=nano_usd_per_token(prices.cache_read),
+            cache_write_price_nusd=nano_usd_per_token(prices.cache_write),
         )
         worst = input_tokens + request.max_tokens
         reservation = await deps.calls.reserve(
@@ -187,6 +189,8 @@ class CallAccount:
             stage=stage,
             sample=sample,
             reason=reason,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
         )
         self.text_shown = max(self.text_shown, len(text))
         return active

@@ -234,6 +234,8 @@ async def test_usage_starts_at_zero(
         "inputTokens": 0,
         "outputTokens": 0,
         "tokensUsed": 0,
+        "cacheReadTokens": 0,
+        "cacheWriteTokens": 0,
         "costUsd": 0.0,
         "period": datetime.now(UTC).strftime("%Y-%m"),
         "budget": settings.budget_tokens_pro,

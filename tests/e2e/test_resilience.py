@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from pypdf import PdfReader
 
 from service.report.markdown import MAX_CHARS
+from service.telemetry.pricing import model_prices
 from tests.conftest import InputFiles
 from tests.e2e.support import JOB_TIMEOUT, Client, new_key, stored_pdfs
 from tests.fakes.anthropic import FakeAnthropic
@@ -82,6 +83,59 @@ async def test_kill_9_after_the_model_answered_never_calls_it_again_nor_serves_a
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages[-2:])
     assert "Part 43" in text and "not shown" not in text  # the whole report, to its last part
     assert fake_anthropic.call_count == 1  # resumed from the checkpoint
+
+
+async def test_kill_9_mid_answer_counts_each_call_s_cache_reads_and_writes_once_at_their_prices(
+    env: dict[str, str], processes: list[ServiceProcess], inputs: InputFiles, fake_anthropic: FakeAnthropic,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The first call writes the cached prefix and streams until its worker is killed; the next
+    worker closes it as far as it was recorded and runs the job again, reading the prefix. Usage
+    counts both calls' cache tokens, each once, and prices each kind at its own rate."""
+    fake_anthropic.prompt_cache.minimum = lambda model: 0  # the fake caches the short system prompt
+    fake_anthropic.reply = lambda body: "# Report\n\n" + "Sales rose in every region. " * 150
+    fake_anthropic.chunk_delay, fake_anthropic.chunk_chars = 0.1, 40  # streams for ~10 s
+    env = {**env, "PROMPT_CACHE_MIN_TOKENS": "0", "PROMPT_CACHE_MIN_TOKENS_HAIKU": "0"}
+    api, url = await start_api(env, tmp_path / "logs")
+    processes.append(api)
+    doomed = start_worker(env, tmp_path / "logs", name="doomed")
+    processes.append(doomed)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        client = Client(http, new_key(env, "cora"))
+        job_id = await client.submit(inputs.add("f.csv", "x,y\n1,2\n"))
+        deadline = time.monotonic() + 20
+        while int(str((await client.status(job_id))["progress"])) <= 30:  # text recorded as it streams
+            assert time.monotonic() < deadline, "the answer never streamed"
+            await asyncio.sleep(0.02)
+        doomed.process.kill()
+        fake_anthropic.chunk_delay = 0.0
+        processes.append(start_worker(env, tmp_path / "logs", name="survivor"))
+        done = await client.wait_for(job_id, "completed", timeout=JOB_TIMEOUT + 25)
+        usage = await client.usage()
+    bill = fake_anthropic.bill.tokens("realtime")
+    assert fake_anthropic.call_count == 2
+    assert (
+        bill.cache_write_tokens > 0 and bill.cache_read_tokens == bill.cache_write_tokens
+    )  # wrote, then read
+    assert (usage["cacheReadTokens"], usage["cacheWriteTokens"]) == (
+        bill.cache_read_tokens,
+        bill.cache_write_tokens,
+    )
+    assert usage["inputTokens"] == fake_anthropic.billed_tokens[0] and usage["reports"] == 1
+    result = done["result"]
+    assert isinstance(result, dict) and (result["cacheReadTokens"], result["cacheWriteTokens"]) == (
+        bill.cache_read_tokens, 0
+    )  # fmt: skip
+    prices = model_prices(str(result["model"]))
+    assert prices is not None
+    uncached = usage["inputTokens"] - usage["cacheReadTokens"] - usage["cacheWriteTokens"]
+    micro_usd = (
+        uncached * prices.input
+        + usage["cacheReadTokens"] * prices.cache_read
+        + usage["cacheWriteTokens"] * prices.cache_write
+        + usage["outputTokens"] * prices.output
+    )
+    assert usage["costUsd"] == pytest.approx(micro_usd / 1_000_000, abs=2e-6)
 
 
 CHAOS_DEADLINE_SECONDS = 120  # the test's own, well inside its pytest timeout: its message must show

@@ -29,10 +29,16 @@ def control_routes(fake: FakeAnthropic) -> list[Route]:
         return JSONResponse({"queued": count})
 
     async def stats(request: Request) -> Response:
-        """``GET /_fake/stats``: calls answered, calls refused by the limits, tokens billed (in all,
-        and line by line: per lane and model, each kind of token)."""
+        """``GET /_fake/stats``: calls answered, calls refused by the limits, message batches created
+        and the requests in them, tokens billed (in all, and line by line: per lane and model, each
+        kind of token)."""
         billed_input, billed_output = fake.billed_tokens
         served = {"calls": fake.call_count, "rate_limited": fake.rate_limited_count}
+        batches = fake.batches.created
+        served |= {
+            "batches": len(batches),
+            "batch_requests": sum(len(fake.batches.requests(b)) for b in batches),
+        }
         billed = {"billed_input": billed_input, "billed_output": billed_output, "bill": fake.bill.lines()}
         return JSONResponse({**served, **billed})
 

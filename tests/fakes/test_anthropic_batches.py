@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 from anthropic import AsyncAnthropic
 
@@ -165,3 +166,13 @@ async def test_batch_usage_is_billed_apart_from_realtime_calls_at_half_the_price
     assert fake.bill.usd("realtime") > 0
     assert fake.bill.usd("batch") == pytest.approx(fake.bill.usd("realtime") / 2)
     assert fake.bill.usd() == pytest.approx(fake.bill.usd("realtime") * 1.5)
+
+
+async def test_the_stats_count_the_batches_created_and_the_requests_in_them(
+    fake: FakeAnthropic, sdk: AsyncAnthropic
+) -> None:
+    for custom_ids in (("a1", "a2"), ("b1",)):
+        await ended(sdk, (await sdk.messages.batches.create(requests=requests(*custom_ids))).id)
+    async with httpx.AsyncClient(base_url=fake.base_url) as http:
+        stats = (await http.get("/_fake/stats")).json()
+    assert (stats["batches"], stats["batch_requests"], stats["calls"]) == (2, 3, 0)

@@ -115,3 +115,57 @@ async def test_a_call_that_showed_text_then_lost_its_worker_makes_the_next_call_
     restart = orjson.loads(events[names_in_order.index("restart")]["data"])
     assert restart == {"offset": 0, "reason": LOST_REASON}
     assert names_in_order.index("text") < names_in_order.index("restart")
+
+
+async def cached_call(ledger: CallLedger, job_id: str) -> PaidCall:
+    """A call whose input is priced as Opus-class models price it: a cache read at a tenth of the
+    input price, a write at 1.25 times."""
+    call = PaidCall(
+        job_id, "c1", USAGE, input_price_nusd=1000, output_price_nusd=5000,
+        cache_read_price_nusd=100, cache_write_price_nusd=1250,
+    )  # fmt: skip
+    granted = await ledger.reserve(
+        call, input_tokens=400, worst_case=1400, budget=0, model="m", hold_key=USAGE
+    )
+    assert granted.granted
+    return call
+
+
+async def test_cache_reads_and_writes_are_counted_once_and_priced_at_their_own_rates(redis: Redis) -> None:
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    call = await cached_call(ledger, await running_job(jobs, "cached"))
+    # 400 input tokens billed: 100 uncached, 250 read from the cache, 50 written to it.
+    for output in (10, 60, 60):
+        await ledger.record(call, 400, output, cache_read_tokens=250, cache_write_tokens=50)
+    for _ in range(2):  # a close sent twice (a retried save) counts nothing twice
+        await ledger.record(call, 400, 90, outcome="answered", cache_read_tokens=250, cache_write_tokens=50)
+    usage = await jobs.usage("ann", "2026-12")
+    assert (usage["input_tokens"], usage["output_tokens"]) == (400, 90)
+    assert (usage["cache_read_tokens"], usage["cache_write_tokens"]) == (250, 50)
+    assert usage["cost_nusd"] == 100 * 1000 + 250 * 100 + 50 * 1250 + 90 * 5000
+
+
+async def test_a_worker_death_after_a_record_with_cache_counts_keeps_them_counted_once(redis: Redis) -> None:
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    job_id = await running_job(jobs, "cached-died")
+    call = await cached_call(ledger, job_id)
+    await ledger.record(call, 400, 20, cache_read_tokens=0, cache_write_tokens=300)  # then it dies
+    await restarted(jobs, ledger, job_id)  # the next worker closes it as far as it was recorded
+    usage = await jobs.usage("ann", "2026-12")
+    assert (usage["cache_write_tokens"], usage["cost_nusd"]) == (300, 100 * 1000 + 300 * 1250 + 20 * 5000)
+    # The close its worker sent before it died arrives late: it corrects the count, never doubles it.
+    await ledger.record(call, 400, 30, outcome="cut", cache_read_tokens=0, cache_write_tokens=300)
+    usage = await jobs.usage("ann", "2026-12")
+    assert (usage["input_tokens"], usage["output_tokens"], usage["reserved"]) == (400, 30, 0)
+    assert (usage["cache_read_tokens"], usage["cache_write_tokens"]) == (0, 300)
+    assert usage["cost_nusd"] == 100 * 1000 + 300 * 1250 + 30 * 5000
+    entry = (await ledger.entries(job_id))["c1"]
+    assert (entry["outcome"], entry["cache_write"], entry["counted_cw"]) == ("lost", 300, 300)
+
+
+async def test_a_call_without_cache_prices_prices_its_cached_input_as_uncached(redis: Redis) -> None:
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    call = await reserved(ledger, await running_job(jobs, "no-cache-prices"))
+    await ledger.record(call, 400, 10, outcome="answered", cache_read_tokens=200)
+    usage = await jobs.usage("ann", "2026-12")
+    assert (usage["cache_read_tokens"], usage["cost_nusd"]) == (200, 400 * 1000 + 10 * 5000)

@@ -10,7 +10,7 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from service.store.calls import nano_usd_per_token
-from service.telemetry.pricing import Lane, ModelPrices, cost_usd, model_prices, price_per_million
+from service.telemetry.pricing import Lane, ModelPrices, cost_usd, model_prices
 
 # A model id per family in our table, as the API names them.
 MODELS = [
@@ -89,7 +89,6 @@ def test_the_default_models_are_priced_as_anthropic_s_pricing_page_lists_them() 
     assert model_prices("claude-opus-4-7") == ModelPrices(5.0, 25.0, 0.5, 6.25)
     assert model_prices("claude-haiku-4-5-20251001") == ModelPrices(1.0, 5.0, 0.1, 1.25)
     assert model_prices("claude-haiku-4-5-20251001", "batch") == ModelPrices(0.5, 2.5, 0.05, 0.625)
-    assert price_per_million("claude-opus-4-7") == (5.0, 25.0)
 
 
 def test_one_report_s_cost_splits_its_input_by_how_the_cache_served_it() -> None:

@@ -123,3 +123,25 @@ async def test_more_jobs_than_a_batch_holds_go_in_several_batches_each_job_in_on
         sent = [custom_id for batch in fake_anthropic.batches.created
                 for custom_id, _ in fake_anthropic.batches.requests(batch)]  # fmt: skip
         assert sorted(sent) == sorted(job_ids) and max(sizes) <= 2  # never more than a batch holds
+
+
+async def test_batch_requests_count_their_cache_reads_and_writes_in_usage_at_batch_prices(
+    redis_url: str, tmp_path: Path, inputs: InputFiles, renderer: PdfRenderer, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.prompt_cache.minimum = lambda model: 0  # the fake caches the short system prompt
+    cached = {"prompt_cache_min_tokens": 0, "prompt_cache_min_tokens_haiku": 0}
+    settings = batch_settings(redis_url, tmp_path, fake_anthropic, **cached)
+    async with api_with(settings) as api, worker_deps(settings, renderer) as deps:
+        key = bearer(await create_key(settings, "cam", "pro"))
+        job_ids = [await submit_batch(api, key, inputs.add(f"{n}.csv", CSV)) for n in range(3)]
+        await run_with_driver(settings, deps)
+        assert [(await status(api, key, job_id))["state"] for job_id in job_ids] == ["completed"] * 3
+        spent = (await api.get("/api/usage", headers=key)).json()
+    bill = fake_anthropic.bill.tokens("batch")
+    assert bill.cache_read_tokens > 0 and bill.cache_write_tokens > 0
+    assert (spent["cacheReadTokens"], spent["cacheWriteTokens"]) == (
+        bill.cache_read_tokens,
+        bill.cache_write_tokens,
+    )
+    assert spent["inputTokens"] == bill.input_tokens + bill.cache_read_tokens + bill.cache_write_tokens
+    assert spent["costUsd"] == pytest.approx(fake_anthropic.bill.usd("batch"), abs=2e-6)

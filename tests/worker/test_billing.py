@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from service.core.errors import Unavailable
 from service.core.settings import Settings
@@ -202,3 +203,36 @@ async def test_a_redis_blip_around_a_paid_answer_never_loses_it_nor_pays_twice(
         assert fake_anthropic.call_count == 1 and flaky.streaming_failures > 0 and flaky.save_failures == 0
         spent = await usage(api, key)
         assert (spent["inputTokens"], spent["outputTokens"]) == fake_anthropic.billed_tokens
+
+
+async def test_usage_counts_cache_reads_and_writes_once_each_and_prices_them_as_the_bill_does(
+    redis_url: str, tmp_path: Path, inputs: InputFiles, renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
+) -> None:  # fmt: skip
+    fake_anthropic.prompt_cache.minimum = lambda model: 0  # the fake caches the short system prompt
+    settings = paid(
+        redis_url, tmp_path, fake_anthropic, prompt_cache_min_tokens=0, prompt_cache_min_tokens_haiku=0,
+        worker_concurrency=1,
+    )  # fmt: skip
+    async with api_with(settings) as api:
+        key = bearer(await create_key(settings, "cai", "pro"))
+        job_ids = [(await submit(api, key, inputs.add(f"{n}.csv", CSV)))["jobId"] for n in range(3)]
+        async with worker_deps(settings, renderer) as deps:
+            await run_burst_worker(settings, deps)
+        results = [(await status(api, key, job_id))["result"] for job_id in job_ids]
+        spent = await usage(api, key)
+    bill = fake_anthropic.bill.tokens("realtime")
+    assert (
+        bill.cache_write_tokens > 0 and bill.cache_read_tokens == 2 * bill.cache_write_tokens
+    )  # one write, two reads
+    assert (spent["cacheReadTokens"], spent["cacheWriteTokens"]) == (
+        bill.cache_read_tokens,
+        bill.cache_write_tokens,
+    )
+    assert (spent["inputTokens"], spent["outputTokens"]) == fake_anthropic.billed_tokens
+    assert spent["reports"] == 3 and all(isinstance(r, dict) for r in results)
+    reads = sum(r["cacheReadTokens"] for r in results)  # type: ignore[index]
+    assert reads == spent["cacheReadTokens"]
+    # Each kind of token at its own price: a read at a tenth of the input price, a write at 1.25x.
+    assert spent["costUsd"] == pytest.approx(fake_anthropic.bill.usd("realtime"), abs=2e-6)
+    assert spent["costUsd"] == pytest.approx(sum(r["costUsd"] for r in results), abs=2e-6)  # type: ignore[index]
