@@ -109,31 +109,26 @@ class JobStore(RedisStore):
         ``score_ms`` is the job's place in the queue: its submit time, earlier for a higher priority.
         """
         report_id = "rep_" + secrets.token_hex(12)
-        fields = {
-            "job_id": job.job_id,
-            "fingerprint": job.fingerprint,
-            "user_id": job.user_id,
-            "plan": job.plan,
-            "report_id": report_id,
-            "input_url": job.input_url,
-            "model": job.model,
-            "state": "queued",
-            "stage": "queued",
-            "progress": "0",
-            "attempts": "0",
-            "created_ms": str(now_ms()),  # strings: Lua would print a big number as 1.79e+12
-        }
+        created_ms = now_ms()
+        fields: list[str | int] = [
+            "job_id", job.job_id, "fingerprint", job.fingerprint, "user_id", job.user_id,
+            "plan", job.plan, "report_id", report_id, "input_url", job.input_url, "model", job.model,
+            "state", "queued", "stage", "queued", "progress", "0", "attempts", "0",
+            "created_ms", created_ms, "due_ms", score_ms,
+        ]  # fmt: skip
         # Carried to the worker for its log lines and its spans; left out when empty (tracing off).
-        carried = {"request_id": job.request_id, "traceparent": job.traceparent}
-        fields.update({name: value for name, value in carried.items() if value})
+        for name, value in (("request_id", job.request_id), ("traceparent", job.traceparent)):
+            if value:
+                fields += [name, value]
         if job.callback_url:
-            fields["callback_url"] = job.callback_url
+            fields += ["callback_url", job.callback_url]
         if job.lane != "realtime":
-            fields["lane"] = job.lane
-        limits: list[bytes | str | int] = [policy.per_minute, policy.burst, policy.budget, policy.reserve]
-        limits.append(policy.period)
+            fields += ["lane", job.lane]
+        if policy.budget > 0:  # what the hold is, and which period's usage holds it
+            fields += ["budget_period", policy.period, "budget_reserved", policy.reserve]
         member = names.queue_member(job.job_id, job.user_id)
-        args: list[bytes | str | int] = [member, score_ms, keep_ms, orjson.dumps(fields), *limits]
+        args: list[str | int] = [member, score_ms, keep_ms, job.job_id, created_ms, job.plan]
+        args += [policy.per_minute, policy.burst, policy.budget, policy.reserve, *fields]
         user = job.user_id
         keys = [names.job(job.job_id), names.QUEUE, names.user_finished(user, "jobs"), names.QUEUED_COUNTS]
         keys += [names.usage(user, policy.period), names.rate_bucket(user), names.MARKER]

@@ -33,10 +33,10 @@ end
 """
 
 # KEYS: job, queue, the user's listing, queued counts, usage of the period, rate bucket, marker
-# ARGV: queue member, queue score, the longest a job is kept (ms: the listing's horizon), the
-#       record's fields as a JSON object of strings (job_id, user_id, plan, fingerprint, created_ms
-#       among them), submissions per minute and burst for the user (0: no limit), token budget of the
-#       period (0: none), tokens a queued report holds, budget period
+# ARGV: queue member, queue score, the longest a job is kept (ms: the listing's horizon), job id,
+#       created ms, plan, submissions per minute and burst for the user (0: no limit), token budget
+#       of the period (0: none), tokens a queued report holds, then the record's fields as name,
+#       value pairs (its schedule and its budget hold among them: written as they come)
 # Returns {1} when created; {0, fingerprint, report id, state} for an existing job; {-1, ms to wait}
 # when the user submits too fast; {-2, tokens left} when the budget cannot hold another report.
 # A replay is answered before any limit is looked at: retrying a POST is always safe.
@@ -47,9 +47,8 @@ local existing = redis.call('HMGET', KEYS[1], 'fingerprint', 'report_id', 'state
 if existing[1] then
   return {0, existing[1], existing[2], existing[3]}
 end
-local fields = cjson.decode(ARGV[4])
 
-local per_minute, burst = tonumber(ARGV[5]), tonumber(ARGV[6])
+local per_minute, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
 if per_minute > 0 then
   local now = now_ms()
   local b = redis.call('HMGET', KEYS[6], 'tokens', 'ms')
@@ -60,7 +59,7 @@ if per_minute > 0 then
   redis.call('PEXPIRE', KEYS[6], math.ceil(burst * 60000 / per_minute) + 1000)
 end
 
-local budget, hold = tonumber(ARGV[7]), tonumber(ARGV[8])
+local budget, hold = tonumber(ARGV[9]), tonumber(ARGV[10])
 if budget > 0 then
   -- Spent, held by calls in flight, and held by queued reports: a new report must fit in the rest.
   local u = redis.call('HMGET', KEYS[5], 'input_tokens', 'output_tokens', 'reserved', 'queued_hold')
@@ -68,27 +67,20 @@ if budget > 0 then
     + (tonumber(u[4]) or 0)
   if committed + hold > budget then return {-2, budget - committed} end
   redis.call('HINCRBY', KEYS[5], 'queued_hold', hold)
-  fields['budget_period'], fields['budget_reserved'] = ARGV[9], ARGV[8]
 end
 
-fields['due_ms'] = ARGV[2]
-local flat = {}
-for name, value in pairs(fields) do
-  flat[#flat + 1] = name
-  flat[#flat + 1] = value
-end
-redis.call('HSET', KEYS[1], unpack(flat))
-local created, keep = tonumber(fields['created_ms']), tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], unpack(ARGV, 11))
+local job_id, created, keep = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], created, fields['job_id'])
+redis.call('ZADD', KEYS[3], created, job_id)
 if keep > 0 then
   -- Jobs no longer kept leave the listing; one submission in 16 (by its id's first digit) looks.
-  if string.sub(fields['job_id'], 1, 1) == '0' then
+  if string.sub(job_id, 1, 1) == '0' then
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', created - keep)
   end
   redis.call('PEXPIRE', KEYS[3], keep)
 end
-redis.call('HINCRBY', KEYS[4], fields['plan'], 1)
+redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
 wake_one(KEYS[7])
 return {1}
 """
