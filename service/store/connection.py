@@ -158,17 +158,28 @@ def translate_redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitab
     return _translating(fn, bounded=True)
 
 
+def translate_one_command_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """The same for an operation that is one command (a script call, say): on a batching client
+    its batch's own deadline bounds it already, so it arms no timer of its own (on the hot path
+    of every submission); on any other client the store's deadline applies as usual."""
+    return _translating(fn, bounded=True, one_command=True)
+
+
 def translate_blocking_redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """The same for an operation meant to block (a blocking read): no store deadline; its
     connection's socket timeout bounds a Redis that stops answering."""
     return _translating(fn, bounded=False)
 
 
-def _translating(fn: Callable[P, Awaitable[T]], *, bounded: bool) -> Callable[P, Awaitable[T]]:
+def _translating(
+    fn: Callable[P, Awaitable[T]], *, bounded: bool, one_command: bool = False
+) -> Callable[P, Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         store = args[0] if args and isinstance(args[0], RedisStore) else None
         deadline = store.deadline if store is not None and bounded else None
+        if one_command and store is not None and isinstance(store._redis, BatchingRedis):
+            deadline = None
         try:
             if deadline is None:  # a worker's store, or a blocking read: no timer to arm and cancel
                 return await fn(*args, **kwargs)

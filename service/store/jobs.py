@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from service.core.clock import now_ms
 from service.store import ending_scripts, names, scripts
-from service.store.connection import RedisStore, translate_redis_errors
+from service.store.connection import RedisStore, translate_one_command_errors, translate_redis_errors
 from service.store.job_types import (
     Checkpoint,
     NewJob,
@@ -100,7 +100,7 @@ class JobStore(RedisStore):
         self._cancel = redis.register_script(ending_scripts.CANCEL)
         self._evict = redis.register_script(ending_scripts.EVICT)
 
-    @translate_redis_errors
+    @translate_one_command_errors
     async def submit(
         self, job: NewJob, policy: SubmitPolicy, *, keep_ms: int, score_ms: int
     ) -> SubmitOutcome:

@@ -17,6 +17,7 @@ from service.core.errors import Unavailable
 from service.dev.embedded_redis import EmbeddedRedis
 from service.store.batching import MAX_BATCH, BatchingRedis
 from service.store.connection import API_OPERATION_DEADLINE, open_redis
+from service.store.job_types import NewJob, SubmitPolicy
 from service.store.jobs import JobStore
 
 
@@ -126,6 +127,14 @@ async def test_a_hung_redis_fails_the_batch_in_time_and_piles_up_no_connections(
             results = await asyncio.gather(*(jobs.get("a" * 32) for _ in range(20)), return_exceptions=True)
             assert all(isinstance(result, Unavailable) for result in results)
         assert time.monotonic() - started < 3 * (API_OPERATION_DEADLINE + 0.5)
+        # A submission arms no timer of its own on this client: its batch's deadline bounds it.
+        started = time.monotonic()
+        job = NewJob(
+            job_id="b" * 32, user_id="u1", plan="pro", input_url="https://e.com/x", model="m", fingerprint="f"
+        )
+        with pytest.raises(Unavailable):
+            await jobs.submit(job, SubmitPolicy(0, 1, 0, 0, "2026-12"), keep_ms=1000, score_ms=1)
+        assert time.monotonic() - started < API_OPERATION_DEADLINE + 0.5
         await asyncio.sleep(0.1)  # the batches' own deadlines have dropped their connections
         assert len(client.connection_pool._in_use_connections) == 0
         server._process.send_signal(signal.SIGCONT)
