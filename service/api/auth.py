@@ -6,6 +6,7 @@ import time
 
 from starlette.requests import Request
 
+from service.api.headers import header
 from service.api.resources import ApiServices
 from service.api.tokens import parse_events_token, sign_events_token, signed_for
 from service.core.errors import Unauthorized
@@ -13,7 +14,7 @@ from service.store.keys import Caller
 
 
 def bearer_key(request: Request) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    scheme, _, credentials = header(request, b"authorization").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         return None
     return credentials.strip()

@@ -9,6 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
+from service.api.headers import header
 from service.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.core.schemas import Lane
 
@@ -54,7 +55,7 @@ class ReportCreate(BaseModel):
 
 
 def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return header(request, b"content-type").split(";")[0].strip().lower()
 
 
 def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
@@ -67,7 +68,7 @@ def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """Reads at most ``limit`` bytes, refusing early on a larger Content-Length."""
-    declared = request.headers.get("content-length", "")
+    declared = header(request, b"content-length")
     if _CONTENT_LENGTH.fullmatch(declared):
         if int(declared) > limit:
             raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")

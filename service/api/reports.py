@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from service.api.auth import events_token, require_caller
 from service.api.bodies import ReportCreate, parse, read_json
+from service.api.headers import optional_header
 from service.api.middleware import request_id_of
 from service.api.resources import ApiServices, services
 from service.api.responses import JSONResponse
@@ -103,7 +104,7 @@ async def create_report(request: Request) -> Response:
     svc = services(request)
     caller = await require_caller(request, svc)
     body = parse(ReportCreate, await read_json(request, svc.settings.request_max_bytes))
-    key = idempotency_key(body, request.headers.get("idempotency-key"))
+    key = idempotency_key(body, optional_header(request, b"idempotency-key"))
     url = await checked_input_url(body.input_data_url, svc, caller)
     callback_url = checked_callback_url(body.callback_url, svc)
     job = NewJob(
