@@ -43,6 +43,15 @@ pytest_plugins = ["tests.fakes.otlp"]
 _SETTINGS_ENV = [name.upper() for name in Settings.model_fields]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`) the end-to-end tests (marked ``slow``) run one after another
+    on one process, beside the rest on the other: each starts an API, workers and their render pools,
+    and two of them at once on two cores starve each other's start-up past the deadlines they keep."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("end-to-end"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_environment() -> Iterator[None]:
     """Tests build their settings explicitly; nothing comes from the developer's shell."""
