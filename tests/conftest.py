@@ -43,6 +43,17 @@ pytest_plugins = ["tests.fakes.otlp"]
 _SETTINGS_ENV = [name.upper() for name in Settings.model_fields]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`) the end-to-end tests (marked ``slow``) run one after another
+    on one process, beside the rest on the other: each starts an API, workers and their render pools,
+    and two of them at once on two cores starve each other's start-up past the deadlines they keep.
+    They are the longest run of the suite, so they go first: the other process fills in beside them."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("end-to-end"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: slow ones first
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_environment() -> Iterator[None]:
     """Tests build their settings explicitly; nothing comes from the developer's shell."""

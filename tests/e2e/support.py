@@ -1,4 +1,4 @@
-"""What the end-to-end tests share: the API as one user sees it, keys minted by the CLI, stored PDFs."""
+"""What the end-to-end tests share: the API as one user sees it, keys as the CLI mints them, stored PDFs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import submit
-from tests.fakes.processes import cli
+from tests.conftest import create_key, make_settings, submit
 
 JOB_TIMEOUT = 3  # a dead worker's job runs again about JOB_TIMEOUT + 5 s later
 
@@ -46,10 +45,10 @@ class Client:
         return body
 
 
-def new_key(env: dict[str, str], user: str) -> str:
-    created = cli(env, "keys", "create", "--user", user, "--plan", "pro")
-    assert created.returncode == 0, created.stderr
-    return created.stdout.strip().splitlines()[-1]
+async def new_key(env: dict[str, str], user: str) -> str:
+    """A pro key minted through the store the CLI uses, in this process: one Python start-up less per
+    test (the CLI itself is tested in test_e2e.py)."""
+    return await create_key(make_settings(env["REDIS_URL"], Path(env["DATA_DIR"])), user, "pro")
 
 
 def stored_pdfs(env: dict[str, str]) -> list[Path]:

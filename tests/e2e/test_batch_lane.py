@@ -42,7 +42,7 @@ async def test_a_killed_driver_is_replaced_and_its_batch_finished_once(
     doomed = start_worker(env, tmp_path / "logs", name="doomed")
     processes.append(doomed)
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, new_key(env, "lena"))
+        client = Client(http, await new_key(env, "lena"))
         source = inputs.add("a.csv", "region,revenue\nnorth,1\nsouth,2\n")
         job_ids = []
         for _ in range(3):

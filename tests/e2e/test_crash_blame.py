@@ -37,7 +37,7 @@ async def test_only_the_job_that_keeps_killing_its_workers_fails(
     await wait_for_worker_ready(worker)
     store = aioredis.Redis.from_url(redis_url, decode_responses=True)
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, new_key(env, "nora"))
+        client = Client(http, await new_key(env, "nora"))
         poison = await client.submit(inputs.add("poison.csv", "x,y\n1,2\n"))
         innocents = [await client.submit(inputs.add(f"{name}.csv", "x,y\n1,2\n")) for name in "ab"]
         kills, deadline = 0, time.monotonic() + DEADLINE_SECONDS

@@ -42,7 +42,7 @@ async def test_an_idle_worker_starts_a_new_job_at_once_and_a_retry_when_its_back
     await wait_for_worker_ready(worker)
     await asyncio.sleep(1.0)  # past its first look at the queue: from here on it is idle
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, new_key(env, "pat"))
+        client = Client(http, await new_key(env, "pat"))
         job_id = await client.submit(inputs.add("a.csv", "x,y\n1,2\n"))
         assert await time_until(client, job_id, "completed") < 5  # picked up at once, not in 60 s
 

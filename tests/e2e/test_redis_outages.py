@@ -38,7 +38,7 @@ async def test_a_redis_restart_under_load_loses_no_job(
         processes.append(api)
         processes.append(start_worker(env, tmp_path / "logs"))
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            client = Client(http, new_key(env, "liam"))
+            client = Client(http, await new_key(env, "liam"))
             source = inputs.add("d.csv", "x,y\n1,2\n")
             job_ids = [await client.submit(source) for _ in range(20)]
             await client.wait_for(job_ids[0], "completed")
@@ -60,7 +60,7 @@ async def test_the_api_answers_503_fast_while_redis_is_down_and_recovers_by_itse
     server = EmbeddedRedis(tmp_path / "redis", appendonly=True)
     server.start()
     env = service_env(server.url, tmp_path / "data")
-    key = new_key(env, "mia")
+    key = await new_key(env, "mia")
     api, url = await start_api(env, tmp_path / "logs")
     processes.append(api)
     body = {"inputDataUrl": "https://example.com/x.csv"}
@@ -90,7 +90,7 @@ async def test_a_hung_redis_still_gets_a_503_within_two_seconds(
     server = EmbeddedRedis(tmp_path / "redis", appendonly=False)
     server.start()
     env = service_env(server.url, tmp_path / "data")
-    key = new_key(env, "noah")
+    key = await new_key(env, "noah")
     api, url = await start_api(env, tmp_path / "logs")
     processes.append(api)
     try:

@@ -40,7 +40,7 @@ async def test_kill_9_during_the_model_call_is_picked_up_and_completes_once(
     doomed = start_worker(env, tmp_path / "logs", name="doomed")
     processes.append(doomed)
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, new_key(env, "ivan"))
+        client = Client(http, await new_key(env, "ivan"))
         job_id = await client.submit(inputs.add("a.csv", "x,y\n1,2\n"))
         await client.wait_for(job_id, "summarizing")
         while fake_anthropic.call_count == 0:  # the paid call is under way
@@ -71,7 +71,7 @@ async def test_kill_9_after_the_model_answered_never_calls_it_again_nor_serves_a
     doomed = start_worker(env, tmp_path / "logs", name="doomed")
     processes.append(doomed)
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, new_key(env, "judy"))
+        client = Client(http, await new_key(env, "judy"))
         job_id = await client.submit(inputs.add("b.csv", "x,y\n1,2\n"))
         await client.wait_for(job_id, "rendering")
         doomed.process.kill()
@@ -155,7 +155,7 @@ async def test_chaos_sigkill_every_few_seconds_loses_nothing_and_bills_each_repo
     processes.extend(workers)
     kills = 0
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, new_key(env, "kate"))
+        client = Client(http, await new_key(env, "kate"))
         source = inputs.add("c.csv", "x,y\n1,2\n")
         job_ids = [await client.submit(source) for _ in range(jobs)]
         deadline = time.monotonic() + CHAOS_DEADLINE_SECONDS
@@ -193,7 +193,7 @@ async def test_twenty_concurrent_identical_posts_make_one_job_and_one_model_call
     processes.append(start_worker(env, tmp_path / "logs"))
     source = inputs.add("e.csv", "x,y\n1,2\n")
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, new_key(env, "olga"))
+        client = Client(http, await new_key(env, "olga"))
         body = {"inputDataUrl": source, "idempotencyKey": "same-key-20x"}
         responses = await asyncio.gather(
             *(http.post("/api/reports", json=body, headers=client.headers) for _ in range(20))

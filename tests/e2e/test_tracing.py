@@ -44,7 +44,7 @@ async def test_one_trace_spans_the_api_and_worker_processes_and_is_flushed_when_
     fake_otlp: FakeOtlp,
     tmp_path: Path,
 ) -> None:
-    key = new_key(env, "tess")
+    key = await new_key(env, "tess")
     api, url = await start_api(env, tmp_path / "logs")
     worker = start_worker(env, tmp_path / "logs")
     processes += [api, worker]

@@ -51,7 +51,7 @@ async def test_a_worker_killed_mid_delivery_does_not_lose_the_delivery(
     processes.append(api)
     async with webhook_receiver() as receiver, httpx.AsyncClient(base_url=url, timeout=10) as http:
         receiver.answers = [STALL]  # the first attempt gets no answer: the worker dies waiting
-        client = Client(http, new_key(env, "alice"))
+        client = Client(http, await new_key(env, "alice"))
         job_id = await submit(client, inputs.add("a.csv", "x,y\n1,2\n"), receiver.hook())
         doomed = start_worker(env, logs, name="doomed")
         processes.append(doomed)
@@ -78,7 +78,7 @@ async def test_a_job_cancelled_in_the_api_gets_its_webhook_from_a_worker(
     api, url = await start_api(env, logs)
     processes.append(api)
     async with webhook_receiver() as receiver, httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, new_key(env, "bob"))
+        client = Client(http, await new_key(env, "bob"))
         job_id = await submit(client, "https://example.com/never-fetched.csv", receiver.hook())
         assert (await http.delete(f"/api/reports/{job_id}", headers=client.headers)).status_code == 200
         processes.append(start_worker(env, logs))  # the API process sends nothing itself
@@ -105,7 +105,7 @@ async def test_a_redis_restart_while_a_delivery_is_retried_loses_nothing(
         processes.append(start_worker(env, logs))
         async with webhook_receiver() as receiver, httpx.AsyncClient(base_url=url, timeout=10) as http:
             receiver.answers = [503] * 10_000  # failing until Redis has been restarted
-            client = Client(http, new_key(env, "carol"))
+            client = Client(http, await new_key(env, "carol"))
             job_id = await submit(client, inputs.add("c.csv", "x,y\n1,2\n"), receiver.hook())
             await receiver.wait_for(1, timeout=40)
             server.stop()  # SIGTERM: Redis writes its append-only file

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from service.store import names
@@ -45,6 +46,7 @@ async def health_until(env: dict[str, str], code: int, timeout: float, *args: st
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.slow  # a real worker process, timed against the check's limit
 async def test_a_worker_container_is_healthy_while_its_worker_reports_and_not_once_it_hangs(
     redis_url: str, tmp_path: Path, processes: list[ServiceProcess]
 ) -> None:
