@@ -101,7 +101,7 @@ async def test_kill_9_mid_answer_counts_each_call_s_cache_reads_and_writes_once_
     doomed = start_worker(env, tmp_path / "logs", name="doomed")
     processes.append(doomed)
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, new_key(env, "cora"))
+        client = Client(http, await new_key(env, "cora"))
         job_id = await client.submit(inputs.add("f.csv", "x,y\n1,2\n"))
         deadline = time.monotonic() + 20
         while int(str((await client.status(job_id))["progress"])) <= 30:  # text recorded as it streams
