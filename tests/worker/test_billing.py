@@ -55,6 +55,9 @@ async def until(condition: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+# Serial (the end-to-end group): beside the other xdist process's load this count came out short
+# once (0 of 208 output tokens), not reproduced alone or under CPU burners; see the session note.
+@pytest.mark.slow
 async def test_cancelling_mid_answer_counts_the_input_and_what_had_streamed(
     redis_url: str, tmp_path: Path, inputs: InputFiles, renderer: PdfRenderer,
     fake_anthropic: FakeAnthropic,
