@@ -57,8 +57,9 @@ def open_redis(
     within about two seconds when Redis is down instead of hanging; workers ride out short blips
     with a few jittered reconnect attempts. A ``role`` gets one dedicated connection, named so in
     ``CLIENT LIST``; ``blocking_ms`` is how long its commands may block (its socket waits longer).
-    ``batching`` sends the commands that concurrent tasks issue in one turn of the event loop as one
-    pipeline (``service.store.batching``): the API's shared client, where requests come in crowds.
+    ``batching`` writes the commands that concurrent tasks issue in one turn of the event loop in one
+    write on one shared connection (``service.store.batching``): the API's shared client, where
+    requests come in crowds.
     """
     # One retry even when failing fast: after a Redis restart every pooled connection is stale,
     # and the retry reconnects at once instead of answering 503 once per connection.
