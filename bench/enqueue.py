@@ -2,6 +2,13 @@
 
 Both servers run the same uvicorn (httptools, uvloop) on loopback against the same embedded Redis,
 measured alternately in the same run (A, B, A, B, ...) so the shared machine's noise hits both.
+
+Each round measures both servers in two placements. "Own core": the server under load on a core of
+its own, Redis and the load generator on the other(s), as in production, where Redis is another
+host and the clients are elsewhere. "Shared": all three float over every core, so each time the
+server wakes Redis the scheduler may run Redis on the server's core and stop the server meanwhile
+(counted here as the server's involuntary context switches per request); the heavier the work the
+service gives Redis, the more of its own core it loses that way, a cost of this 2-core bench machine.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -48,14 +55,52 @@ def start_server(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[by
     raise RuntimeError(f"{factory} did not start")
 
 
-def load(url: str, headers: list[str], seconds: float, connections: int) -> dict[str, float]:
+def placements() -> dict[str, tuple[set[int], set[int]]]:
+    """Placement name: (the server's cores, Redis's and the load generator's)."""
+    every = set(os.sched_getaffinity(0))
+    found = {"shared": (every, every)}
+    if len(every) >= 2:
+        first = min(every)
+        found["own core"] = ({first}, every - {first})
+    return found
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Every thread of the process onto these cores."""
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(thread), cores)
+
+
+def involuntary_switches(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
+
+
+def load(
+    url: str, headers: list[str], seconds: float, connections: int, cores: set[int] | None = None
+) -> dict[str, float]:
     command = [sys.executable, "-m", "bench.loadgen", url + "/api/reports", "--body", BODY,
                "--seconds", str(seconds), "--connections", str(connections),
                "--unique-header", "Idempotency-Key"]  # fmt: skip
     for header in headers:
         command += ["--header", header]
-    output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if cores is not None:
+        pin(process.pid, cores)  # before it has opened its connections: it imports uvloop first
+    output, _ = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the load generator failed ({process.returncode})")
     result: dict[str, float] = json.loads(output)
+    return result
+
+
+def measured(
+    server: subprocess.Popen[bytes], url: str, headers: list[str], seconds: float, connections: int,
+    cores: set[int],
+) -> dict[str, float]:  # fmt: skip
+    before = involuntary_switches(server.pid)
+    result = load(url, headers, seconds, connections, cores)
+    result["preempted_per_request"] = (involuntary_switches(server.pid) - before) / max(1, result["requests"])
     return result
 
 
@@ -77,14 +122,14 @@ def cpu_ticks() -> tuple[int, int]:
 
 def measure_enqueue(rounds: int = 3, seconds: float = 5.0, connections: int = 32) -> dict[str, Any]:
     total_before, steal_before = cpu_ticks()
-    result = _measure_enqueue(rounds, seconds, connections)
+    by_placement = _measure_enqueue(rounds, seconds, connections)
     total_after, steal_after = cpu_ticks()
     # A shared host takes CPU from this machine now and then: how much it took during the run.
-    result["steal_share"] = (steal_after - steal_before) / max(1, total_after - total_before)
-    return result
+    steal_share = (steal_after - steal_before) / max(1, total_after - total_before)
+    return {"placements": by_placement, "steal_share": steal_share}
 
 
-def _measure_enqueue(rounds: int, seconds: float, connections: int) -> dict[str, Any]:
+def _measure_enqueue(rounds: int, seconds: float, connections: int) -> dict[str, dict[str, Any]]:
     with (
         tempfile.TemporaryDirectory() as data,
         EmbeddedRedis(Path(data) / "redis", appendonly=False) as server,
@@ -98,22 +143,33 @@ def _measure_enqueue(rounds: int, seconds: float, connections: int) -> dict[str,
         ours, ours_url = start_server("service.app:create_app", env)
         base, base_url = start_server("bench.baseline_app:create_baseline_app", env)
         flush = redis.Redis.from_url(server.url)
-        runs: dict[str, list[dict[str, float]]] = {"service": [], "baseline": []}
+        redis_pid = int(cast(dict[str, Any], flush.info("server"))["process_id"])
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {}
         try:
             load(ours_url, [f"Authorization: Bearer {key}"], 1.0, connections)  # warm-up
             load(base_url, [], 1.0, connections)
             for _ in range(rounds):
-                runs["baseline"].append(load(base_url, [], seconds, connections))
-                runs["service"].append(load(ours_url, [f"Authorization: Bearer {key}"], seconds, connections))
-                flush.flushdb()
-                key = mint_key(server.url)
+                for placement, (server_cores, other_cores) in placements().items():
+                    pin(redis_pid, other_cores)
+                    pin(base.pid, server_cores)
+                    pin(ours.pid, server_cores)
+                    by_server = runs.setdefault(placement, {"service": [], "baseline": []})
+                    by_server["baseline"].append(
+                        measured(base, base_url, [], seconds, connections, other_cores)
+                    )
+                    authorized = [f"Authorization: Bearer {key}"]
+                    by_server["service"].append(
+                        measured(ours, ours_url, authorized, seconds, connections, other_cores)
+                    )
+                    flush.flushdb()
+                    key = mint_key(server.url)
         finally:
             ours.terminate()
             base.terminate()
             ours.wait()
             base.wait()
             flush.close()
-    return summarize(runs, seconds, connections)
+    return {placement: summarize(found, seconds, connections) for placement, found in runs.items()}
 
 
 def summarize(runs: dict[str, list[dict[str, float]]], seconds: float, connections: int) -> dict[str, Any]:
@@ -133,6 +189,8 @@ def summarize(runs: dict[str, list[dict[str, float]]], seconds: float, connectio
         "baseline_p50_ms": median("baseline", "p50_ms"),
         "baseline_p99_ms": median("baseline", "p99_ms"),
         "baseline_errors": sum(run["errors"] for run in runs["baseline"]),
+        "service_preempted_per_request": median("service", "preempted_per_request"),
+        "baseline_preempted_per_request": median("baseline", "preempted_per_request"),
         "ratio_per_round": [round(r, 3) for r in ratios],
         "ratio_median": statistics.median(ratios),
     }
