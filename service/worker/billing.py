@@ -199,7 +199,7 @@ class CallAccount:
 
     def _billed(self, usage: CallUsage) -> None:
         self.closed = True
-        if self.model != "offline":
+        if not self.deps.settings.offline:  # the job names its model, but no provider was paid
             model_billed(self.deps.metrics, self.model, usage)
 
 

@@ -255,6 +255,9 @@ async def test_an_offline_report_is_counted_in_tokens_at_no_cost(
         async with worker_deps(settings, renderer) as deps:
             await run_burst_worker(settings, deps)
             counted = await deps.jobs.usage("ona", budget_period(settings))
+            for model in (settings.model_pro, "offline"):  # nor in the provider's cost metrics
+                assert deps.metrics.pending("llm_cost_usd_total", model=model) == 0
+                assert deps.metrics.pending("llm_tokens_total", model=model, kind="output") == 0
         done = await status(api, key, job_id)
     assert done["state"] == "completed" and isinstance(done["result"], dict)
     result = done["result"]
