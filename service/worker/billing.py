@@ -19,6 +19,7 @@ import structlog
 
 from service.core.errors import BudgetExhausted, Unavailable
 from service.core.retry import backoff_seconds
+from service.core.settings import Settings
 from service.providers.base import CallUsage, ReportAnswer, ReportRequest, billed_input_tokens
 from service.store import names
 from service.store.calls import PaidCall, nano_usd_per_token
@@ -33,6 +34,7 @@ log = structlog.get_logger("service.worker.billing")
 
 SAVE_DEADLINE_SECONDS = 30.0  # how long a paid answer's save is retried while Redis is unreachable
 CLOSE_DEADLINE_SECONDS = 5.0  # a failed call's close: past this, the job's end closes it
+FREE = ModelPrices(0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -64,7 +66,7 @@ class CallAccount:
         with its ``max_tokens`` and sent later, so it holds its whole worst case (no sample, no cut)."""
         settings, user = deps.settings, record["user_id"]
         period = budget_period(settings)
-        prices = model_prices(request.model, lane) or ModelPrices(0.0, 0.0, 0.0, 0.0)
+        prices = _prices(settings, request.model, lane)
         call = PaidCall(
             job_id=record["job_id"],
             call_id=secrets.token_hex(6),
@@ -197,7 +199,7 @@ class CallAccount:
 
     def _billed(self, usage: CallUsage) -> None:
         self.closed = True
-        if self.model != "offline":
+        if not self.deps.settings.offline:  # the job names its model, but no provider was paid
             model_billed(self.deps.metrics, self.model, usage)
 
 
@@ -214,6 +216,15 @@ async def _retrying(operation: Callable[[], Awaitable[object]], deadline_seconds
             if time.monotonic() + wait > give_up_at:
                 raise
             await asyncio.sleep(wait)
+
+
+def _prices(settings: Settings, model: str, lane: Lane) -> ModelPrices:
+    """What the ledger counts a call's tokens at: the list prices of the job's model in its lane;
+    nothing when the offline provider answers (the job names a priced model, but no provider is
+    paid: its tokens are counted, its cost is 0) or for a model the list does not know."""
+    if settings.offline:
+        return FREE
+    return model_prices(model, lane) or FREE
 
 
 def _sample_key(model: str, plan: str, lane: Lane) -> str:

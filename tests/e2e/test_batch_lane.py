@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import InputFiles
-from tests.e2e.support import Client, new_key
+from tests.e2e.support import api_and_worker
 from tests.fakes.anthropic import FakeAnthropic
-from tests.fakes.processes import ServiceProcess, start_api, start_worker
+from tests.fakes.processes import ServiceProcess, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +36,11 @@ async def test_a_killed_driver_is_replaced_and_its_batch_finished_once(
         fake_anthropic.batches.create_delay = 3.0
     # The create call's deadline: how long after its intent a batch may still appear.
     env = {**env, **LANE_ENV, "LLM_TIMEOUT_SECONDS": "4"}
-    api, url = await start_api(env, tmp_path / "logs")
-    processes.append(api)
-    doomed = start_worker(env, tmp_path / "logs", name="doomed")
-    processes.append(doomed)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, await new_key(env, "lena"))
+    async with api_and_worker(env, processes, tmp_path / "logs", "lena", worker="doomed") as (client, doomed):
         source = inputs.add("a.csv", "region,revenue\nnorth,1\nsouth,2\n")
         job_ids = []
         for _ in range(3):
-            answer = await http.post(
+            answer = await client.http.post(
                 "/api/reports", json={"inputDataUrl": source, "lane": "batch"}, headers=client.headers
             )
             assert answer.status_code == 202, answer.text

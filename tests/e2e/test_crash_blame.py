@@ -8,15 +8,14 @@ import asyncio
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from service.store import names
 from tests.conftest import InputFiles
-from tests.e2e.support import Client, new_key
+from tests.e2e.support import api_and_worker
 from tests.fakes.anthropic import FakeAnthropic
-from tests.fakes.processes import ServiceProcess, start_api, start_worker, wait_for_worker_ready
+from tests.fakes.processes import ServiceProcess, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +29,9 @@ async def test_only_the_job_that_keeps_killing_its_workers_fails(
 ) -> None:  # fmt: skip
     fake_anthropic.first_byte_delay = 1.0  # every job spends a while in the model call
     env = {**env, "WORKER_CONCURRENCY": "3", "MAX_CRASH_RESTARTS": "1"}
-    api, url = await start_api(env, tmp_path / "logs")
-    processes.append(api)
-    worker = start_worker(env, tmp_path / "logs", name="w0")
-    processes.append(worker)
-    await wait_for_worker_ready(worker)
     store = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, await new_key(env, "nora"))
+    logs = tmp_path / "logs"
+    async with api_and_worker(env, processes, logs, "nora", worker="w0", ready=True) as (client, worker):
         poison = await client.submit(inputs.add("poison.csv", "x,y\n1,2\n"))
         innocents = [await client.submit(inputs.add(f"{name}.csv", "x,y\n1,2\n")) for name in "ab"]
         kills, deadline = 0, time.monotonic() + DEADLINE_SECONDS
@@ -49,7 +43,7 @@ async def test_only_the_job_that_keeps_killing_its_workers_fails(
             if record["state"] == "active" and record.get("stage") == "summarizing" and restarts == kills:
                 worker.process.kill()  # the poison's worker dies, and whatever ran beside it
                 kills += 1
-                worker = start_worker(env, tmp_path / "logs", name=f"w{kills}")
+                worker = start_worker(env, logs, name=f"w{kills}")
                 processes.append(worker)
             await asyncio.sleep(0.05)
         ended = await client.status(poison)

@@ -8,15 +8,14 @@ import asyncio
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import InputFiles
-from tests.e2e.support import Client, new_key
+from tests.e2e.support import Client, api_and_worker
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.anthropic_errors import HttpFailure
-from tests.fakes.processes import ServiceProcess, start_api, start_worker, wait_for_worker_ready
+from tests.fakes.processes import ServiceProcess, start_worker, wait_for_worker_ready
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +34,8 @@ async def test_an_idle_worker_starts_a_new_job_at_once_and_a_retry_when_its_back
     tmp_path: Path,
 ) -> None:  # fmt: skip
     env = {**env, "WORKER_IDLE_POLL_SECONDS": IDLE_POLL, "RETRY_BASE_SECONDS": "2"}
-    api, url = await start_api(env, tmp_path / "logs")
-    processes.append(api)
-    worker = start_worker(env, tmp_path / "logs")
-    processes.append(worker)
-    await wait_for_worker_ready(worker)
-    await asyncio.sleep(1.0)  # past its first look at the queue: from here on it is idle
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, await new_key(env, "pat"))
+    async with api_and_worker(env, processes, tmp_path / "logs", "pat", ready=True) as (client, _):
+        await asyncio.sleep(1.0)  # past its first look at the queue: from here on it is idle
         job_id = await client.submit(inputs.add("a.csv", "x,y\n1,2\n"))
         assert await time_until(client, job_id, "completed") < 5  # picked up at once, not in 60 s
 

@@ -13,13 +13,12 @@ import pytest
 
 from service.dev.embedded_redis import EmbeddedRedis
 from tests.conftest import InputFiles
-from tests.e2e.support import JOB_TIMEOUT, Client, new_key
+from tests.e2e.support import JOB_TIMEOUT, api_and_worker, new_key
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.processes import (
     ServiceProcess,
     service_env,
     start_api,
-    start_worker,
 )
 
 pytestmark = pytest.mark.slow
@@ -34,11 +33,7 @@ async def test_a_redis_restart_under_load_loses_no_job(
     env = service_env(server.url, tmp_path / "data", JOB_TIMEOUT_SECONDS=str(JOB_TIMEOUT), **anthropic)
     fake_anthropic.first_byte_delay = 0.3
     try:
-        api, url = await start_api(env, tmp_path / "logs")
-        processes.append(api)
-        processes.append(start_worker(env, tmp_path / "logs"))
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            client = Client(http, await new_key(env, "liam"))
+        async with api_and_worker(env, processes, tmp_path / "logs", "liam") as (client, _):
             source = inputs.add("d.csv", "x,y\n1,2\n")
             job_ids = [await client.submit(source) for _ in range(20)]
             await client.wait_for(job_ids[0], "completed")

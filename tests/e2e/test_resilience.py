@@ -18,7 +18,7 @@ from pypdf import PdfReader
 from service.report.markdown import MAX_CHARS
 from service.telemetry.pricing import model_prices
 from tests.conftest import InputFiles
-from tests.e2e.support import JOB_TIMEOUT, Client, new_key, stored_pdfs
+from tests.e2e.support import JOB_TIMEOUT, Client, api_and_worker, new_key, stored_pdfs
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.processes import (
     ServiceProcess,
@@ -35,12 +35,7 @@ async def test_kill_9_during_the_model_call_is_picked_up_and_completes_once(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     fake_anthropic.first_byte_delay = 2.0
-    api, url = await start_api(env, tmp_path / "logs")
-    processes.append(api)
-    doomed = start_worker(env, tmp_path / "logs", name="doomed")
-    processes.append(doomed)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, await new_key(env, "ivan"))
+    async with api_and_worker(env, processes, tmp_path / "logs", "ivan", worker="doomed") as (client, doomed):
         job_id = await client.submit(inputs.add("a.csv", "x,y\n1,2\n"))
         await client.wait_for(job_id, "summarizing")
         while fake_anthropic.call_count == 0:  # the paid call is under way
@@ -66,20 +61,16 @@ async def test_kill_9_after_the_model_answered_never_calls_it_again_nor_serves_a
     assert len(long_report) < MAX_CHARS  # rendered whole, so its last part shows the PDF is complete
     fake_anthropic.reply = lambda body: long_report  # about a second of rendering
     env = {**env, "MAX_OUTPUT_TOKENS": "128000"}  # the fake model cuts its answer at max_tokens
-    api, url = await start_api(env, tmp_path / "logs")
-    processes.append(api)
-    doomed = start_worker(env, tmp_path / "logs", name="doomed")
-    processes.append(doomed)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, await new_key(env, "judy"))
+    async with api_and_worker(env, processes, tmp_path / "logs", "judy", worker="doomed") as (client, doomed):
         job_id = await client.submit(inputs.add("b.csv", "x,y\n1,2\n"))
         await client.wait_for(job_id, "rendering")
         doomed.process.kill()
         assert stored_pdfs(env) == []  # nothing half-written is left where a reader could find it
-        assert (await http.get(f"/api/reports/{job_id}/pdf", headers=client.headers)).status_code == 409
+        unfinished = await client.http.get(f"/api/reports/{job_id}/pdf", headers=client.headers)
+        assert unfinished.status_code == 409
         processes.append(start_worker(env, tmp_path / "logs", name="survivor"))
         await client.wait_for(job_id, "completed", timeout=JOB_TIMEOUT + 30)
-        pdf = await http.get(f"/api/reports/{job_id}/pdf", headers=client.headers)
+        pdf = await client.http.get(f"/api/reports/{job_id}/pdf", headers=client.headers)
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages[-2:])
     assert "Part 43" in text and "not shown" not in text  # the whole report, to its last part
     assert fake_anthropic.call_count == 1  # resumed from the checkpoint
@@ -96,12 +87,7 @@ async def test_kill_9_mid_answer_counts_each_call_s_cache_reads_and_writes_once_
     fake_anthropic.reply = lambda body: "# Report\n\n" + "Sales rose in every region. " * 150
     fake_anthropic.chunk_delay, fake_anthropic.chunk_chars = 0.1, 40  # streams for ~10 s
     env = {**env, "PROMPT_CACHE_MIN_TOKENS": "0", "PROMPT_CACHE_MIN_TOKENS_HAIKU": "0"}
-    api, url = await start_api(env, tmp_path / "logs")
-    processes.append(api)
-    doomed = start_worker(env, tmp_path / "logs", name="doomed")
-    processes.append(doomed)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, await new_key(env, "cora"))
+    async with api_and_worker(env, processes, tmp_path / "logs", "cora", worker="doomed") as (client, doomed):
         job_id = await client.submit(inputs.add("f.csv", "x,y\n1,2\n"))
         deadline = time.monotonic() + 20
         while int(str((await client.status(job_id))["progress"])) <= 30:  # text recorded as it streams
@@ -188,21 +174,17 @@ async def test_twenty_concurrent_identical_posts_make_one_job_and_one_model_call
     env: dict[str, str], processes: list[ServiceProcess], inputs: InputFiles, fake_anthropic: FakeAnthropic,
     tmp_path: Path, redis_url: str,
 ) -> None:  # fmt: skip
-    api, url = await start_api(env, tmp_path / "logs")
-    processes.append(api)
-    processes.append(start_worker(env, tmp_path / "logs"))
-    source = inputs.add("e.csv", "x,y\n1,2\n")
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        client = Client(http, await new_key(env, "olga"))
+    async with api_and_worker(env, processes, tmp_path / "logs", "olga") as (client, _):
+        source = inputs.add("e.csv", "x,y\n1,2\n")
         body = {"inputDataUrl": source, "idempotencyKey": "same-key-20x"}
         responses = await asyncio.gather(
-            *(http.post("/api/reports", json=body, headers=client.headers) for _ in range(20))
+            *(client.http.post("/api/reports", json=body, headers=client.headers) for _ in range(20))
         )
         assert sorted(r.status_code for r in responses) == [200] * 19 + [202]
         assert len({r.json()["jobId"] for r in responses}) == 1
         assert len({r.json()["reportId"] for r in responses}) == 1
         await client.wait_for(responses[0].json()["jobId"], "completed")
-        again = await http.post("/api/reports", json=body, headers=client.headers)
+        again = await client.http.post("/api/reports", json=body, headers=client.headers)
         assert (again.status_code, again.json()["state"]) == (200, "completed")
     assert fake_anthropic.call_count == 1
     store = aioredis.Redis.from_url(redis_url)

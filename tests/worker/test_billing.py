@@ -17,6 +17,7 @@ from service.providers.prompt import minimal_call_tokens
 from service.report.renderer import PdfRenderer
 from service.store.calls import CallLedger
 from service.store.limiter import Grant, LlmLimiter
+from service.store.policies import budget_period
 from tests.conftest import (
     InputFiles,
     api_with,
@@ -239,3 +240,30 @@ async def test_usage_counts_cache_reads_and_writes_once_each_and_prices_them_as_
     # Each kind of token at its own price: a read at a tenth of the input price, a write at 1.25x.
     assert spent["costUsd"] == pytest.approx(fake_anthropic.bill.usd("realtime"), abs=2e-6)
     assert spent["costUsd"] == pytest.approx(sum(r["costUsd"] for r in results), abs=2e-6)  # type: ignore[index]
+
+
+async def test_an_offline_report_is_counted_in_tokens_at_no_cost(
+    redis_url: str, tmp_path: Path, inputs: InputFiles, renderer: PdfRenderer
+) -> None:
+    """No provider was paid: the ledger prices the offline provider's call at zero, whatever model
+    the job was submitted for, and still counts the tokens its result reports."""
+    settings = make_settings(redis_url, tmp_path / "data")  # no API key: the offline provider
+    assert settings.offline and settings.model_pro.startswith("claude-")  # a priced model's job
+    async with api_with(settings) as api:
+        key = bearer(await create_key(settings, "ona", "pro"))
+        job_id = (await submit(api, key, inputs.add("a.csv", CSV)))["jobId"]
+        async with worker_deps(settings, renderer) as deps:
+            await run_burst_worker(settings, deps)
+            counted = await deps.jobs.usage("ona", budget_period(settings))
+            for model in (settings.model_pro, "offline"):  # nor in the provider's cost metrics
+                assert deps.metrics.pending("llm_cost_usd_total", model=model) == 0
+                assert deps.metrics.pending("llm_tokens_total", model=model, kind="output") == 0
+        done = await status(api, key, job_id)
+    assert done["state"] == "completed" and isinstance(done["result"], dict)
+    result = done["result"]
+    assert (counted["input_tokens"], counted["output_tokens"]) == (
+        result["inputTokens"],
+        result["outputTokens"],
+    )
+    assert result["outputTokens"] > 0 and result["costUsd"] == 0
+    assert counted["cost_nusd"] == 0

@@ -130,3 +130,24 @@ async def test_offline_provider_writes_a_clearly_marked_report(
     pdf = await api.get(f"/api/reports/{job_id}/pdf", headers=key)
     text = pdf_text(pdf.content).lower()
     assert "offline" in text and "region" in text
+
+
+async def test_an_offline_report_costs_nothing_in_the_usage(
+    api: httpx.AsyncClient, redis_url: str, tmp_path: Path, inputs: InputFiles, renderer: PdfRenderer
+) -> None:
+    """``costUsd`` of ``GET /api/usage`` is what was spent: nothing for an offline report, though the
+    job was submitted for a priced model; its tokens are counted as the job reports them."""
+    offline = make_settings(redis_url, tmp_path / "data")
+    key = bearer(await create_key(offline, "olly", "pro"))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
+    await run(offline, renderer, OfflineProvider(chunk_delay=0))
+    result = (await status(api, key, job_id))["result"]
+    assert isinstance(result, dict) and result["model"] == "offline" and result["costUsd"] == 0
+    usage = (await api.get("/api/usage", headers=key)).json()
+    assert (usage["reports"], usage["inputTokens"], usage["outputTokens"], usage["tokensUsed"]) == (
+        1,
+        result["inputTokens"],
+        result["outputTokens"],
+        result["tokensUsed"],
+    )
+    assert result["tokensUsed"] > 0 and usage["costUsd"] == 0
