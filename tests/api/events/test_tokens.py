@@ -4,6 +4,9 @@ on the shared signing secret after a Redis data loss."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -156,3 +159,14 @@ async def test_an_expired_token_is_refused_even_when_well_signed(live: LiveApi, 
     )
     response = await live.client.get(f"/api/reports/{accepted['jobId']}/events", params={"token": expired})
     assert response.status_code == 401
+
+
+def test_a_tokens_signature_is_the_hmac_sha256_of_its_fields_every_time() -> None:
+    """The keyed HMAC is copied per token, never reused: the second token of a secret signs exactly
+    as the first, and both are HMAC-SHA256 of the NUL-separated fields."""
+    secret = b"s" * 32
+    for job_id in ("a" * 32, "b" * 32, "a" * 32):
+        token = sign_events_token(secret, job_id, key_id="key1", expires_at=1_900_000_000)
+        message = f"events\x00{job_id}\x00key1\x001900000000".encode()
+        expected = base64.urlsafe_b64encode(hmac.new(secret, message, hashlib.sha256).digest()).rstrip(b"=")
+        assert token == f"1900000000.key1.{expected.decode()}"
