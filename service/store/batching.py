@@ -207,6 +207,9 @@ class BatchingRedis(Redis):
         self._packer: AbstractConnection | None = None
         self._closed = False
 
+    def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]  # redis-py types it sync
+        return _Script(self, script)
+
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if (
             self.single_connection_client
