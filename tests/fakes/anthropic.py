@@ -63,6 +63,12 @@ class FakeAnthropic:
     """The fake server. ``reply``, ``first_byte_delay``, ``chunk_delay``, ``chunk_chars``, ``served_model``
     and ``stop_reason`` may be changed between calls; ``reset`` puts them back.
 
+    A streamed answer's output is billed when it ends, however it ends; one its client cut ends when
+    the server sees the cut, which comes after the client has moved on (later still under load, or
+    ``settle_delay`` seconds later when a test asks for it). ``settled()`` waits until every answer
+    begun since the last ``reset`` is billed: read the bill after it. ``reset`` forgets answers begun
+    before it: whenever they end, they bill nothing into the next test's bill.
+
     ``fail_next`` queues failures consumed one per call, in order; calls past the queue succeed.
     ``StreamFailure`` and ``Disconnect`` apply to streamed calls (a plain call answers them with a 500).
     ``storm`` queues N 529s or 429s. ``limits`` (settable; setting it refills every bucket) enforces
@@ -91,6 +97,8 @@ class FakeAnthropic:
         # Only the last ``max_recorded`` calls keep their bodies: a long benchmark must not grow forever.
         self._calls: deque[RecordedCall] = deque(maxlen=max_recorded)
         self._call_total = self._counts = 0
+        self._generation = 0  # bumped by reset: answers begun before it belong to an earlier test
+        self._unbilled = 0  # streamed answers of this generation whose output is not billed yet
         self._failures: deque[Failure] = deque()
         self._default_limits = limits
         self._account = AccountLimits(limits)
@@ -175,6 +183,8 @@ class FakeAnthropic:
             self._calls.clear()
             self._call_total = self._counts = 0
             self._failures.clear()
+            self._generation += 1
+            self._unbilled = 0
         for part in (self.prompt_cache, self.bill, self.batches):
             part.reset()
         self.limits = self._default_limits
@@ -184,6 +194,7 @@ class FakeAnthropic:
         self.reply, self.first_byte_delay, self.chunk_delay, self.chunk_chars, self.served_model = (
             self._defaults
         )
+        self.settle_delay = 0.0  # how late a streamed answer's end is billed (a server slow to see a cut)
         self.stop_reason: str | None = None  # forces the answer's stop reason (e.g. "refusal")
 
     # --- the endpoints ------------------------------------------------------------------------------
@@ -207,6 +218,48 @@ class FakeAnthropic:
         """The answer ended: its output is billed, and charged to the limits."""
         self.bill.add("realtime", model, None, output_tokens)
         self._account.settle(admission, output_tokens)
+
+    async def settled(self, timeout: float = 10.0) -> None:
+        """Waits until every streamed answer begun since the last ``reset`` has ended and is billed.
+        A client that cuts an answer (a cancel, a kill) is done with it before the server sees the
+        cut: its bill is final only then."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            with self._lock:
+                unbilled = self._unbilled
+            if not unbilled:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"{unbilled} answers never ended"
+            await asyncio.sleep(0.01)
+
+    def _begin_answer(self) -> int:
+        """A streamed answer starts: unbilled until it ends. Returns its generation."""
+        with self._lock:
+            self._unbilled += 1
+            return self._generation
+
+    def _end_answer(
+        self, generation: int, admission: Admission | None, model: str, output_tokens: int
+    ) -> None:
+        """A streamed answer ended (``settle_delay`` later, if set, on the server's loop)."""
+        delay = self.settle_delay
+        if delay > 0:
+            asyncio.get_running_loop().call_later(
+                delay, self._bill_answer, generation, admission, model, output_tokens
+            )
+        else:
+            self._bill_answer(generation, admission, model, output_tokens)
+
+    def _bill_answer(
+        self, generation: int, admission: Admission | None, model: str, output_tokens: int
+    ) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return  # begun before a reset: its test is over, and the bill it would join is gone
+        self._settle(admission, model, output_tokens)
+        with self._lock:
+            if generation == self._generation:
+                self._unbilled -= 1
 
     @property
     def billed_tokens(self) -> tuple[int, int]:
@@ -259,13 +312,14 @@ class FakeAnthropic:
         prompt = self.prompt_cache.usage(body)
         if body.get("stream") is True:
             self.bill.add("realtime", model, prompt)  # the answer starts: its input is billed, whatever next
+            generation = self._begin_answer()
             events = answer_events(
                 _with_usage(message_body(body, "", None, msg_id, model), prompt),
                 text_chunks(text, self.chunk_chars),
                 ending=lambda sent: stream_ending(failure, stop_reason, text),
                 cut_after=failure.after_chunks if failure is not None else None,
                 chunk_delay=self.chunk_delay,
-                on_end=lambda sent: self._settle(admission, model, estimate_tokens(sent)),
+                on_end=lambda sent: self._end_answer(generation, admission, model, estimate_tokens(sent)),
             )
             answer_headers["cache-control"] = "no-cache"
             return StreamingResponse(events, media_type="text/event-stream", headers=answer_headers)

@@ -56,14 +56,14 @@ async def until(condition: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-# Serial (the end-to-end group): beside the other xdist process's load this count came out short
-# once (0 of 208 output tokens), not reproduced alone or under CPU burners; see the session note.
-@pytest.mark.slow
 async def test_cancelling_mid_answer_counts_the_input_and_what_had_streamed(
     redis_url: str, tmp_path: Path, inputs: InputFiles, renderer: PdfRenderer,
     fake_anthropic: FakeAnthropic,
 ) -> None:  # fmt: skip
     fake_anthropic.reply, fake_anthropic.chunk_delay = (lambda body: LONG_ANSWER), 0.02
+    # The provider bills a cut answer when it sees the cut, after the worker has moved on: late by
+    # design here, as it can be under load, so the bill is read once it is final (``settled``).
+    fake_anthropic.settle_delay = 0.3
     settings = paid(redis_url, tmp_path, fake_anthropic)
     async with api_with(settings) as api:
         key = bearer(await create_key(settings, "fay", "free"))
@@ -78,6 +78,7 @@ async def test_cancelling_mid_answer_counts_the_input_and_what_had_streamed(
             assert (await api.delete(f"/api/reports/{job_id}", headers=key)).status_code == 200
             await asyncio.wait_for(worker, timeout=5)
             ledger = await CallLedger(deps.jobs._redis).entries(job_id)
+        await fake_anthropic.settled()
         billed_input, billed_output = fake_anthropic.billed_tokens
         spent = await usage(api, key)
         assert (spent["reports"], spent["inputTokens"]) == (0, billed_input)
@@ -125,6 +126,7 @@ async def test_a_free_key_looping_submit_and_cancel_is_stopped_by_its_budget(
         assert refused is not None and refused["error"] == "budget_exceeded"
         spent = await usage(api, key)
         assert spent["tokensUsed"] <= budget and spent["reports"] == 0
+        await fake_anthropic.settled()  # the last cancelled answer is billed when the fake sees the cut
         billed_input, billed_output = fake_anthropic.billed_tokens
         assert spent["inputTokens"] == billed_input > 0  # every call started was counted
         assert spent["outputTokens"] <= billed_output <= spent["outputTokens"] + 8 * fake_anthropic.call_count
