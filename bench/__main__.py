@@ -47,12 +47,9 @@ def machine() -> str:
 
 
 def enqueue_section() -> str:
-    measured = measure_enqueue(rounds=9)
+    measured = measure_enqueue(rounds=11, seconds=3.0)
     by_placement = measured["placements"]
-    headline = by_placement.get("own core", by_placement["shared"])
-    r = headline
-    ratio_verdict = "meets" if r["ratio_median"] >= 0.8 else "misses"
-    p99_verdict = "meets" if r["service_p99_ms"] < 20 else "misses"
+    r = next(iter(by_placement.values()))  # what the placements share: connections, run length
     rows = []
     for placement, found in by_placement.items():
         rows.append(
@@ -69,7 +66,8 @@ def enqueue_section() -> str:
     ratios = "\n".join(
         f"- {placement}: **{found['ratio_median']:.2f}** (median; per round: "
         + ", ".join(f"{ratio:.2f}" for ratio in found["ratio_per_round"])
-        + ")"
+        + f"); target ≥ 0.80: {'meets' if found['ratio_median'] >= 0.8 else 'misses'} it; "
+        + f"p99 < 20 ms: {'meets' if found['service_p99_ms'] < 20 else 'misses'} it"
         for placement, found in by_placement.items()
     )
     return f"""## Enqueue: `POST /api/reports` vs a bare one-SET Starlette endpoint
@@ -91,18 +89,20 @@ Redis and the load generator on the other, as in production, where Redis is anot
 clients are elsewhere. *Shared*: all three float over both cores; each time the server wakes Redis
 the scheduler may run Redis on the server's core and stop the server meanwhile ("preempted": the
 server's involuntary context switches per request), and the more work a request gives Redis, the
-more of its own core the server loses that way.
+more of its own core the server loses that way. A ratio above 1 is no error: the baseline's plain
+redis-py client pays a pooled connection's round trip per request, through redis-py's Python layers;
+the service's client writes a turn's commands at once and reads their replies with one reader.
 
 | placement | server | requests/s (median) | p50 ms | p99 ms | preempted | errors |
 |---|---|---|---|---|---|---|
 {table}
 
-Throughput ratio service/baseline:
+Throughput ratio service/baseline, and the service's p99 at {r["connections"]} connections:
 {ratios}
 
-Target ≥ 0.80 (own core): {ratio_verdict} it. Target p99 < 20 ms at {r["connections"]} connections
-(own core): {p99_verdict} it. The host took {measured["steal_share"]:.0%} of the machine's CPU time for
-other guests during the run (steal time, `/proc/stat`).
+The host took {measured["steal_share"]:.0%} of the machine's CPU time for other guests during the run
+(steal time, `/proc/stat`). Per-round ratios swing widely on this shared machine; the medians are what
+to compare, and only against a baseline measured in the same run.
 """
 
 
