@@ -82,6 +82,12 @@ class JobResult(Wire):
     )
     # Absent from results stored before the batch lane existed: those were all realtime.
     lane: Lane = Field(default="realtime", description="the lane whose call wrote the answer")
+    # Absent from results stored before it was recorded (false then).
+    output_limit_reached: bool = Field(
+        default=False,
+        description="the model stopped at its output limit (MAX_OUTPUT_TOKENS, or less near the end of "
+        "a budget): the report ends before the model had finished it, and the PDF says so",
+    )
 
 
 class JobFailure(Wire):

@@ -43,6 +43,8 @@ class ReportAnswer:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     limits: ProviderLimits | None = None  # the provider's rate-limit readings on the call's response
+    # The model stopped at ``max_tokens``: the text ends where the limit fell, not where the model would.
+    output_limit_reached: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ class ReportDocument:
     markdown: str  # the model's answer
     source: str  # short description of the input, e.g. "sales.csv (12.3 kB)"
     offline: bool  # True: written by the offline provider, which page 1 and every footer say plainly
+    output_limit_reached: bool = False  # True: the model stopped at its output limit; the end says so
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from service.report.pages import MARGIN_BOTTOM, TEXT_WIDTH, Line, Run, paginate
 OFFLINE_NOTICE = "Written offline \u2014 no language model was used"
 MAX_PAGES = 150  # borb's writer slows with the square of a PDF's objects: 950 short pages took 45 s
 PAGES_NOTE = "[The rest of this report is not shown: it runs past {limit} pages.]"
+LIMIT_NOTE = "[The report ends here because the model reached its output limit, not because it had finished.]"
 
 _HEADINGS = {1: (16.0, 21.0, 16.0), 2: (13.5, 18.0, 13.0), 3: (11.5, 15.0, 10.0)}  # size, leading, space
 _BULLETS = ("\u2022", "\u2013", "\u00b7")
@@ -44,6 +45,8 @@ class Typesetter(LineSetter):
         lines = self._front_matter(document)
         for block in parse_markdown(document.markdown):
             lines += self._block_lines(block)
+        if document.output_limit_reached:  # else the last sentence may stop mid-way with no reason given
+            lines += self._text_lines([(LIMIT_NOTE, "italic")], 10, 14, space_before=7)
         pages = paginate(lines)
         if len(pages) > MAX_PAGES:  # the first MAX_PAGES - 1 pages, then the note starts the last one
             kept = sum(len(page) for page in pages[: MAX_PAGES - 1])

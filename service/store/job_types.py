@@ -97,3 +97,4 @@ class Checkpoint:
     # priced apart (absent from answers saved before they were counted: 0).
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    output_limit_reached: bool = False  # the answer stops at its max_tokens (the PDF says so)

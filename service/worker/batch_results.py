@@ -115,6 +115,7 @@ async def _save_answer(
         request_id=answer.request_id,
         cache_read_tokens=answer.cache_read_tokens,
         cache_write_tokens=answer.cache_write_tokens,
+        output_limit_reached=answer.output_limit_reached,
     )
     if call is None:
         log.warning("batch_call_missing", job_id=record["job_id"])

@@ -72,6 +72,7 @@ async def summarize(deps: WorkerDeps, record: Record) -> Checkpoint:
             request_id=answer.request_id,
             cache_read_tokens=answer.cache_read_tokens,
             cache_write_tokens=answer.cache_write_tokens,
+            output_limit_reached=answer.output_limit_reached,
         )
         saved = await account.save_answer(
             checkpoint, answer
@@ -130,6 +131,7 @@ async def produce(deps: WorkerDeps, record: Record) -> None:
         markdown=checkpoint.text,
         source=checkpoint.source,
         offline=checkpoint.offline,
+        output_limit_reached=checkpoint.output_limit_reached,
     )
     async with timed("rendering"):
         pdf = await deps.renderer.render(document)
@@ -161,6 +163,7 @@ def job_result(checkpoint: Checkpoint, lane: Lane) -> dict[str, object]:
         "cacheWriteTokens": cache_write,
         "costUsd": 0.0 if checkpoint.offline else round(cost, 6),
         "lane": lane,
+        "outputLimitReached": checkpoint.output_limit_reached,
     }
 
 

@@ -50,6 +50,7 @@ async def test_a_report_goes_from_post_to_pdf_through_the_model(
     assert result["pdfUrl"] == f"/api/reports/{job_id}/pdf"
     assert result["tokensUsed"] == result["inputTokens"] + result["outputTokens"] > 0
     assert done["startedAt"] and done["finishedAt"] and done["error"] is None
+    assert result["outputLimitReached"] is False
 
     pdf = await api.get(f"/api/reports/{job_id}/pdf", headers=key)
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
@@ -66,6 +67,29 @@ async def test_a_report_goes_from_post_to_pdf_through_the_model(
         result["inputTokens"],
         result["outputTokens"],
     )
+
+
+async def test_an_answer_cut_at_the_output_limit_says_so_in_the_result_and_the_pdf(
+    api: httpx.AsyncClient,
+    settings: Settings,
+    inputs: InputFiles,
+    renderer: PdfRenderer,
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    # Longer than max_tokens allows: the fake stops it there, with stop_reason "max_tokens".
+    fake_anthropic.reply = lambda body: "## Findings\n\n" + "Revenue grew in every region. " * 1_000
+    key = bearer(await create_key(settings, "alice", "pro"))
+    job_id = (await submit(api, key, inputs.add("sales.csv", CSV)))["jobId"]
+    await run(settings, renderer)
+
+    done = await status(api, key, job_id)
+    assert done["state"] == "completed"
+    assert done["result"]["outputLimitReached"] is True
+    assert done["result"]["outputTokens"] == settings.max_output_tokens
+    pdf = await api.get(f"/api/reports/{job_id}/pdf", headers=key)
+    text = " ".join(pdf_text(pdf.content).split())
+    assert "ends here because the model reached its output limit" in text
+    assert text.rindex("Revenue grew") < text.index("output limit")  # after the answer, at its end
 
 
 async def test_free_plan_jobs_use_the_free_model(

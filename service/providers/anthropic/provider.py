@@ -57,6 +57,7 @@ def finished_answer(streamed: StreamedAnswer) -> ReportAnswer:
         cache_read_tokens=streamed.cache_read_tokens,
         cache_write_tokens=streamed.cache_write_tokens,
         limits=streamed.limits,
+        output_limit_reached=streamed.stop_reason == "max_tokens",
     )
 
 
