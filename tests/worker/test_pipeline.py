@@ -84,8 +84,10 @@ async def test_an_answer_cut_at_the_output_limit_says_so_in_the_result_and_the_p
 
     done = await status(api, key, job_id)
     assert done["state"] == "completed"
-    assert done["result"]["outputLimitReached"] is True
-    assert done["result"]["outputTokens"] == settings.max_output_tokens
+    result = done["result"]
+    assert isinstance(result, dict)
+    assert result["outputLimitReached"] is True
+    assert result["outputTokens"] == settings.max_output_tokens
     pdf = await api.get(f"/api/reports/{job_id}/pdf", headers=key)
     text = " ".join(pdf_text(pdf.content).split())
     assert "ends here because the model reached its output limit" in text
