@@ -3,14 +3,13 @@ the ``swagger-ui-bundle-v2`` wheel (no CDN), under a strict Content-Security-Pol
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from swagger_ui_bundle import swagger_ui_path
 
-from service.api.page import inline_hashes
+from service.api.page import HtmlPage, inline_hashes
 from service.core.errors import NotFound
 
 PAGE = Path(__file__).resolve().parent / "static" / "docs.html"
@@ -36,21 +35,11 @@ def content_security_policy(html: str) -> str:
     )
 
 
-@functools.cache
-def _page() -> tuple[bytes, dict[str, str]]:
-    html = PAGE.read_text(encoding="utf-8")
-    headers = {
-        "Content-Security-Policy": content_security_policy(html),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-cache",
-    }
-    return html.encode(), headers
+_DOCS = HtmlPage(PAGE, content_security_policy)
 
 
 async def docs(request: Request) -> Response:
-    body, headers = _page()
-    return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+    return _DOCS.response()
 
 
 async def docs_asset(request: Request) -> Response:

@@ -6,6 +6,7 @@ import base64
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.requests import Request
@@ -39,19 +40,33 @@ def content_security_policy(html: str) -> str:
     )
 
 
-@functools.cache
-def _page() -> tuple[bytes, dict[str, str]]:
-    html = PAGE.read_text(encoding="utf-8")
-    headers = {
-        "Content-Security-Policy": content_security_policy(html),
-        "X-Content-Type-Options": "nosniff",
-        # eventsUrl carries a token in its query string: never let it leave in a Referer.
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-cache",
-    }
-    return html.encode(), headers
+class HtmlPage:
+    """One HTML file of the service's, read once and served with the headers every page gets: its
+    Content-Security-Policy (made from the file, for its inline hashes), no sniffing, no Referer
+    (eventsUrl carries a token in its query string: it must never leave in one) and revalidation."""
+
+    def __init__(self, path: Path, policy: Callable[[str], str]) -> None:
+        self._path = path
+        self._policy = policy
+
+    @functools.cached_property
+    def _loaded(self) -> tuple[bytes, dict[str, str]]:
+        html = self._path.read_text(encoding="utf-8")
+        headers = {
+            "Content-Security-Policy": self._policy(html),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache",
+        }
+        return html.encode(), headers
+
+    def response(self) -> Response:
+        body, headers = self._loaded
+        return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+
+
+_INDEX = HtmlPage(PAGE, content_security_policy)
 
 
 async def index(request: Request) -> Response:
-    body, headers = _page()
-    return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+    return _INDEX.response()
