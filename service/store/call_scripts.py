@@ -8,6 +8,11 @@ the budget, the prices, the usage key it is counted in, and how the call ended. 
 streams, only its entry changes; when it closes, usage grows by the *difference* between what the
 entry says and what was already counted, so a close sent twice, or a crash after any record, never
 counts a token twice and never loses one that was recorded.
+
+A call can be closed by more than one worker: its own, and the one that next claims the job while
+presuming that worker lost (a lease that ran out under load, a cancel that reached it late), in
+either order. So an entry's counts only rise (``raise_counts``): an older count written over a newer
+one would count the difference back out of the usage.
 """
 
 from __future__ import annotations
@@ -101,9 +106,9 @@ if not f[1] then return '' end
 if string.sub(f[1], 1, 1) ~= '{' then return f[2] or '' end   -- closed, in a finished job's short form
 local e = cjson.decode(f[1])
 -- Counted even when the call was closed already (a cancel closes the job while its worker is still
--- streaming): the worker's last record is the truest count of what the provider billed.
-e.input, e.output = tonumber(ARGV[2]), tonumber(ARGV[3])
-e.cache_read, e.cache_write = tonumber(ARGV[13]) or 0, tonumber(ARGV[14]) or 0
+-- streaming, or the next worker closed it as lost): the worker's last record is the truest count of
+-- what the provider billed. It never lowers what another close recorded (see the module's doc).
+raise_counts(e, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[13]) or 0, tonumber(ARGV[14]) or 0)
 if ARGV[4] ~= '' then e.request_id = ARGV[4] end
 if ARGV[5] ~= '' then
   local keep = tonumber(ARGV[11]) or 0
