@@ -8,6 +8,12 @@ the budget, the prices, the usage key it is counted in, and how the call ended. 
 streams, only its entry changes; when it closes, usage grows by the *difference* between what the
 entry says and what was already counted, so a close sent twice, or a crash after any record, never
 counts a token twice and never loses one that was recorded.
+
+A call can be closed by more than one worker: its own, and the one that next claims the job while
+presuming that worker lost (a lease that ran out under load, a cancel that reached it late), in
+either order. So an entry's counts only rise (``raise_counts``), and a lost call is closed with
+what its entry says when the close runs (``CLOSE_LOST``), never with a copy read earlier: an older
+count written over a newer one would count the difference back out of the usage.
 """
 
 from __future__ import annotations
@@ -101,9 +107,9 @@ if not f[1] then return '' end
 if string.sub(f[1], 1, 1) ~= '{' then return f[2] or '' end   -- closed, in a finished job's short form
 local e = cjson.decode(f[1])
 -- Counted even when the call was closed already (a cancel closes the job while its worker is still
--- streaming): the worker's last record is the truest count of what the provider billed.
-e.input, e.output = tonumber(ARGV[2]), tonumber(ARGV[3])
-e.cache_read, e.cache_write = tonumber(ARGV[13]) or 0, tonumber(ARGV[14]) or 0
+-- streaming, or the next worker closed it as lost): the worker's last record is the truest count of
+-- what the provider billed. It never lowers what another close recorded (see the module's doc).
+raise_counts(e, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[13]) or 0, tonumber(ARGV[14]) or 0)
 if ARGV[4] ~= '' then e.request_id = ARGV[4] end
 if ARGV[5] ~= '' then
   local keep = tonumber(ARGV[11]) or 0
@@ -142,5 +148,34 @@ if ARGV[9] ~= '' then
 end
 if announce then progress_event(KEYS[3], progress, 'active', stage) end
 return 'active'
+"""
+)
+
+# KEYS: job, usage (the entry's)
+# ARGV: call id, why it ended (for the job's next call's 'restart' event)
+# Closes, as 'lost', a call that a worker no longer running the job left open, with what its entry
+# records now: its own worker may have recorded more, or closed it, since the claim that found it
+# open read the record. A call that recorded no input counts its whole input (it was sent, or about
+# to be: the safe side). One closed meanwhile counts only what was recorded beyond what its close
+# counted (nothing, unless its worker recorded more after a close that was not its own).
+CLOSE_LOST = with_names(
+    COMMON
+    + """
+local f = redis.call('HMGET', KEYS[1], CALL .. ARGV[1], 'shown')
+if not f[1] or string.sub(f[1], 1, 1) ~= '{' then return 0 end   -- gone, or closed in short form
+local e = cjson.decode(f[1])
+local open = is_open(e)
+if open then
+  if e.input == 0 then e.input = tonumber(e.expect) or 0 end
+  close_call(KEYS[2], e, 'lost')
+else
+  count_call(KEYS[2], e, 0)
+end
+local writes = {CALL .. ARGV[1], cjson.encode(e)}
+if open and f[2] == '1' then   -- it showed text: keep why it ended, for the next 'restart'
+  writes[#writes + 1], writes[#writes + 2] = 'shown', ARGV[2]
+end
+redis.call('HSET', KEYS[1], unpack(writes))
+return open and 1 or 0
 """
 )

@@ -58,6 +58,7 @@ class CallLedger(RedisStore):
         super().__init__(redis, deadline=deadline)
         self._reserve = redis.register_script(call_scripts.RESERVE)
         self._record = redis.register_script(call_scripts.RECORD)
+        self._close_lost = redis.register_script(call_scripts.CLOSE_LOST)
 
     @translate_redis_errors
     async def reserve(
@@ -116,21 +117,19 @@ class CallLedger(RedisStore):
 
     @translate_redis_errors
     async def close_lost(self, job_id: str, record: dict[str, str], call_ids: tuple[str, ...]) -> None:
-        """Closes calls a dead worker left open, as far as it recorded them; one that recorded
-        nothing counts its whole input (it was sent, or about to be: the safe side)."""
+        """Closes calls a worker that no longer runs the job left open, each as far as its entry
+        records when the close runs (``call_scripts.CLOSE_LOST``): one that recorded nothing counts
+        its whole input (it was sent, or about to be: the safe side). ``record`` is the claim's read
+        of the job; it names only the usage each call counts in (fixed when the call was reserved):
+        its counts may be older than the entry's by then (the call's own worker was still at work)."""
         entries = call_entries(record)
         async with self._redis.pipeline(transaction=False) as pipe:
             for call_id in call_ids:
                 entry = entries.get(call_id)
-                if entry is None:
+                if entry is None or "usage" not in entry:
                     continue
-                sample = names.output_sample(str(entry.get("model", "")), record.get("plan", ""))
-                keys = [names.job(job_id), str(entry["usage"]), names.job_events(job_id), sample]
-                spent_input = int(entry.get("input", 0)) or int(entry.get("expect") or 0)
-                args: list[str | int] = [call_id, spent_input, int(entry.get("output", 0)), "", "lost"]
-                args += [-1, "", 0, "", "", 0, LOST_REASON]  # no sample: its answer never ended
-                args += [int(entry.get("cache_read", 0)), int(entry.get("cache_write", 0))]
-                await self._record(keys=keys, args=args, client=pipe)
+                keys = [names.job(job_id), str(entry["usage"])]
+                await self._close_lost(keys=keys, args=[call_id, LOST_REASON], client=pipe)
             await pipe.execute()
 
     @translate_redis_errors

@@ -138,13 +138,19 @@ end
 -- the usage, priced: one read and one write of the usage hash, however many counters move. The
 -- input counts the cache reads and writes too (a budget in tokens does); those are priced at their
 -- own rates (an entry from before they were recorded apart has neither: all at the input price).
+-- No counter ever goes down, nor the cost: a call may be closed by more than one worker (its own,
+-- and one that presumed it lost), each close counting only what is recorded beyond what was
+-- counted, so a token is counted once, and a count arriving late never takes back one counted.
 local function count_call(usage, e, release)
-  local din, dout = e.input - (e.counted_in or 0), e.output - (e.counted_out or 0)
-  local dread = (e.cache_read or 0) - (e.counted_cr or 0)
-  local dwrite = (e.cache_write or 0) - (e.counted_cw or 0)
+  local din = math.max(0, e.input - (e.counted_in or 0))
+  local dout = math.max(0, e.output - (e.counted_out or 0))
+  local dread = math.max(0, (e.cache_read or 0) - (e.counted_cr or 0))
+  local dwrite = math.max(0, (e.cache_write or 0) - (e.counted_cw or 0))
   if din == 0 and dout == 0 and dread == 0 and dwrite == 0 and release == 0 then return end
-  local cost = (din - dread - dwrite) * e.pin + dread * (e.pcr or e.pin) + dwrite * (e.pcw or e.pin)
-    + dout * e.pout
+  -- Below 0 only when cached input turns up in input already counted whole (a lost call's estimate,
+  -- at the input price, then its worker's count): what was counted stands, the safe side.
+  local cost = math.max(0, (din - dread - dwrite) * e.pin + dread * (e.pcr or e.pin)
+    + dwrite * (e.pcw or e.pin) + dout * e.pout)
   local u = redis.call('HMGET', usage, 'input_tokens', 'output_tokens', 'cost_nusd', 'reserved',
     'cache_read_tokens', 'cache_write_tokens')
   redis.call('HSET', usage,
@@ -154,8 +160,16 @@ local function count_call(usage, e, release)
     'reserved', math.max(0, (tonumber(u[4]) or 0) - release),
     'cache_read_tokens', (tonumber(u[5]) or 0) + dread,
     'cache_write_tokens', (tonumber(u[6]) or 0) + dwrite)
-  e.counted_in, e.counted_out = e.input, e.output
-  e.counted_cr, e.counted_cw = e.cache_read or 0, e.cache_write or 0
+  e.counted_in, e.counted_out = (e.counted_in or 0) + din, (e.counted_out or 0) + dout
+  e.counted_cr, e.counted_cw = (e.counted_cr or 0) + dread, (e.counted_cw or 0) + dwrite
+end
+-- What a report of the call's counts leaves in its entry: each the most either says. One call's
+-- counts only grow while it runs, so the larger is the later; a smaller one is an older report
+-- arriving late (a worker that lost the job writing what it saw before), and must not undo a newer.
+local function raise_counts(e, input, output, cache_read, cache_write)
+  e.input, e.output = math.max(e.input or 0, input), math.max(e.output or 0, output)
+  e.cache_read = math.max(e.cache_read or 0, cache_read)
+  e.cache_write = math.max(e.cache_write or 0, cache_write)
 end
 local function is_open(e) return e.outcome == 'reserved' or e.outcome == 'streaming' end
 local function close_call(usage, e, outcome)

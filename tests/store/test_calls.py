@@ -4,7 +4,9 @@ twice; a call whose worker died before its first record is counted its whole inp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import orjson
 import pytest
@@ -13,9 +15,9 @@ from redis.asyncio import Redis
 from service.store import names
 from service.store.calls import LOST_REASON, CallLedger, PaidCall
 from service.store.connection import open_redis
-from service.store.job_types import NewJob, StartPolicy, SubmitPolicy
-from service.store.jobs import JobStore, derive_job_id
-from tests.store.support import claim
+from service.store.job_types import NewJob, StartOutcome, StartPolicy, SubmitPolicy
+from service.store.jobs import JobStore, derive_job_id, member_of
+from tests.store.support import cancel, claim, record_of
 
 OPEN = SubmitPolicy(per_minute=0, burst=1, budget=0, reserve=0, period="2026-12")
 # A lease of a millisecond: the next start finds the worker of the last one dead.
@@ -169,3 +171,122 @@ async def test_a_call_without_cache_prices_prices_its_cached_input_as_uncached(r
     await ledger.record(call, 400, 10, outcome="answered", cache_read_tokens=200)
     usage = await jobs.usage("ann", "2026-12")
     assert (usage["cache_read_tokens"], usage["cost_nusd"]) == (200, 400 * 1000 + 10 * 5000)
+
+
+# A worker presumed lost may be alive after all (its lease lapsed under load, or a cancel reached it
+# late): its own close of a call can land after the next worker picked the job up, and before or
+# after that worker's close of the call as lost. The steps below are driven in each order, with the
+# lease already run out at every start (no waiting on a clock).
+LAPSED = StartPolicy(max_crashes=5, cap_free=0, cap_pro=0, lease_ms=0)
+COUNTERS = ("input_tokens", "output_tokens", "cost_nusd", "cache_read_tokens", "cache_write_tokens")
+
+
+async def lapsing_job(jobs: JobStore, name: str) -> str:
+    """A running job whose lease has run out already: any start finds its worker presumed dead."""
+    job_id = derive_job_id("ann", name)
+    await jobs.submit(NewJob(job_id, "ann", "pro", "https://x/y.csv", "m", "fp"), OPEN, keep_ms=0, score_ms=1)
+    assert (await jobs.start(member_of(await record_of(jobs, job_id)), LAPSED)).proceed
+    return job_id
+
+
+async def picked_up(jobs: JobStore, job_id: str) -> StartOutcome:
+    """START as the next worker sends it, without its close of the lost calls (that comes later)."""
+    outcome = await jobs.start(member_of(await record_of(jobs, job_id)), LAPSED)
+    assert outcome.lost_calls == ("c1",)
+    return outcome
+
+
+async def counted(jobs: JobStore) -> dict[str, int]:
+    usage = await jobs.usage("ann", "2026-12")
+    return {name: usage.get(name, 0) for name in (*COUNTERS, "reserved")}
+
+
+async def test_the_original_workers_close_landing_after_the_pick_up_is_not_undone_by_the_lost_close(
+    redis: Redis,
+) -> None:
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    job_id = await lapsing_job(jobs, "late-close")
+    call = await reserved(ledger, job_id)
+    await ledger.record(call, 400, 80)
+    again = await picked_up(jobs, job_id)  # its record: the call at 400 in, 80 out
+    await ledger.record(call, 400, 200, outcome="cancelled")  # the first worker was not dead after all
+    assert (await counted(jobs))["output_tokens"] == 200
+    await ledger.close_lost(job_id, again.record, again.lost_calls)
+    usage = await counted(jobs)
+    assert (usage["input_tokens"], usage["output_tokens"], usage["reserved"]) == (400, 200, 0)
+    assert usage["cost_nusd"] == 400 * 1000 + 200 * 5000
+    entry = (await ledger.entries(job_id))["c1"]
+    assert (entry["output"], entry["counted_out"], entry["outcome"]) == (200, 200, "cancelled")
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(("own", "restart", "end"))))
+async def test_three_closes_of_one_call_in_any_order_count_it_once_and_never_lower_the_usage(
+    redis: Redis, order: tuple[str, ...]
+) -> None:
+    """The call's own worker's close, the close of the worker that restarted the job, and the close
+    of the worker that found the job ended (cancelled) with the call still open."""
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    job_id = await lapsing_job(jobs, "three-closes")
+    call = await cached_call(ledger, job_id)
+    await ledger.record(call, 400, 80, cache_read_tokens=250, cache_write_tokens=50)
+    restart = await picked_up(jobs, job_id)  # records the call at 80 out
+    await ledger.record(call, 400, 150, cache_read_tokens=250, cache_write_tokens=50)  # still streaming
+    assert await cancel(jobs, job_id) == "active"
+    end = await picked_up(jobs, job_id)  # the ended job's record: 150 out, the call still open
+    assert end.state == "cancelled"
+    closes: dict[str, Callable[[], Awaitable[object]]] = {
+        "own": partial(
+            ledger.record, call, 400, 200, outcome="cancelled", cache_read_tokens=250, cache_write_tokens=50
+        ),
+        "restart": partial(ledger.close_lost, job_id, restart.record, restart.lost_calls),
+        "end": partial(ledger.close_lost, job_id, end.record, end.lost_calls),
+    }
+    before = await counted(jobs)
+    for name in order:
+        await closes[name]()
+        after = await counted(jobs)
+        lowered = {counter for counter in COUNTERS if after[counter] < before[counter]}
+        assert not lowered, f"the {name} close lowered {lowered}: {before} -> {after}"
+        before = after
+    usage = await counted(jobs)
+    assert (usage["input_tokens"], usage["output_tokens"], usage["reserved"]) == (400, 200, 0)
+    assert (usage["cache_read_tokens"], usage["cache_write_tokens"]) == (250, 50)
+    assert usage["cost_nusd"] == 100 * 1000 + 250 * 100 + 50 * 1250 + 200 * 5000
+    entry = (await ledger.entries(job_id))["c1"]
+    assert (entry["input"], entry["output"]) == (400, 200)
+    assert (entry["counted_in"], entry["counted_out"]) == (400, 200)
+
+
+async def test_a_lost_close_counts_what_the_call_recorded_after_the_pick_up(redis: Redis) -> None:
+    """The worker recorded more after the next one picked the job up, then died for good: the close
+    counts the entry as it is when it closes, not as the pick-up saw it."""
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    job_id = await lapsing_job(jobs, "recorded-after")
+    call = await reserved(ledger, job_id)
+    await ledger.record(call, 400, 80)
+    again = await picked_up(jobs, job_id)
+    await ledger.record(call, 400, 150)  # its last record
+    await ledger.close_lost(job_id, again.record, again.lost_calls)
+    usage = await counted(jobs)
+    assert (usage["input_tokens"], usage["output_tokens"], usage["reserved"]) == (400, 150, 0)
+    assert (await ledger.entries(job_id))["c1"]["output"] == 150
+
+
+@pytest.mark.parametrize("own_first", [True, False])
+async def test_a_call_lost_before_its_first_record_keeps_its_whole_input_counted(
+    redis: Redis, own_first: bool
+) -> None:
+    """Nothing recorded: the lost close counts the whole input (the safe side). The first worker's
+    own close may say less (the provider's count was below the estimate): it raises what it can
+    (the output), and lowers nothing."""
+    jobs, ledger = JobStore(redis), CallLedger(redis)
+    job_id = await lapsing_job(jobs, "silent-then-late")
+    call = await reserved(ledger, job_id, input_tokens=400)
+    again = await picked_up(jobs, job_id)
+    own = partial(ledger.record, call, 380, 60, outcome="cut")
+    lost = partial(ledger.close_lost, job_id, again.record, again.lost_calls)
+    for close in (own, lost) if own_first else (lost, own):
+        await close()
+    usage = await counted(jobs)
+    whole_input = 380 if own_first else 400  # the first close to count the input sets it
+    assert (usage["input_tokens"], usage["output_tokens"], usage["reserved"]) == (whole_input, 60, 0)
