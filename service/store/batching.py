@@ -118,7 +118,17 @@ class _Link:
             self._fail(RedisConnectionError("the Redis client closed"))
             raise
         finally:
-            await self._connection.disconnect(nowait=True)
+            await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        writer = self._writer
+        try:
+            # Waits for the close to finish (a TLS close_notify) so no socket outlives the loop,
+            # within redis-py's bound (the connect timeout)...
+            await self._connection.disconnect()
+        except Exception:
+            if writer is not None:  # ...past which, a Redis that stopped reading: drop the socket
+                writer.transport.abort()
 
     def _reply_parser(self) -> hiredis.Reader:
         # As redis-py's own hiredis parser reads: the same exception classes, the same decoding.
