@@ -199,11 +199,12 @@ class FakeAnthropic:
 
     # --- the endpoints ------------------------------------------------------------------------------
 
-    def _record(self, call: RecordedCall) -> Failure | None:
+    def _record(self, call: RecordedCall) -> tuple[Failure | None, int]:
+        """Records the call; returns its scripted failure, if any, and the generation it arrived in."""
         with self._lock:
             self._calls.append(call)
             self._call_total += 1
-            return self._failures.popleft() if self._failures else None
+            return (self._failures.popleft() if self._failures else None), self._generation
 
     def _admit(self, body: Body, request_id: str) -> Admission | Response | None:
         """Charges the call to its model's buckets at its start, like the API (input and cache
@@ -232,11 +233,15 @@ class FakeAnthropic:
             assert asyncio.get_running_loop().time() < deadline, f"{unbilled} answers never ended"
             await asyncio.sleep(0.01)
 
-    def _begin_answer(self) -> int:
-        """A streamed answer starts: unbilled until it ends. Returns its generation."""
+    def _begin_answer(self, generation: int, model: str, prompt: PromptUsage) -> None:
+        """A streamed answer starts: its input is billed, its output is unbilled until it ends.
+        Nothing of a call that arrived before a reset is billed: the request may have waited in the
+        server (its first byte's delay) while its test ended, and its bill is not the next test's."""
         with self._lock:
+            if generation != self._generation:
+                return
             self._unbilled += 1
-            return self._generation
+        self.bill.add("realtime", model, prompt)
 
     def _end_answer(
         self, generation: int, admission: Admission | None, model: str, output_tokens: int
@@ -294,7 +299,7 @@ class FakeAnthropic:
         except ValueError:
             body = None
         headers = {name.lower(): value for name, value in request.headers.items()}
-        failure = self._record(RecordedCall(body if isinstance(body, dict) else {}, headers))
+        failure, generation = self._record(RecordedCall(body if isinstance(body, dict) else {}, headers))
         problem = failure if isinstance(failure, HttpFailure) else validate_request(body, headers)
         if problem is not None:
             await asyncio.sleep(self.first_byte_delay)
@@ -311,8 +316,7 @@ class FakeAnthropic:
         answer_headers = {**base_headers(request_id), **(admission.headers if admission else {})}
         prompt = self.prompt_cache.usage(body)
         if body.get("stream") is True:
-            self.bill.add("realtime", model, prompt)  # the answer starts: its input is billed, whatever next
-            generation = self._begin_answer()
+            self._begin_answer(generation, model, prompt)  # its input is billed, whatever comes next
             events = answer_events(
                 _with_usage(message_body(body, "", None, msg_id, model), prompt),
                 text_chunks(text, self.chunk_chars),
@@ -328,8 +332,11 @@ class FakeAnthropic:
             return error_response(server_error(), request_id)
         await asyncio.sleep(self.chunk_delay * len(text_chunks(text, self.chunk_chars)))
         answer = _with_usage(message_body(body, text, stop_reason, msg_id, model), prompt)
-        self.bill.add("realtime", model, prompt)
-        self._settle(admission, model, answer["usage"]["output_tokens"])
+        with self._lock:
+            current = generation == self._generation
+        if current:  # as for a streamed answer: a call from before a reset bills nothing now
+            self.bill.add("realtime", model, prompt)
+            self._settle(admission, model, answer["usage"]["output_tokens"])
         return JSONResponse(answer, headers=answer_headers)
 
     def _answer(self, body: Body) -> tuple[str, str]:

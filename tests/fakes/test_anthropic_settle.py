@@ -58,3 +58,22 @@ async def test_an_answer_begun_before_a_reset_bills_nothing_into_the_bill_after_
     await fake_anthropic.settled()
     await asyncio.sleep(0.5)  # past the earlier answer's settle_delay: it has ended by now
     assert fake_anthropic.billed_tokens == (0, 0)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_call_that_arrived_before_a_reset_bills_nothing_after_it(
+    fake_anthropic: FakeAnthropic, http: httpx.AsyncClient, stream: bool
+) -> None:
+    """A request already in the server (recorded, waiting out its first byte's delay) when its test
+    ends must not bill its input, or anything, into the next test's bill: the rushing test once
+    found exactly one call's input (413 tokens) more in its bill than in its usage."""
+    fake_anthropic.first_byte_delay = 0.3
+    body = {"model": "claude-haiku-4-5", "max_tokens": 50, "stream": stream}
+    body["messages"] = [{"role": "user", "content": "a report, please"}]
+    call = asyncio.create_task(http.post("/v1/messages", json=body))
+    while fake_anthropic.call_count == 0:  # arrived and recorded
+        await asyncio.sleep(0.01)
+    fake_anthropic.reset()  # the next test begins while the call waits for its first byte
+    (await call).raise_for_status()
+    await fake_anthropic.settled()
+    assert fake_anthropic.billed_tokens == (0, 0)
