@@ -161,8 +161,8 @@ def translate_redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitab
 
 def translate_one_command_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """The same for an operation that is one command (a script call, say): on a batching client
-    its batch's own deadline bounds it already, so it arms no timer of its own (on the hot path
-    of every submission); on any other client the store's deadline applies as usual."""
+    the shared connection's deadline bounds it already, so it arms no timer of its own (on the hot
+    path of every submission); on any other client the store's deadline applies as usual."""
     return _translating(fn, bounded=True, one_command=True)
 
 
