@@ -66,7 +66,10 @@ async def test_a_state_filter_returns_only_that_state_across_pages(redis: Redis)
 
 async def test_tombstones_leave_the_listing(redis: Redis) -> None:
     jobs, listing = JobStore(redis), JobListing(redis)
-    job_ids = [await submitted(jobs, "amy", f"job-{n}") for n in range(3)]
+    job_ids = []
+    for n in range(3):  # a millisecond apart: "newest first" orders jobs of one millisecond by id
+        job_ids.append(await submitted(jobs, "amy", f"job-{n}"))
+        await asyncio.sleep(0.002)
     for job_id in job_ids:
         assert (await claim(jobs, job_id, START)).proceed
         await complete_job(jobs, job_id, RESULT, Retention(3600, 2), pdf_key="r/x.pdf", period="2026-12")
